@@ -1,0 +1,96 @@
+//! The error every builder in millpond returns for a configuration it cannot run.
+
+use std::fmt;
+
+/// A configuration rejected by a builder's `build()`.
+///
+/// It names the offending field and the value it was given, so the message alone is enough to fix
+/// the configuration.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use millpond::pool::{Manager, Pool};
+/// # struct Noop;
+/// # impl Manager for Noop {
+/// #     type Resource = ();
+/// #     type Error = std::io::Error;
+/// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// # }
+/// let err = Pool::builder(Noop).max_size(4).min_idle(8).build().unwrap_err();
+/// assert_eq!(err.field(), Some("min_idle"));
+/// assert!(err.to_string().contains("min_idle"));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    NoRuntime,
+}
+
+impl BuildError {
+    pub(crate) fn invalid(
+        field: &'static str,
+        value: impl fmt::Debug,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: Kind::Invalid {
+                field,
+                value: format!("{value:?}"),
+                reason: reason.into(),
+            },
+        }
+    }
+
+    pub(crate) fn no_runtime() -> Self {
+        Self {
+            kind: Kind::NoRuntime,
+        }
+    }
+
+    /// The configuration field that was rejected, or `None` when the problem is the environment
+    /// (no tokio runtime to run the pool's background work on).
+    pub fn field(&self) -> Option<&'static str> {
+        match &self.kind {
+            Kind::Invalid { field, .. } => Some(field),
+            Kind::NoRuntime => None,
+        }
+    }
+
+    /// Whether `build()` failed because it was not called inside a tokio runtime.
+    pub fn is_no_runtime(&self) -> bool {
+        matches!(self.kind, Kind::NoRuntime)
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Invalid {
+                field,
+                value,
+                reason,
+            } => {
+                write!(f, "invalid `{field}` ({value}): {reason}")
+            }
+            Kind::NoRuntime => f.write_str(
+                "no tokio runtime: build() must be called from within a tokio runtime, \
+                 which runs the pool's background work",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}

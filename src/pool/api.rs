@@ -1,0 +1,279 @@
+//! [`Pool`]: the handle users hold.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::acquire::acquire;
+use super::builder::Builder;
+use super::engine::Take;
+use super::error::{DrainError, Error};
+use super::guard::{Metadata, Pooled};
+use super::manager::{CloseReason, Manager};
+use super::metrics::{Metrics, Status};
+use super::shared::Shared;
+use crate::build_error::BuildError;
+use crate::sync::Arc;
+
+/// A pool of resources made by a [`Manager`].
+///
+/// `Pool` is a cheap handle: clone it to share the pool between tasks. When the last handle is
+/// dropped the pool closes: idle resources are closed, the background task ends, and resources
+/// still out are closed when they come back.
+///
+/// # Examples
+///
+/// ```
+/// use millpond::pool::{Manager, Pool};
+///
+/// struct Greeter;
+///
+/// impl Manager for Greeter {
+///     type Resource = String;
+///     type Error = std::io::Error;
+///
+///     async fn create(&self) -> Result<String, std::io::Error> {
+///         Ok(String::from("hello"))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Pool::builder(Greeter).max_size(4).build()?;
+/// let greeting = pool.get().await?;
+/// assert_eq!(*greeting, "hello");
+/// assert_eq!(pool.status().in_use, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pool<M: Manager> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> Pool<M> {
+    /// Starts configuring a pool around `manager`.
+    pub fn builder(manager: M) -> Builder<M> {
+        Builder::new(manager)
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared<M>>) -> Self {
+        Self { shared }
+    }
+
+    /// Takes a resource, waiting up to the pool's acquire timeout.
+    ///
+    /// An idle resource is handed out at once (after [`Manager::check`] if it sat idle longer
+    /// than the check window). Otherwise the caller queues: waiters are served strictly first
+    /// come, first served, by resources coming back or newly created.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::Timeout`] when the acquire timeout passes, naming the phase and carrying the
+    ///   last creation error if creations were failing;
+    /// * [`Error::Unavailable`] at once while the circuit breaker is open (the backend is down);
+    /// * [`Error::Closed`] when the pool is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. Dropping the future gives up the caller's place in the queue; a resource
+    /// already handed to it goes to the next waiter, and a creation it started still completes
+    /// and serves someone else. Nothing leaks.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<Pooled<M>, Error<M::Error>>> + Send + '_ {
+        self.get_with_location(self.shared.config.acquire_timeout, Location::caller())
+    }
+
+    /// Like [`get`](Self::get), with this call's own acquire timeout.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`get`](Self::get).
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Pooled<M>, Error<M::Error>>> + Send + '_ {
+        self.get_with_location(timeout, Location::caller())
+    }
+
+    async fn get_with_location(
+        &self,
+        timeout: Duration,
+        location: &'static Location<'static>,
+    ) -> Result<Pooled<M>, Error<M::Error>> {
+        let started = Instant::now();
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
+        let (entry, acquired_at) = acquire(&self.shared, started, deadline).await?;
+        Ok(self.hand_out(entry, acquired_at, location))
+    }
+
+    fn hand_out(
+        &self,
+        mut entry: super::engine::Entry<M::Resource>,
+        acquired_at: Instant,
+        location: &'static Location<'static>,
+    ) -> Pooled<M> {
+        entry.meta.mark_handed_out();
+        let leak_id = self
+            .shared
+            .leaks
+            .as_ref()
+            .map(|leaks| leaks.register(acquired_at, location));
+        Pooled::new(entry, Arc::clone(&self.shared), acquired_at, leak_id)
+    }
+
+    /// Takes an idle resource if there is one, without waiting or creating.
+    ///
+    /// The resource is handed out as it is: `try_get` cannot await [`Manager::check`], so it skips
+    /// it. Use [`get`](Self::get) when resources must be validated.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Exhausted`] when nothing is idle, [`Error::Closed`] when the pool is closed.
+    #[track_caller]
+    pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
+        let location = Location::caller();
+        let now = Instant::now();
+        loop {
+            let taken = self.shared.engine.lock().take_idle(now);
+            match taken {
+                Take::Ready(entry) => return Ok(self.hand_out(entry, now, location)),
+                Take::Expired(entry) => {
+                    self.shared.close_resource(entry, CloseReason::Lifetime);
+                    self.shared.refill();
+                }
+                Take::Empty => return Err(Error::Exhausted),
+                Take::Failed(err) => return Err(err),
+            }
+        }
+    }
+
+    /// A consistent snapshot of the pool's occupancy.
+    pub fn status(&self) -> Status {
+        self.shared.engine.lock().status()
+    }
+
+    /// The pool's cumulative counters and time histograms.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.engine.lock().metrics.clone()
+    }
+
+    /// The manager the pool was built with.
+    pub fn manager(&self) -> &M {
+        &self.shared.manager
+    }
+
+    /// Changes `max_size` at run time.
+    ///
+    /// Growing lets queued callers be served by new creations at once. Shrinking closes idle
+    /// resources above the new bound now and resources in use as they come back; `max_idle` and
+    /// `min_idle` are lowered to fit.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming `max_size` when it is zero.
+    pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
+        if max_size == 0 {
+            return Err(BuildError::invalid(
+                "max_size",
+                max_size,
+                "must be greater than zero",
+            ));
+        }
+        let excess = self.shared.engine.lock().resize(max_size);
+        for entry in excess {
+            self.shared.close_resource(entry, CloseReason::Excess);
+        }
+        self.shared.refill();
+        Ok(())
+    }
+
+    /// Closes every idle resource for which `keep` returns `false`; returns how many it closed.
+    ///
+    /// Only idle resources are examined: those in use are out of the pool's hands. `keep` runs
+    /// under the pool lock, so it must be quick and must not use the pool.
+    pub fn retain(&self, keep: impl FnMut(&mut M::Resource, &Metadata) -> bool) -> usize {
+        let evicted = self.shared.engine.lock().retain(keep);
+        let count = evicted.len();
+        for entry in evicted {
+            self.shared.close_resource(entry, CloseReason::Evicted);
+        }
+        self.shared.refill();
+        count
+    }
+
+    /// Closes the pool.
+    ///
+    /// Queued callers fail with [`Error::Closed`] at once, as do later `get()` calls; idle
+    /// resources are closed now, and resources in use when they come back. Idempotent.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether the pool was closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.engine.lock().is_closed()
+    }
+
+    /// Closes the pool and waits, up to `timeout`, for every resource out with callers to come
+    /// back (and every creation in flight to end).
+    ///
+    /// # Errors
+    ///
+    /// [`DrainError`] with the number of slots still taken when `timeout` passes first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the pool is closed at the first poll either way; dropping the future only
+    /// stops the waiting.
+    pub async fn drain(&self, timeout: Duration) -> Result<(), DrainError> {
+        self.close();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut freed = pin!(self.shared.slot_freed.notified());
+            freed.as_mut().enable();
+            let remaining = self.status().size;
+            if remaining == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(DrainError {
+                    remaining: self.status().size,
+                });
+            }
+        }
+    }
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        self.shared.add_handle();
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<M: Manager> Drop for Pool<M> {
+    fn drop(&mut self) {
+        self.shared.remove_handle();
+    }
+}
+
+impl<M: Manager> fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}

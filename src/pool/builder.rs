@@ -1,0 +1,225 @@
+//! [`Builder`]: every knob of a pool, with its default and the rule `build()` enforces.
+
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::api::Pool;
+use super::config::{Config, IdleOrder};
+use super::manager::Manager;
+use super::shared::Shared;
+use crate::build_error::BuildError;
+use crate::sync::Arc;
+
+/// Configures and builds a [`Pool`]; start from [`Pool::builder`].
+///
+/// Every setting has a default that suits a database connection pool. `build()` checks the whole
+/// configuration and names the first field it rejects; nothing panics on a bad value.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`max_size`](Self::max_size) | 10 |
+/// | [`min_idle`](Self::min_idle) | 0 |
+/// | [`max_idle`](Self::max_idle) | `max_size` |
+/// | [`acquire_timeout`](Self::acquire_timeout) | 30 s |
+/// | [`create_timeout`](Self::create_timeout) | 10 s |
+/// | [`check_timeout`](Self::check_timeout) | 5 s |
+/// | [`check_window`](Self::check_window) | 500 ms |
+/// | [`idle_timeout`](Self::idle_timeout) | 10 min |
+/// | [`max_lifetime`](Self::max_lifetime) | 30 min, minus up to 5 % jitter |
+/// | [`keepalive`](Self::keepalive) | off |
+/// | [`max_concurrent_creates`](Self::max_concurrent_creates) | 2 |
+/// | [`backoff`](Self::backoff) | 50 ms doubling to 5 s |
+/// | [`breaker`](Self::breaker) | opens after 5 failures, probes after 5 s |
+/// | [`leak_threshold`](Self::leak_threshold) | off |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// # use millpond::pool::{Manager, Pool};
+/// # struct Conns;
+/// # impl Manager for Conns {
+/// #     type Resource = ();
+/// #     type Error = std::io::Error;
+/// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), millpond::BuildError> {
+/// let pool = Pool::builder(Conns)
+///     .max_size(16)
+///     .min_idle(4)
+///     .acquire_timeout(Duration::from_secs(5))
+///     .idle_timeout(Some(Duration::from_secs(60)))
+///     .build()?;
+/// assert_eq!(pool.status().max_size, 16);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct Builder<M> {
+    manager: M,
+    config: Config,
+}
+
+impl<M: Manager> Builder<M> {
+    pub(crate) fn new(manager: M) -> Self {
+        Self {
+            manager,
+            config: Config::default(),
+        }
+    }
+
+    /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.config.max_size = max_size;
+        self
+    }
+
+    /// Idle resources kept ready: a background task creates them ahead of demand and replaces
+    /// those that expire. Must not exceed `max_idle`.
+    pub fn min_idle(mut self, min_idle: usize) -> Self {
+        self.config.min_idle = min_idle;
+        self
+    }
+
+    /// The most idle resources kept; a resource returned above it is closed. At least 1, at most
+    /// `max_size`; defaults to `max_size`.
+    pub fn max_idle(mut self, max_idle: usize) -> Self {
+        self.config.max_idle = Some(max_idle);
+        self
+    }
+
+    /// How many creations may run at once. A small bound (`HikariCP` creates one at a time) spares a
+    /// struggling backend a connection storm, and lets resources that come back serve a spike
+    /// instead of new ones.
+    pub fn max_concurrent_creates(mut self, limit: usize) -> Self {
+        self.config.max_concurrent_creates = limit;
+        self
+    }
+
+    /// Which idle resource is handed out first.
+    pub fn idle_order(mut self, order: IdleOrder) -> Self {
+        self.config.idle_order = order;
+        self
+    }
+
+    /// The longest a whole `get()` may take: waiting, and checking resources. Must be non-zero.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.config.acquire_timeout = timeout;
+        self
+    }
+
+    /// The longest one [`Manager::create`] may take before it counts as failed.
+    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+        self.config.create_timeout = timeout;
+        self
+    }
+
+    /// The longest one [`Manager::check`] may take before the resource is closed as broken.
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.config.check_timeout = timeout;
+        self
+    }
+
+    /// Whether `get()` runs [`Manager::check`] on resources that sat idle (default `true`).
+    pub fn check_on_get(mut self, enabled: bool) -> Self {
+        self.config.check_on_get = enabled;
+        self
+    }
+
+    /// A resource used or checked within this window is handed out without a check, so a busy
+    /// pool pays no round trip per `get()`. [`Duration::ZERO`] checks every time.
+    pub fn check_window(mut self, window: Duration) -> Self {
+        self.config.check_window = window;
+        self
+    }
+
+    /// Idle resources above `min_idle` unused this long are closed; `None` keeps them.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Resources older than this are closed (when idle or on return) and replaced; `None` lets
+    /// them live forever. Each resource's lifetime is shortened by a random jitter.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.config.max_lifetime = lifetime;
+        self
+    }
+
+    /// The largest fraction of `max_lifetime` cut at random from each resource's lifetime, so that
+    /// resources created together are not all closed and recreated together. `0.0..=0.5`.
+    pub fn lifetime_jitter(mut self, fraction: f64) -> Self {
+        self.config.lifetime_jitter = fraction;
+        self
+    }
+
+    /// Runs [`Manager::check`] in the background on resources idle this long, closing those that
+    /// fail, so a firewall or server that drops quiet connections is noticed before a caller is.
+    pub fn keepalive(mut self, interval: Option<Duration>) -> Self {
+        self.config.keepalive = interval;
+        self
+    }
+
+    /// Delays between retries of a failing creation: from `initial`, doubling up to `max`, each
+    /// with random jitter.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.backoff = crate::backoff::Backoff { initial, max };
+        self
+    }
+
+    /// The circuit breaker: after `failures` consecutive failed creations, `get()` calls that
+    /// would wait for a creation fail at once with [`Error::Unavailable`](super::Error::Unavailable);
+    /// after `cooldown` one probe creation is tried, and its success closes the breaker.
+    pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.config.breaker_threshold = Some(failures);
+        self.config.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Turns the circuit breaker off: callers wait out their timeout however long the backend is
+    /// down.
+    pub fn disable_breaker(mut self) -> Self {
+        self.config.breaker_threshold = None;
+        self
+    }
+
+    /// Logs a `tracing` warning, with the call site of the `get()`, for every resource held longer
+    /// than this. Off by default; costs a map insert per checkout when on.
+    pub fn leak_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.config.leak_threshold = threshold;
+        self
+    }
+
+    /// How often the background task reaps, keeps alive, refills and scans for leaks (default 1 s).
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.config.maintenance_interval = interval;
+        self
+    }
+
+    /// Checks the configuration and starts the pool.
+    ///
+    /// The pool's background work (creations, maintenance) runs on the tokio runtime current at
+    /// this call. `min_idle` resources start being created at once.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the field, when a size is zero or out of order
+    /// (`min_idle <= max_idle <= max_size`), a timeout or interval is zero, the backoff is inverted,
+    /// the jitter is outside `0.0..=0.5` or the breaker threshold is zero; or when called outside
+    /// a tokio runtime.
+    pub fn build(self) -> Result<Pool<M>, BuildError> {
+        self.config.validate()?;
+        let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
+        let shared = Arc::new(Shared::new(self.manager, self.config, runtime));
+        shared
+            .runtime
+            .spawn(super::maintenance::run(Arc::clone(&shared)));
+        let creations = shared.engine.lock().plan_creations(Instant::now());
+        shared.spawn_creations(creations);
+        Ok(Pool::from_shared(shared))
+    }
+}

@@ -1,0 +1,529 @@
+//! The pool's state machine: slot accounting, the idle set, FIFO hand-off to waiters and the
+//! planning of creations.
+//!
+//! An [`Engine`] lives inside the pool's one mutex and never awaits, spawns or calls user code:
+//! every method runs in a few instructions under that lock and returns the work that must happen
+//! outside it (wake this waiter, close that resource, start `n` creations). That keeps the lock
+//! hold times tiny and lets the loom models and unit tests drive the engine directly.
+//!
+//! # Invariants
+//!
+//! * `size` counts every slot taken: idle resources, resources out with callers (or being checked
+//!   by the pool), and creations in flight. `size == idle.len() + in_use + creating`, and `size`
+//!   only grows in [`Engine::plan_creations`], which never takes it past `max_size`.
+//! * A resource is in exactly one place: the idle set, one waiter's hand-off cell, or the hands of
+//!   a caller (a `Pooled` guard or a `get()` future). Whoever drops it out of the engine gives the
+//!   slot back with [`Engine::discard`] or [`Engine::detach`]; nothing else shrinks `size`.
+//! * While a waiter is queued the idle set is empty: a returned resource goes straight to the
+//!   oldest waiter, so a newcomer can never overtake a queued caller.
+//! * A served waiter keeps its entry until its future collects the grant. A future dropped before
+//!   that hands its resource on ([`Engine::cancel_waiter`]), so cancellation cannot leak a slot.
+
+use std::collections::VecDeque;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::{Config, IdleOrder};
+use super::error::{CreateError, Error};
+use super::guard::Metadata;
+use super::manager::CloseReason;
+use super::metrics::{Metrics, Status};
+use super::wait_list::{WaitList, WaiterKey};
+use crate::backoff::Backoff;
+use crate::breaker::{Breaker, Permit};
+use crate::sync::Arc;
+
+/// A live resource with its bookkeeping.
+#[derive(Debug)]
+pub(crate) struct Entry<R> {
+    pub(crate) resource: R,
+    pub(crate) meta: Metadata,
+}
+
+type Grant<R, E> = Result<Entry<R>, Error<E>>;
+
+struct Waiter<R, E> {
+    waker: Option<Waker>,
+    grant: Option<Grant<R, E>>,
+    since: Instant,
+}
+
+/// The outcome of taking from the idle set.
+pub(crate) enum Take<R, E> {
+    /// A resource for the caller.
+    Ready(Entry<R>),
+    /// The next idle resource was past its lifetime; its slot is freed, close it and try again.
+    Expired(Entry<R>),
+    /// Nothing idle: queue up.
+    Empty,
+    /// The pool cannot serve at all.
+    Failed(Error<E>),
+}
+
+/// What one look at the pool gave a caller.
+pub(crate) enum Step<R> {
+    /// An idle resource, to check if it sat idle.
+    Fresh(Entry<R>),
+    /// A resource handed over by another caller or a creation: it was in use or new a moment
+    /// ago, so it skips the check.
+    Handed(Entry<R>),
+    /// An idle resource past its lifetime, already discarded: close it and look again.
+    Expired(Entry<R>),
+}
+
+/// Where a resource given back to the engine went.
+#[must_use]
+pub(crate) enum Handoff<R> {
+    /// To a waiter, who must be woken once the lock is released.
+    Waiter(Option<Waker>),
+    /// Into the idle set (or nowhere, when there was nothing to hand on).
+    Kept,
+    /// Nowhere: its slot is freed and the caller must close it for this reason.
+    Close(Entry<R>, CloseReason),
+}
+
+/// What a creation task does after a failure.
+#[must_use]
+pub(crate) enum AfterFailure {
+    /// Keep the slot and try again after this delay.
+    Retry(Duration),
+    /// The slot is freed; wake these waiters (failed because the breaker opened).
+    Stop(Vec<Waker>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_size: usize,
+    min_idle: usize,
+    max_idle: usize,
+    /// `max_idle` was never set and follows `max_size` through resizes.
+    max_idle_follows_size: bool,
+    max_creates: usize,
+    order: IdleOrder,
+}
+
+pub(crate) struct Engine<R, E> {
+    limits: Limits,
+    backoff: Backoff,
+    idle: VecDeque<Entry<R>>,
+    waiters: WaitList<Waiter<R, E>>,
+    size: usize,
+    creating: usize,
+    closed: bool,
+    breaker: Breaker,
+    /// The last creation failure since the last success.
+    last_error: Option<Arc<CreateError<E>>>,
+    pub(crate) metrics: Metrics,
+}
+
+impl<R, E> Engine<R, E> {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            limits: Limits {
+                max_size: config.max_size,
+                min_idle: config.min_idle,
+                max_idle: config.max_idle(),
+                max_idle_follows_size: config.max_idle.is_none(),
+                max_creates: config.max_concurrent_creates,
+                order: config.idle_order,
+            },
+            backoff: config.backoff,
+            idle: VecDeque::with_capacity(config.max_idle()),
+            waiters: WaitList::default(),
+            size: 0,
+            creating: 0,
+            closed: false,
+            breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            last_error: None,
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            max_size: self.limits.max_size,
+            size: self.size,
+            idle: self.idle.len(),
+            in_use: self.size - self.idle.len() - self.creating,
+            creating: self.creating,
+            waiters: self.waiters.len(),
+        }
+    }
+
+    pub(crate) fn last_error(&self) -> Option<Arc<CreateError<E>>> {
+        self.last_error.clone()
+    }
+
+    /// Whether a caller who times out while queued was waiting on creation rather than on a
+    /// return: the pool had room, or creations were running or failing.
+    pub(crate) fn waiting_on_creation(&self) -> bool {
+        self.creating > 0 || self.size < self.limits.max_size || self.last_error.is_some()
+    }
+
+    /// Takes an idle resource for a caller.
+    pub(crate) fn take_idle(&mut self, now: Instant) -> Take<R, E> {
+        if self.closed {
+            return Take::Failed(Error::Closed);
+        }
+        let entry = match self.limits.order {
+            IdleOrder::Lifo => self.idle.pop_back(),
+            IdleOrder::Fifo => self.idle.pop_front(),
+        };
+        match entry {
+            None => Take::Empty,
+            Some(entry) if entry.meta.is_expired(now) => {
+                self.size -= 1;
+                self.metrics.closed.lifetime += 1;
+                Take::Expired(entry)
+            }
+            Some(entry) => {
+                self.metrics.gets_direct += 1;
+                Take::Ready(entry)
+            }
+        }
+    }
+
+    /// One poll of a `get()`: collect the grant of a queued caller, or take an idle resource, or
+    /// queue. Taking and queueing happen under the same lock, so a resource returned in between
+    /// cannot sit idle while the caller waits. Returns the creations to start for the new waiter.
+    pub(crate) fn poll_acquire(
+        &mut self,
+        key: &mut Option<WaiterKey>,
+        waker: &Waker,
+        now: Instant,
+    ) -> (Poll<Result<Step<R>, Error<E>>>, usize) {
+        if let Some(queued) = *key {
+            let poll = self.poll_waiter(queued, waker, now);
+            if poll.is_ready() {
+                *key = None;
+            }
+            return (poll.map(|grant| grant.map(Step::Handed)), 0);
+        }
+        let step = match self.take_idle(now) {
+            Take::Ready(entry) => Ok(Step::Fresh(entry)),
+            Take::Expired(entry) => Ok(Step::Expired(entry)),
+            Take::Failed(err) => Err(err),
+            Take::Empty => match self.enqueue(waker, now) {
+                Ok(queued) => {
+                    *key = Some(queued);
+                    return (Poll::Pending, self.plan_creations(now));
+                }
+                Err(err) => Err(err),
+            },
+        };
+        (Poll::Ready(step), 0)
+    }
+
+    /// Queues a caller that found nothing idle. Fails at once while the breaker is open.
+    fn enqueue(&mut self, waker: &Waker, now: Instant) -> Result<WaiterKey, Error<E>> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if self.breaker.is_open(now) {
+            if let Some(err) = &self.last_error {
+                self.metrics.gets_unavailable += 1;
+                return Err(Error::Unavailable(Arc::clone(err)));
+            }
+        }
+        Ok(self.waiters.push_back(Waiter {
+            waker: Some(waker.clone()),
+            grant: None,
+            since: now,
+        }))
+    }
+
+    /// Collects a queued caller's grant, or refreshes its waker while it is still queued.
+    pub(crate) fn poll_waiter(
+        &mut self,
+        key: WaiterKey,
+        waker: &Waker,
+        now: Instant,
+    ) -> Poll<Grant<R, E>> {
+        if self.waiters.is_queued(key) {
+            let waiter = self.waiters.get_mut(key);
+            if !waiter
+                .waker
+                .as_ref()
+                .is_some_and(|known| known.will_wake(waker))
+            {
+                waiter.waker = Some(waker.clone());
+            }
+            return Poll::Pending;
+        }
+        let waiter = self.waiters.remove(key);
+        debug_assert!(
+            waiter.grant.is_some(),
+            "a served waiter always holds a grant"
+        );
+        let grant = waiter.grant.unwrap_or(Err(Error::Closed));
+        if grant.is_ok() {
+            self.metrics.gets_waited += 1;
+            self.metrics
+                .wait_time
+                .record(now.saturating_duration_since(waiter.since));
+        }
+        Poll::Ready(grant)
+    }
+
+    /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.
+    pub(crate) fn cancel_waiter(&mut self, key: WaiterKey, timed_out: bool) -> Handoff<R> {
+        let waiter = self.waiters.remove(key);
+        if timed_out {
+            self.metrics.gets_timed_out += 1;
+        } else {
+            self.metrics.gets_cancelled += 1;
+        }
+        match waiter.grant {
+            Some(Ok(entry)) => self.put_back(entry),
+            Some(Err(_)) | None => Handoff::Kept,
+        }
+    }
+
+    /// Takes back a resource a caller held for `held`.
+    pub(crate) fn release(&mut self, entry: Entry<R>, held: Duration) -> Handoff<R> {
+        self.metrics.hold_time.record(held);
+        self.put_back(entry)
+    }
+
+    /// Takes back a resource the pool itself held (a keepalive check).
+    pub(crate) fn put_back(&mut self, entry: Entry<R>) -> Handoff<R> {
+        if self.closed {
+            return self.close_entry(entry, CloseReason::PoolClosed);
+        }
+        if self.size > self.limits.max_size {
+            return self.close_entry(entry, CloseReason::Excess);
+        }
+        if let Some(key) = self.waiters.pop_front() {
+            let waiter = self.waiters.get_mut(key);
+            waiter.grant = Some(Ok(entry));
+            return Handoff::Waiter(waiter.waker.take());
+        }
+        if self.idle.len() >= self.limits.max_idle {
+            return self.close_entry(entry, CloseReason::Excess);
+        }
+        self.idle.push_back(entry);
+        Handoff::Kept
+    }
+
+    fn close_entry(&mut self, entry: Entry<R>, reason: CloseReason) -> Handoff<R> {
+        self.discard(reason);
+        Handoff::Close(entry, reason)
+    }
+
+    /// Frees the slot of a resource that is being closed, counting why.
+    pub(crate) fn discard(&mut self, reason: CloseReason) {
+        self.size -= 1;
+        let closed = &mut self.metrics.closed;
+        match reason {
+            CloseReason::Broken => closed.broken += 1,
+            CloseReason::IdleTimeout => closed.idle_timeout += 1,
+            CloseReason::Lifetime => closed.lifetime += 1,
+            CloseReason::Excess => closed.excess += 1,
+            CloseReason::Evicted => closed.evicted += 1,
+            CloseReason::PoolClosed => closed.pool_closed += 1,
+        }
+    }
+
+    /// Frees the slot of a resource the caller took out of the pool for good.
+    pub(crate) fn detach(&mut self) {
+        self.size -= 1;
+    }
+
+    /// How many creations to start now; their slots are reserved before this returns.
+    ///
+    /// Demand is the larger of the queued callers and the `min_idle` shortfall; creations already
+    /// in flight count against it, so a burst of callers that the in-flight creations and the
+    /// resources coming back will serve does not start a creation each (HikariCP's elision). At
+    /// most `max_concurrent_creates` run at once, and the breaker may allow only a probe, or none.
+    pub(crate) fn plan_creations(&mut self, now: Instant) -> usize {
+        if self.closed {
+            return 0;
+        }
+        let demand = self
+            .waiters
+            .len()
+            .max(self.limits.min_idle.saturating_sub(self.idle.len()));
+        let wanted = demand.saturating_sub(self.creating);
+        let room = self.limits.max_size.saturating_sub(self.size);
+        let parallel = self.limits.max_creates.saturating_sub(self.creating);
+        let mut count = wanted.min(room).min(parallel);
+        if count > 0 {
+            match self.breaker.permit(now, self.creating) {
+                Permit::Any => {}
+                Permit::Probe => count = 1,
+                Permit::Refused => count = 0,
+            }
+        }
+        self.size += count;
+        self.creating += count;
+        count
+    }
+
+    /// Whether a creation still has a reason to exist (callers queued or `min_idle` short).
+    fn creation_needed(&self) -> bool {
+        let demand = self
+            .waiters
+            .len()
+            .max(self.limits.min_idle.saturating_sub(self.idle.len()));
+        demand >= self.creating
+    }
+
+    /// Gives back the slot of a creation task that ended without reporting (it was dropped).
+    pub(crate) fn abandon_creation(&mut self) {
+        self.end_creation();
+    }
+
+    fn end_creation(&mut self) {
+        self.creating -= 1;
+        self.size -= 1;
+    }
+
+    /// Takes in a freshly created resource: it goes to the oldest waiter, or idle.
+    pub(crate) fn created(&mut self, entry: Entry<R>, took: Duration) -> Handoff<R> {
+        self.creating -= 1;
+        self.breaker.on_success();
+        self.last_error = None;
+        self.metrics.created += 1;
+        self.metrics.create_time.record(took);
+        self.put_back(entry)
+    }
+
+    /// Records a failed creation and decides whether its task retries.
+    pub(crate) fn create_failed(&mut self, err: CreateError<E>, now: Instant) -> AfterFailure {
+        self.metrics.create_failures += 1;
+        let err = Arc::new(err);
+        self.last_error = Some(Arc::clone(&err));
+        if self.breaker.on_failure(now) {
+            self.end_creation();
+            return AfterFailure::Stop(self.fail_waiters(&Error::Unavailable(err)));
+        }
+        if self.closed || !self.creation_needed() {
+            self.end_creation();
+            return AfterFailure::Stop(Vec::new());
+        }
+        AfterFailure::Retry(self.backoff.delay(self.breaker.failures()))
+    }
+
+    /// Asks, after the backoff delay, whether the retry should still happen; frees the slot if not.
+    pub(crate) fn retry_allowed(&mut self, now: Instant) -> bool {
+        let allowed = !self.closed && !self.breaker.is_open(now) && self.creation_needed();
+        if !allowed {
+            self.end_creation();
+        }
+        allowed
+    }
+
+    fn fail_waiters(&mut self, err: &Error<E>) -> Vec<Waker> {
+        let mut wakers = Vec::with_capacity(self.waiters.len());
+        while let Some(key) = self.waiters.pop_front() {
+            if matches!(err, Error::Unavailable(_)) {
+                self.metrics.gets_unavailable += 1;
+            }
+            let waiter = self.waiters.get_mut(key);
+            waiter.grant = Some(Err(err.clone()));
+            wakers.extend(waiter.waker.take());
+        }
+        wakers
+    }
+
+    /// Closes the pool: idle resources come back for closing, every waiter fails with `Closed`.
+    pub(crate) fn close(&mut self) -> (Vec<Entry<R>>, Vec<Waker>) {
+        self.closed = true;
+        let idle: Vec<_> = self.idle.drain(..).collect();
+        self.size -= idle.len();
+        self.metrics.closed.pool_closed += idle.len() as u64;
+        (idle, self.fail_waiters(&Error::Closed))
+    }
+
+    /// Changes `max_size`; returns idle resources above the new bound, already discarded.
+    pub(crate) fn resize(&mut self, max_size: usize) -> Vec<Entry<R>> {
+        let limits = &mut self.limits;
+        limits.max_size = max_size;
+        if limits.max_idle_follows_size || limits.max_idle > max_size {
+            limits.max_idle = max_size;
+        }
+        limits.min_idle = limits.min_idle.min(limits.max_idle);
+        let mut excess = Vec::new();
+        while self.size > self.limits.max_size {
+            let Some(entry) = self.idle.pop_front() else {
+                break;
+            };
+            self.discard(CloseReason::Excess);
+            excess.push(entry);
+        }
+        excess
+    }
+
+    /// Removes idle resources for which `keep` returns `false`; their slots are freed.
+    ///
+    /// If `keep` panics, the resources already removed are accounted for and the rest stay idle.
+    pub(crate) fn retain(
+        &mut self,
+        mut keep: impl FnMut(&mut R, &Metadata) -> bool,
+    ) -> Vec<Entry<R>> {
+        let mut evicted = Vec::new();
+        let mut index = 0;
+        while index < self.idle.len() {
+            let entry = &mut self.idle[index];
+            if keep(&mut entry.resource, &entry.meta) {
+                index += 1;
+            } else if let Some(entry) = self.idle.remove(index) {
+                self.discard(CloseReason::Evicted);
+                evicted.push(entry);
+            }
+        }
+        evicted
+    }
+
+    /// Removes idle resources past their lifetime, and those idle longer than `idle_timeout` while
+    /// more than `min_idle` are idle, oldest first. Their slots are freed.
+    pub(crate) fn reap(
+        &mut self,
+        now: Instant,
+        idle_timeout: Option<Duration>,
+    ) -> Vec<(Entry<R>, CloseReason)> {
+        let mut reaped = Vec::new();
+        let mut index = 0;
+        while index < self.idle.len() {
+            let meta = &self.idle[index].meta;
+            let reason = if meta.is_expired(now) {
+                Some(CloseReason::Lifetime)
+            } else if self.idle.len() > self.limits.min_idle
+                && idle_timeout.is_some_and(|timeout| now >= meta.last_used() + timeout)
+            {
+                Some(CloseReason::IdleTimeout)
+            } else {
+                None
+            };
+            match reason.and_then(|reason| Some((self.idle.remove(index)?, reason))) {
+                Some((entry, reason)) => {
+                    self.discard(reason);
+                    reaped.push((entry, reason));
+                }
+                None => index += 1,
+            }
+        }
+        reaped
+    }
+
+    /// Takes out idle resources unused for `interval` so the pool can check them; they count as
+    /// in use until [`Engine::put_back`] or [`Engine::discard`].
+    pub(crate) fn take_for_keepalive(&mut self, now: Instant, interval: Duration) -> Vec<Entry<R>> {
+        let mut due = Vec::new();
+        let mut index = 0;
+        while index < self.idle.len() {
+            if now >= self.idle[index].meta.last_active() + interval {
+                due.extend(self.idle.remove(index));
+            } else {
+                index += 1;
+            }
+        }
+        due
+    }
+}

@@ -1,0 +1,181 @@
+//! What can go wrong when taking a resource from a pool.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::sync::Arc;
+
+/// The part of `get()` that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutPhase {
+    /// Waiting for a resource to be returned: every slot was in use.
+    Wait,
+    /// Waiting for a new resource to be created (the pool had room but creation was slow or
+    /// failing; see [`Error::last_create_error`]).
+    Create,
+    /// Running [`Manager::check`](super::Manager::check) on an idle resource.
+    Check,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Wait => "waiting for a resource to be returned",
+            Self::Create => "waiting for a resource to be created",
+            Self::Check => "checking a resource",
+        })
+    }
+}
+
+/// Why the pool failed to create a resource.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CreateError<E> {
+    /// [`Manager::create`](super::Manager::create) returned this error.
+    Failed(E),
+    /// `create()` did not finish within the pool's create timeout.
+    TimedOut(Duration),
+    /// `create()` panicked; the panic was contained and the slot freed.
+    Panicked,
+}
+
+impl<E> CreateError<E> {
+    /// The manager's own error, when there is one.
+    pub fn manager_error(&self) -> Option<&E> {
+        match self {
+            Self::Failed(err) => Some(err),
+            Self::TimedOut(_) | Self::Panicked => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for CreateError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Failed(err) => write!(f, "creating a resource failed: {err}"),
+            Self::TimedOut(after) => write!(f, "creating a resource timed out after {after:?}"),
+            Self::Panicked => f.write_str("creating a resource panicked"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CreateError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.manager_error().map(|err| err as _)
+    }
+}
+
+/// The error of [`Pool::get`](super::Pool::get) and its variants.
+///
+/// A failure to reach the backend is never reported as a bare timeout: [`Error::Timeout`] and
+/// [`Error::Unavailable`] carry the last real creation error, reachable through
+/// [`std::error::Error::source`] and [`Error::last_create_error`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The acquire timeout passed before a resource could be handed out.
+    Timeout {
+        /// What `get()` was doing when time ran out.
+        phase: TimeoutPhase,
+        /// The last creation failure since the last success, if creations were failing.
+        last_create_error: Option<Arc<CreateError<E>>>,
+    },
+    /// The backend looks down: creation failed repeatedly and the pool's circuit breaker is open,
+    /// so `get()` fails at once instead of waiting out its timeout.
+    Unavailable(Arc<CreateError<E>>),
+    /// The pool was closed.
+    Closed,
+    /// [`Pool::try_get`](super::Pool::try_get) found no idle resource.
+    Exhausted,
+}
+
+impl<E> Error<E> {
+    /// Whether this is [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. })
+    }
+
+    /// The phase that timed out, for [`Error::Timeout`].
+    pub fn timeout_phase(&self) -> Option<TimeoutPhase> {
+        match self {
+            Self::Timeout { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+
+    /// The creation failure behind this error, if there was one.
+    pub fn last_create_error(&self) -> Option<&CreateError<E>> {
+        match self {
+            Self::Timeout {
+                last_create_error, ..
+            } => last_create_error.as_deref(),
+            Self::Unavailable(err) => Some(err),
+            Self::Closed | Self::Exhausted => None,
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout {
+                phase,
+                last_create_error: None,
+            } => {
+                write!(f, "timed out {phase}")
+            }
+            Self::Timeout {
+                phase,
+                last_create_error: Some(err),
+            } => {
+                write!(f, "timed out {phase}; last error: {err}")
+            }
+            Self::Unavailable(err) => write!(f, "backend unavailable (circuit open): {err}"),
+            Self::Closed => f.write_str("the pool is closed"),
+            Self::Exhausted => f.write_str("no idle resource in the pool"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.last_create_error().map(|err| err as _)
+    }
+}
+
+impl<E> Clone for Error<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Timeout {
+                phase,
+                last_create_error,
+            } => Self::Timeout {
+                phase: *phase,
+                last_create_error: last_create_error.clone(),
+            },
+            Self::Unavailable(err) => Self::Unavailable(Arc::clone(err)),
+            Self::Closed => Self::Closed,
+            Self::Exhausted => Self::Exhausted,
+        }
+    }
+}
+
+/// [`Pool::drain`](super::Pool::drain) ran out of time with resources still out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainError {
+    /// Slots still taken (resources out with callers, or creations in flight) at the deadline.
+    pub remaining: usize,
+}
+
+impl fmt::Display for DrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "drain timed out with {} resource(s) still out",
+            self.remaining
+        )
+    }
+}
+
+impl std::error::Error for DrainError {}

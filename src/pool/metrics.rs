@@ -1,0 +1,223 @@
+//! Live status and cumulative metrics of a pool.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A consistent snapshot of a pool's occupancy, from [`Pool::status`](super::Pool::status).
+///
+/// All fields are read under one lock, so they always add up:
+/// `size == idle + in_use + creating`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The configured upper bound on `size`.
+    pub max_size: usize,
+    /// Slots taken: live resources plus creations in flight. Never above `max_size`, except
+    /// briefly after [`Pool::resize`](super::Pool::resize) shrank the pool while resources were out.
+    pub size: usize,
+    /// Resources ready to be handed out.
+    pub idle: usize,
+    /// Resources checked out, or being checked or kept alive by the pool.
+    pub in_use: usize,
+    /// Creations in flight (including those backing off before a retry).
+    pub creating: usize,
+    /// Callers queued in `get()`.
+    pub waiters: usize,
+}
+
+/// How many resources the pool closed, by [`CloseReason`](super::CloseReason).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClosedCounts {
+    /// Failed `is_reusable` or `check`.
+    pub broken: u64,
+    /// Idle longer than the idle timeout.
+    pub idle_timeout: u64,
+    /// Past their maximum lifetime.
+    pub lifetime: u64,
+    /// Above `max_idle` on return, or above `max_size` after a shrink.
+    pub excess: u64,
+    /// Evicted by `retain`.
+    pub evicted: u64,
+    /// Closed with the pool.
+    pub pool_closed: u64,
+}
+
+/// Cumulative counters and timings, from [`Pool::metrics`](super::Pool::metrics).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// `get()` calls served at once from the idle set.
+    pub gets_direct: u64,
+    /// `get()` calls served after queueing.
+    pub gets_waited: u64,
+    /// `get()` calls that hit their acquire timeout.
+    pub gets_timed_out: u64,
+    /// `get()` futures dropped while queued.
+    pub gets_cancelled: u64,
+    /// `get()` calls refused because the circuit breaker was open.
+    pub gets_unavailable: u64,
+    /// Resources created.
+    pub created: u64,
+    /// Failed creation attempts (errors, timeouts and panics).
+    pub create_failures: u64,
+    /// Resources closed, by reason.
+    pub closed: ClosedCounts,
+    /// Time spent queued by `get()` calls that had to wait.
+    pub wait_time: DurationHistogram,
+    /// Time resources were held by callers.
+    pub hold_time: DurationHistogram,
+    /// Time successful creations took.
+    pub create_time: DurationHistogram,
+}
+
+/// Sub-buckets per power of two: values land within 25% of their bucket's bounds.
+const SUB_BITS: u32 = 2;
+const SUB: u64 = 1 << SUB_BITS;
+const BUCKETS: usize = (SUB as usize) * (64 - SUB_BITS as usize + 1);
+
+/// A log-linear histogram of durations with microsecond resolution and 25% relative precision.
+///
+/// Fixed size (no allocation to record), cheap enough to update under the pool lock.
+#[derive(Clone)]
+pub struct DurationHistogram {
+    counts: Box<[u64; BUCKETS]>,
+    total: u64,
+    sum_micros: u128,
+    max_micros: u64,
+}
+
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        Self {
+            counts: Box::new([0; BUCKETS]),
+            total: 0,
+            sum_micros: 0,
+            max_micros: 0,
+        }
+    }
+}
+
+impl DurationHistogram {
+    fn bucket(micros: u64) -> usize {
+        if micros < SUB {
+            return micros as usize;
+        }
+        let exponent = 63 - micros.leading_zeros();
+        let shift = exponent - SUB_BITS;
+        let sub = (micros >> shift) & (SUB - 1);
+        (SUB as usize) * (shift as usize + 1) + sub as usize
+    }
+
+    fn upper_bound(bucket: usize) -> u64 {
+        if bucket < SUB as usize {
+            return bucket as u64;
+        }
+        let shift = (bucket / SUB as usize - 1) as u32;
+        let sub = (bucket % SUB as usize) as u64;
+        let upper = u128::from(SUB + sub + 1) << shift;
+        u64::try_from(upper - 1).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn record(&mut self, value: Duration) {
+        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        self.counts[Self::bucket(micros)] += 1;
+        self.total += 1;
+        self.sum_micros += u128::from(micros);
+        self.max_micros = self.max_micros.max(micros);
+    }
+
+    /// Number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The largest recorded value.
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(self.max_micros)
+    }
+
+    /// The mean of the recorded values, or zero when empty.
+    pub fn mean(&self) -> Duration {
+        if self.total == 0 {
+            return Duration::ZERO;
+        }
+        let mean = self.sum_micros / u128::from(self.total);
+        Duration::from_micros(u64::try_from(mean).unwrap_or(u64::MAX))
+    }
+
+    /// An upper estimate of the `q` quantile (`0.0..=1.0`, clamped), within 25% of the true value
+    /// and never above [`max`](Self::max); zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.total == 0 {
+            return Duration::ZERO;
+        }
+        let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+        // The rank of the q-quantile, at least the first value.
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Duration::from_micros(Self::upper_bound(bucket).min(self.max_micros));
+            }
+        }
+        self.max()
+    }
+}
+
+impl fmt::Debug for DurationHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DurationHistogram")
+            .field("count", &self.total)
+            .field("mean", &self.mean())
+            .field("p50", &self.quantile(0.5))
+            .field("p99", &self.quantile(0.99))
+            .field("max", &self.max())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_lands_in_a_bucket_that_bounds_it() {
+        let mut value = 0u64;
+        while value < u64::MAX / 3 {
+            let bucket = DurationHistogram::bucket(value);
+            assert!(bucket < BUCKETS);
+            assert!(DurationHistogram::upper_bound(bucket) >= value, "{value}");
+            if bucket > 0 {
+                assert!(
+                    DurationHistogram::upper_bound(bucket - 1) < value,
+                    "{value}"
+                );
+            }
+            value = value * 5 / 4 + 1;
+        }
+    }
+
+    #[test]
+    fn quantiles_are_upper_estimates_within_a_quarter() {
+        let mut histogram = DurationHistogram::default();
+        for micros in 1..=1000 {
+            histogram.record(Duration::from_micros(micros));
+        }
+        assert_eq!(histogram.count(), 1000);
+        assert_eq!(histogram.max(), Duration::from_micros(1000));
+        let p99 = histogram.quantile(0.99).as_micros();
+        assert!((990..=1000).contains(&p99), "{p99}");
+        let p50 = histogram.quantile(0.5).as_micros();
+        assert!((500..=625).contains(&p50), "{p50}");
+        assert_eq!(histogram.mean(), Duration::from_micros(500));
+    }
+
+    #[test]
+    fn empty_histogram_reports_zero() {
+        let histogram = DurationHistogram::default();
+        assert_eq!(histogram.quantile(0.99), Duration::ZERO);
+        assert_eq!(histogram.mean(), Duration::ZERO);
+    }
+}

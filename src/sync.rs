@@ -1,0 +1,83 @@
+//! The one place library code takes its synchronisation primitives from.
+//!
+//! Normal builds use `std` atomics and `Arc` with `parking_lot` mutexes (no poisoning, a fast
+//! uncontended path). Under `--cfg millpond_loom` the same names resolve to loom's model-checked
+//! types, so the engines' loom models exercise exactly the code users run.
+//!
+//! Mutexes and atomics are thin newtypes, so `clippy.toml` can forbid the originals everywhere
+//! else (`disallowed-types`); `Arc` is a plain re-export (see below), so `.ci/run` greps for
+//! direct `std::sync` imports instead.
+//!
+//! The cfg is crate-specific on purpose: plain `--cfg loom` would also switch tokio into its own
+//! loom mode, which is not what our models test.
+#![allow(clippy::disallowed_types)]
+
+// `Arc` stays std's under loom too: the models check what sits behind the mutexes and atomics,
+// and our code uses `&Arc<Self>` receivers, which loom's `Arc` cannot serve as.
+pub(crate) use std::sync::Arc;
+
+#[cfg(not(millpond_loom))]
+use parking_lot as mutex_impl;
+#[cfg(not(millpond_loom))]
+use std::sync::atomic as atomic_impl;
+
+#[cfg(millpond_loom)]
+use loom::sync as mutex_impl;
+#[cfg(millpond_loom)]
+use loom::sync::atomic as atomic_impl;
+
+pub(crate) use std::sync::atomic::Ordering;
+
+/// A mutex without poisoning: a panic while it is held cannot wedge the pool.
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(mutex_impl::Mutex<T>);
+
+pub(crate) type MutexGuard<'a, T> = mutex_impl::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(mutex_impl::Mutex::new(value))
+    }
+
+    #[cfg(not(millpond_loom))]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock()
+    }
+
+    #[cfg(millpond_loom)]
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        // A model only poisons a mutex when one of its threads panicked, which fails it anyway.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+macro_rules! atomic_int {
+    ($name:ident, $int:ty) => {
+        #[derive(Debug, Default)]
+        pub(crate) struct $name(atomic_impl::$name);
+
+        #[allow(dead_code, reason = "each part of the crate uses a different subset")]
+        impl $name {
+            pub(crate) fn new(value: $int) -> Self {
+                Self(atomic_impl::$name::new(value))
+            }
+
+            pub(crate) fn load(&self, order: Ordering) -> $int {
+                self.0.load(order)
+            }
+
+            pub(crate) fn fetch_add(&self, value: $int, order: Ordering) -> $int {
+                self.0.fetch_add(value, order)
+            }
+
+            pub(crate) fn fetch_sub(&self, value: $int, order: Ordering) -> $int {
+                self.0.fetch_sub(value, order)
+            }
+        }
+    };
+}
+
+atomic_int!(AtomicUsize, usize);
+atomic_int!(AtomicU64, u64);
