@@ -64,10 +64,10 @@ async fn waiters_are_served_first_come_first_served() {
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for caller in 0..5 {
-        let pool = pool.clone();
+        let handle = pool.clone();
         let order = Arc::clone(&order);
         tasks.push(tokio::spawn(async move {
-            let conn = pool.get().await.unwrap();
+            let conn = handle.get().await.unwrap();
             order.lock().unwrap().push(caller);
             drop(conn);
         }));

@@ -1,13 +1,13 @@
 //! The `get()` path: take an idle resource, check it if it sat idle, or queue for the next one.
 //!
-//! The fast path takes the pool lock once and touches no timer. Only a caller that has to queue
-//! arms the acquire deadline, and it does so around a [`Queue`] it still owns, so that when time
-//! runs out it can tell a timeout from a cancellation and collect a resource that arrived at the
-//! last moment instead of dropping it.
+//! The fast path takes the pool lock once and touches no timer. A caller that has to queue does
+//! not arm a timer either: its deadline is stored with its place in the queue, and the pool's
+//! expiry task (`expiry.rs`) fails it with a timeout when the deadline passes. Only the rare
+//! check of an idle resource runs under a timer of its own.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
@@ -21,66 +21,40 @@ use crate::sync::Arc;
 /// A resource and the moment it reached its caller.
 type Acquired<M> = Result<(Entry<<M as Manager>::Resource>, Instant), Error<<M as Manager>::Error>>;
 
-type StepResult<M> = Result<Step<<M as Manager>::Resource>, Error<<M as Manager>::Error>>;
+type StepResult<M> =
+    Result<(Step<<M as Manager>::Resource>, Instant), Error<<M as Manager>::Error>>;
 
-/// A caller's place in the pool: before the first poll, nothing; then possibly a queued waiter.
+/// One look at the pool, and, if the caller has to queue, its place in the queue.
+///
+/// Dropping it while queued gives up the place; a resource already handed to it moves on.
 struct Queue<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
     key: Option<WaiterKey>,
-}
-
-impl<M: Manager> Queue<'_, M> {
-    fn poll_step(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<StepResult<M>> {
-        let (poll, creations) =
-            self.shared
-                .engine
-                .lock()
-                .poll_acquire(&mut self.key, cx.waker(), now);
-        self.shared.spawn_creations(creations);
-        poll
-    }
-
-    /// Ends the wait at the deadline: a grant that already arrived is still taken, otherwise the
-    /// caller leaves the queue and learns what it was waiting for.
-    fn time_out(&mut self) -> StepResult<M> {
-        let Some(key) = self.key.take() else {
-            return Err(Error::Timeout {
-                phase: TimeoutPhase::Wait,
-                last_create_error: None,
-            });
-        };
-        let mut engine = self.shared.engine.lock();
-        if let Poll::Ready(grant) = engine.poll_waiter(key, Waker::noop(), Instant::now()) {
-            return grant.map(Step::Handed);
-        }
-        let handoff = engine.cancel_waiter(key, true);
-        let phase = if engine.waiting_on_creation() {
-            TimeoutPhase::Create
-        } else {
-            TimeoutPhase::Wait
-        };
-        let last_create_error = engine.last_error();
-        drop(engine);
-        self.shared.finish(handoff);
-        Err(Error::Timeout {
-            phase,
-            last_create_error,
-        })
-    }
+    deadline: Instant,
+    /// The caller's arrival, used for the first poll so the fast path reads the clock once.
+    first_poll_at: Option<Instant>,
 }
 
 impl<M: Manager> Future for Queue<'_, M> {
     type Output = StepResult<M>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.poll_step(cx, Instant::now())
+        let this = &mut *self;
+        let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
+        let (poll, wake) =
+            this.shared
+                .engine
+                .lock()
+                .poll_acquire(&mut this.key, cx.waker(), now, this.deadline);
+        this.shared.start(wake);
+        poll.map(|step| step.map(|step| (step, now)))
     }
 }
 
 impl<M: Manager> Drop for Queue<'_, M> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let handoff = self.shared.engine.lock().cancel_waiter(key, false);
+            let handoff = self.shared.engine.lock().cancel_waiter(key);
             self.shared.finish(handoff);
         }
     }
@@ -138,19 +112,17 @@ pub(crate) async fn acquire<M: Manager>(
     started: Instant,
     deadline: Instant,
 ) -> Acquired<M> {
-    let mut now = started;
+    let mut first_poll_at = Some(started);
     loop {
-        let mut queue = Queue { shared, key: None };
-        // One poll without a timer: the fast path never registers one.
-        let step = match poll_fn(|cx| Poll::Ready(queue.poll_step(cx, now))).await {
-            Poll::Ready(step) => step,
-            Poll::Pending => match tokio::time::timeout_at(deadline, &mut queue).await {
-                Ok(step) => step,
-                Err(_elapsed) => queue.time_out(),
-            },
-        }?;
+        let queue = Queue {
+            shared,
+            key: None,
+            deadline,
+            first_poll_at: first_poll_at.take(),
+        };
+        let (step, now) = queue.await?;
         match step {
-            Step::Handed(entry) => return Ok((entry, Instant::now())),
+            Step::Handed(entry) => return Ok((entry, now)),
             Step::Expired(entry) => {
                 shared.close_resource(entry, CloseReason::Lifetime);
                 shared.refill();
@@ -176,8 +148,7 @@ pub(crate) async fn acquire<M: Manager>(
                 }
             }
         }
-        now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             return Err(timed_out(shared, None));
         }
     }

@@ -218,6 +218,9 @@ impl<M: Manager> Builder<M> {
         shared
             .runtime
             .spawn(super::maintenance::run(Arc::clone(&shared)));
+        shared
+            .runtime
+            .spawn(super::expiry::run(Arc::clone(&shared)));
         let creations = shared.engine.lock().plan_creations(Instant::now());
         shared.spawn_creations(creations);
         Ok(Pool::from_shared(shared))

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::{Config, IdleOrder};
-use super::error::{CreateError, Error};
+use super::error::{CreateError, Error, TimeoutPhase};
 use super::guard::Metadata;
 use super::manager::CloseReason;
 use super::metrics::{Metrics, Status};
@@ -48,6 +48,7 @@ struct Waiter<R, E> {
     waker: Option<Waker>,
     grant: Option<Grant<R, E>>,
     since: Instant,
+    deadline: Instant,
 }
 
 /// The outcome of taking from the idle set.
@@ -71,6 +72,16 @@ pub(crate) enum Step<R> {
     Handed(Entry<R>),
     /// An idle resource past its lifetime, already discarded: close it and look again.
     Expired(Entry<R>),
+}
+
+/// Background work a poll of `get()` calls for, to start once the lock is released.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) struct Wake {
+    /// Creations to spawn.
+    pub(crate) creations: usize,
+    /// The new waiter's deadline is the earliest: the expiry task must re-arm.
+    pub(crate) expiry: bool,
 }
 
 /// Where a resource given back to the engine went.
@@ -115,6 +126,10 @@ pub(crate) struct Engine<R, E> {
     breaker: Breaker,
     /// The last creation failure since the last success.
     last_error: Option<Arc<CreateError<E>>>,
+    /// The deadline the waiter-expiry task is sleeping until, if any; a waiter with an earlier
+    /// deadline must wake it. One task with one timer serves every waiter, so queueing costs no
+    /// timer registration.
+    expiry_armed: Option<Instant>,
     pub(crate) metrics: Metrics,
 }
 
@@ -137,6 +152,7 @@ impl<R, E> Engine<R, E> {
             closed: false,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             last_error: None,
+            expiry_armed: None,
             metrics: Metrics::default(),
         }
     }
@@ -197,31 +213,73 @@ impl<R, E> Engine<R, E> {
         key: &mut Option<WaiterKey>,
         waker: &Waker,
         now: Instant,
-    ) -> (Poll<Result<Step<R>, Error<E>>>, usize) {
+        deadline: Instant,
+    ) -> (Poll<Result<Step<R>, Error<E>>>, Wake) {
         if let Some(queued) = *key {
             let poll = self.poll_waiter(queued, waker, now);
             if poll.is_ready() {
                 *key = None;
             }
-            return (poll.map(|grant| grant.map(Step::Handed)), 0);
+            return (poll.map(|grant| grant.map(Step::Handed)), Wake::default());
         }
         let step = match self.take_idle(now) {
             Take::Ready(entry) => Ok(Step::Fresh(entry)),
             Take::Expired(entry) => Ok(Step::Expired(entry)),
             Take::Failed(err) => Err(err),
-            Take::Empty => match self.enqueue(waker, now) {
+            Take::Empty => match self.enqueue(waker, now, deadline) {
                 Ok(queued) => {
                     *key = Some(queued);
-                    return (Poll::Pending, self.plan_creations(now));
+                    let expiry = self.expiry_armed.is_none_or(|armed| deadline < armed);
+                    if expiry {
+                        self.expiry_armed = Some(deadline);
+                    }
+                    let creations = self.plan_creations(now);
+                    return (Poll::Pending, Wake { creations, expiry });
                 }
                 Err(err) => Err(err),
             },
         };
-        (Poll::Ready(step), 0)
+        (Poll::Ready(step), Wake::default())
+    }
+
+    /// Fails every queued caller whose deadline has passed with [`Error::Timeout`], and re-arms
+    /// the expiry task for the earliest deadline left. Returns the callers to wake and that
+    /// deadline.
+    pub(crate) fn expire_waiters(&mut self, now: Instant) -> (Vec<Waker>, Option<Instant>) {
+        let mut wakers = Vec::new();
+        let mut next: Option<Instant> = None;
+        for key in self.waiters.queued_keys() {
+            let deadline = self.waiters.get_mut(key).deadline;
+            if deadline > now {
+                next = Some(next.map_or(deadline, |next| next.min(deadline)));
+                continue;
+            }
+            let phase = if self.waiting_on_creation() {
+                TimeoutPhase::Create
+            } else {
+                TimeoutPhase::Wait
+            };
+            let err = Error::Timeout {
+                phase,
+                last_create_error: self.last_error.clone(),
+            };
+            self.waiters.serve(key);
+            self.metrics.gets_timed_out += 1;
+            let waiter = self.waiters.get_mut(key);
+            waiter.grant = Some(Err(err));
+            wakers.extend(waiter.waker.take());
+        }
+        self.expiry_armed = next;
+        (wakers, next)
     }
 
     /// Queues a caller that found nothing idle. Fails at once while the breaker is open.
-    fn enqueue(&mut self, waker: &Waker, now: Instant) -> Result<WaiterKey, Error<E>> {
+    fn enqueue(
+        &mut self,
+        waker: &Waker,
+        now: Instant,
+        deadline: Instant,
+    ) -> Result<WaiterKey, Error<E>> {
         if self.closed {
             return Err(Error::Closed);
         }
@@ -235,6 +293,7 @@ impl<R, E> Engine<R, E> {
             waker: Some(waker.clone()),
             grant: None,
             since: now,
+            deadline,
         }))
     }
 
@@ -272,13 +331,9 @@ impl<R, E> Engine<R, E> {
     }
 
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.
-    pub(crate) fn cancel_waiter(&mut self, key: WaiterKey, timed_out: bool) -> Handoff<R> {
+    pub(crate) fn cancel_waiter(&mut self, key: WaiterKey) -> Handoff<R> {
         let waiter = self.waiters.remove(key);
-        if timed_out {
-            self.metrics.gets_timed_out += 1;
-        } else {
-            self.metrics.gets_cancelled += 1;
-        }
+        self.metrics.gets_cancelled += 1;
         match waiter.grant {
             Some(Ok(entry)) => self.put_back(entry),
             Some(Err(_)) | None => Handoff::Kept,

@@ -63,9 +63,9 @@ fn check_out_one(shared: &Shared) -> Entry<u32> {
     let mut key = None;
     let waker = futures_noop_waker();
     let mut engine = shared.lock();
-    let (poll, creations) = engine.poll_acquire(&mut key, &waker, Instant::now());
+    let (poll, creations) = engine.poll_acquire(&mut key, &waker, Instant::now(), far());
     assert!(poll.is_pending());
-    assert_eq!(creations, 1);
+    assert_eq!(creations.creations, 1);
     let handoff = engine.created(entry(1), Duration::ZERO);
     assert!(matches!(handoff, Handoff::Waiter(_)));
     let key = key.expect("queued");
@@ -73,6 +73,11 @@ fn check_out_one(shared: &Shared) -> Entry<u32> {
         Poll::Ready(Ok(entry)) => entry,
         _ => panic!("the creation was handed to the only waiter"),
     }
+}
+
+/// A deadline no model reaches.
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
 }
 
 fn futures_noop_waker() -> std::task::Waker {
@@ -86,7 +91,7 @@ fn get(shared: &Shared, max_size: usize) -> Result<Entry<u32>, Error<std::io::Er
         let (poll, creations) = shared
             .lock()
             .poll_acquire(&mut key, cx.waker(), Instant::now());
-        create(shared, creations, max_size);
+        create(shared, creations.creations, max_size);
         poll.map(|step| match step {
             Ok(Step::Fresh(entry) | Step::Handed(entry)) => Ok(entry),
             Ok(Step::Expired(_)) => unreachable!("no lifetimes in these models"),
@@ -133,11 +138,16 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
         // Poll once, then drop the `get()` as a cancelled future does.
         let waker = futures_noop_waker();
         let mut key = None;
-        let (poll, creations) = shared.lock().poll_acquire(&mut key, &waker, Instant::now());
-        assert_eq!(creations, 0, "the pool is full: nothing to create");
+        let (poll, creations) = shared
+            .lock()
+            .poll_acquire(&mut key, &waker, Instant::now(), far());
+        assert_eq!(
+            creations.creations, 0,
+            "the pool is full: nothing to create"
+        );
         if poll.is_pending() {
             let key = key.expect("queued");
-            let handoff = shared.lock().cancel_waiter(key, false);
+            let handoff = shared.lock().cancel_waiter(key);
             finish(handoff);
         } else if let Poll::Ready(Ok(Step::Fresh(entry))) = poll {
             let handoff = shared.lock().release(entry, Duration::ZERO);

@@ -63,7 +63,8 @@
 //! | `metrics.rs` | [`Status`], [`Metrics`], [`DurationHistogram`] |
 //! | `engine.rs` | the state machine: slot accounting, idle set, FIFO hand-off, creation planning |
 //! | `wait_list.rs` | the waiter queue with O(1) cancellation |
-//! | `acquire.rs`, `create.rs`, `maintenance.rs` | the `get()` path, the creation task, the background task |
+//! | `acquire.rs`, `create.rs` | the `get()` path, the creation task |
+//! | `maintenance.rs`, `expiry.rs` | the background tasks: upkeep, and failing waiters at their deadline |
 
 mod acquire;
 mod api;
@@ -72,6 +73,7 @@ mod config;
 mod create;
 mod engine;
 mod error;
+mod expiry;
 mod guard;
 mod leak;
 mod maintenance;

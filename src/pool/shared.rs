@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::Config;
-use super::engine::{Engine, Entry, Handoff};
+use super::engine::{Engine, Entry, Handoff, Wake};
 use super::leak::LeakTracker;
 use super::manager::{CloseReason, Manager};
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
@@ -25,6 +25,8 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) handles: AtomicUsize,
     /// Wakes the maintenance task early: the pool closed.
     pub(crate) maintenance: Notify,
+    /// Wakes the waiter-expiry task: an earlier deadline was queued, or the pool closed.
+    pub(crate) expiry: Notify,
     /// Signalled when a closed pool frees a slot, for `drain`.
     pub(crate) slot_freed: Notify,
     pub(crate) leaks: Option<LeakTracker>,
@@ -40,6 +42,7 @@ impl<M: Manager> Shared<M> {
             runtime,
             handles: AtomicUsize::new(1),
             maintenance: Notify::new(),
+            expiry: Notify::new(),
             slot_freed: Notify::new(),
         }
     }
@@ -141,6 +144,14 @@ impl<M: Manager> Shared<M> {
         self.manager.on_close(entry.resource, reason);
     }
 
+    /// Starts the background work a `get()` poll asked for.
+    pub(crate) fn start(self: &Arc<Self>, wake: Wake) {
+        self.spawn_creations(wake.creations);
+        if wake.expiry {
+            self.expiry.notify_one();
+        }
+    }
+
     pub(crate) fn spawn_creations(self: &Arc<Self>, count: usize) {
         for _ in 0..count {
             self.runtime.spawn(super::create::run(Arc::clone(self)));
@@ -163,6 +174,7 @@ impl<M: Manager> Shared<M> {
             self.close_resource(entry, CloseReason::PoolClosed);
         }
         self.maintenance.notify_one();
+        self.expiry.notify_one();
         self.slot_freed.notify_waiters();
     }
 

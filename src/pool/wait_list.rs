@@ -88,6 +88,25 @@ impl<T> WaitList<T> {
         Some(WaiterKey(index))
     }
 
+    /// Unlinks a queued entry out of turn (it is served early, e.g. failed at its deadline); its
+    /// value stays until `remove`.
+    pub(crate) fn serve(&mut self, key: WaiterKey) {
+        if self.entries[key.0].linked {
+            self.unlink(key.0);
+        }
+    }
+
+    /// The keys of the queued entries, oldest first.
+    pub(crate) fn queued_keys(&self) -> Vec<WaiterKey> {
+        let mut keys = Vec::with_capacity(self.queued);
+        let mut index = self.head;
+        while index != NIL {
+            keys.push(WaiterKey(index));
+            index = self.entries[index].next;
+        }
+        keys
+    }
+
     /// Whether the entry is still queued (not yet served).
     pub(crate) fn is_queued(&self, key: WaiterKey) -> bool {
         self.entries[key.0].linked
@@ -177,6 +196,16 @@ mod tests {
         assert_eq!(list.len(), 0);
         *list.get_mut(key) += 1;
         assert_eq!(list.remove(key), 8);
+    }
+
+    #[test]
+    fn serving_out_of_turn_unlinks_only_that_entry() {
+        let mut list = WaitList::default();
+        let keys: Vec<_> = (0..4).map(|value| list.push_back(value)).collect();
+        list.serve(keys[1]);
+        assert_eq!(list.queued_keys(), vec![keys[0], keys[2], keys[3]]);
+        assert_eq!(list.remove(keys[1]), 1);
+        assert_eq!(drain(&mut list), vec![0, 2, 3]);
     }
 
     #[test]
