@@ -43,6 +43,7 @@ pub(crate) struct Entry<R> {
 }
 
 type Grant<R, E> = Result<Entry<R>, Error<E>>;
+type StepResult<R, E> = Result<Step<R>, Error<E>>;
 
 struct Waiter<R, E> {
     waker: Option<Waker>,
@@ -214,7 +215,7 @@ impl<R, E> Engine<R, E> {
         waker: &Waker,
         now: Instant,
         deadline: Instant,
-    ) -> (Poll<Result<Step<R>, Error<E>>>, Wake) {
+    ) -> (Poll<StepResult<R, E>>, Wake) {
         if let Some(queued) = *key {
             let poll = self.poll_waiter(queued, waker, now);
             if poll.is_ready() {

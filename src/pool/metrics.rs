@@ -120,11 +120,25 @@ impl DurationHistogram {
     }
 
     pub(crate) fn record(&mut self, value: Duration) {
-        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        // Whole-u64 arithmetic: this runs on every checkout.
+        let micros = value
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(value.subsec_micros()));
         self.counts[Self::bucket(micros)] += 1;
         self.total += 1;
         self.sum_micros += u128::from(micros);
         self.max_micros = self.max_micros.max(micros);
+    }
+
+    /// Adds every value recorded in `other`.
+    pub(crate) fn merge(&mut self, other: &Self) {
+        for (count, more) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *count += more;
+        }
+        self.total += other.total;
+        self.sum_micros += other.sum_micros;
+        self.max_micros = self.max_micros.max(other.max_micros);
     }
 
     /// Number of recorded values.
@@ -195,7 +209,7 @@ mod tests {
                     "{value}"
                 );
             }
-            value = value * 5 / 4 + 1;
+            value = value + value / 4 + 1;
         }
     }
 
