@@ -68,6 +68,10 @@ macro_rules! atomic_int {
                 self.0.load(order)
             }
 
+            pub(crate) fn store(&self, value: $int, order: Ordering) {
+                self.0.store(value, order);
+            }
+
             pub(crate) fn fetch_add(&self, value: $int, order: Ordering) -> $int {
                 self.0.fetch_add(value, order)
             }

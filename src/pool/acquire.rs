@@ -14,12 +14,15 @@ use tokio::time::Instant;
 use super::engine::{Entry, Step};
 use super::error::{Error, TimeoutPhase};
 use super::manager::{CloseReason, Manager};
-use super::shared::Shared;
+use super::shared::{PoolRef, Shared};
 use super::wait_list::WaiterKey;
 use crate::sync::Arc;
 
-/// A resource and the moment it reached its caller.
-type Acquired<M> = Result<(Entry<<M as Manager>::Resource>, Instant), Error<<M as Manager>::Error>>;
+/// A resource, the moment it reached its caller, and the pool handle for its guard.
+type Acquired<M> = Result<
+    (Entry<<M as Manager>::Resource>, Instant, Arc<PoolRef<M>>),
+    Error<<M as Manager>::Error>,
+>;
 
 type StepResult<M> =
     Result<(Step<<M as Manager>::Resource>, Instant), Error<<M as Manager>::Error>>;
@@ -41,11 +44,14 @@ impl<M: Manager> Future for Queue<'_, M> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
-        let (poll, wake) =
-            this.shared
-                .engine
-                .lock()
-                .poll_acquire(&mut this.key, cx.waker(), now, this.deadline);
+        let cache = this.shared.local_idle();
+        let (poll, wake) = this.shared.engine.lock().poll_acquire(
+            &mut this.key,
+            cx.waker(),
+            now,
+            this.deadline,
+            cache,
+        );
         this.shared.start(wake);
         poll.map(|step| step.map(|step| (step, now)))
     }
@@ -112,32 +118,35 @@ pub(crate) async fn acquire<M: Manager>(
     started: Instant,
     deadline: Instant,
 ) -> Acquired<M> {
+    // The fast path: a resource cached on this thread, with this shard's pool handle.
+    if let Some((entry, pool)) = shared.cache.take() {
+        match cached(shared, entry, started) {
+            Ok(entry) => return Ok((entry, started, pool)),
+            Err(Some(entry)) => return checked(shared, entry, started, deadline, pool).await,
+            Err(None) => {}
+        }
+    }
+    let pool = shared.pool_ref();
     let mut first_poll_at = Some(started);
     loop {
-        let queue = Queue {
-            shared,
-            key: None,
-            deadline,
-            first_poll_at: first_poll_at.take(),
-        };
+        let queue = Queue { shared, key: None, deadline, first_poll_at: first_poll_at.take() };
         let (step, now) = queue.await?;
         match step {
-            Step::Handed(entry) => return Ok((entry, now)),
+            Step::Handed(entry) => return Ok((entry, now, pool)),
             Step::Expired(entry) => {
                 shared.close_resource(entry, CloseReason::Lifetime);
                 shared.refill();
             }
-            Step::Fresh(entry) if !shared.needs_check(&entry, now) => return Ok((entry, now)),
+            Step::Fresh(entry) if !shared.needs_check(&entry, now) => {
+                return Ok((entry, now, pool));
+            }
             Step::Fresh(entry) => {
-                let mut checking = Checking {
-                    shared,
-                    entry: Some(entry),
-                };
+                let mut checking = Checking { shared, entry: Some(entry) };
                 match checking.run(deadline).await {
                     Ok(()) => {
                         let checked_at = Instant::now();
                         if let Some(entry) = checking.keep(checked_at) {
-                            return Ok((entry, checked_at));
+                            return Ok((entry, checked_at, pool));
                         }
                     }
                     Err(CheckFailed::Error) => drop(checking),
@@ -152,6 +161,49 @@ pub(crate) async fn acquire<M: Manager>(
             return Err(timed_out(shared, None));
         }
     }
+}
+
+/// Vets a resource from the thread cache: `Ok` to hand out as is, `Err(Some)` to check first,
+/// `Err(None)` when it was past its lifetime (closed here; take the shared path).
+fn cached<M: Manager>(
+    shared: &Arc<Shared<M>>,
+    entry: Entry<M::Resource>,
+    now: Instant,
+) -> Result<Entry<M::Resource>, Option<Entry<M::Resource>>> {
+    if entry.meta.is_expired(now) {
+        shared.discard(entry, CloseReason::Lifetime);
+        return Err(None);
+    }
+    if shared.needs_check(&entry, now) {
+        return Err(Some(entry));
+    }
+    Ok(entry)
+}
+
+/// Checks a cached resource that sat idle, then falls back to the shared path if it fails.
+async fn checked<M: Manager>(
+    shared: &Arc<Shared<M>>,
+    entry: Entry<M::Resource>,
+    started: Instant,
+    deadline: Instant,
+    pool: Arc<PoolRef<M>>,
+) -> Acquired<M> {
+    let mut checking = Checking { shared, entry: Some(entry) };
+    match checking.run(deadline).await {
+        Ok(()) => {
+            let checked_at = Instant::now();
+            if let Some(entry) = checking.keep(checked_at) {
+                return Ok((entry, checked_at, pool));
+            }
+        }
+        Err(CheckFailed::Error) => drop(checking),
+        Err(CheckFailed::AcquireDeadline) => {
+            drop(checking);
+            return Err(timed_out(shared, Some(TimeoutPhase::Check)));
+        }
+    }
+    drop(pool);
+    Box::pin(acquire(shared, started, deadline)).await
 }
 
 /// The timeout error for a caller that ran out of time outside the queue, counted in the metrics.

@@ -15,7 +15,7 @@ use super::error::{DrainError, Error};
 use super::guard::{Metadata, Pooled};
 use super::manager::{CloseReason, Manager};
 use super::metrics::{Metrics, Status};
-use super::shared::Shared;
+use super::shared::{PoolRef, Shared};
 use crate::build_error::BuildError;
 use crate::sync::Arc;
 
@@ -113,14 +113,15 @@ impl<M: Manager> Pool<M> {
         let deadline = started
             .checked_add(timeout)
             .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
-        let (entry, acquired_at) = acquire(&self.shared, started, deadline).await?;
-        Ok(self.hand_out(entry, acquired_at, location))
+        let (entry, acquired_at, pool) = acquire(&self.shared, started, deadline).await?;
+        Ok(self.hand_out(entry, acquired_at, pool, location))
     }
 
     fn hand_out(
         &self,
         mut entry: super::engine::Entry<M::Resource>,
         acquired_at: Instant,
+        pool: Arc<PoolRef<M>>,
         location: &'static Location<'static>,
     ) -> Pooled<M> {
         entry.meta.mark_handed_out();
@@ -129,7 +130,7 @@ impl<M: Manager> Pool<M> {
             .leaks
             .as_ref()
             .map(|leaks| leaks.register(acquired_at, location));
-        Pooled::new(entry, Arc::clone(&self.shared), acquired_at, leak_id)
+        Pooled::new(entry, pool, acquired_at, leak_id)
     }
 
     /// Takes an idle resource if there is one, without waiting or creating.
@@ -144,10 +145,20 @@ impl<M: Manager> Pool<M> {
     pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
         let location = Location::caller();
         let now = Instant::now();
+        if let Some((entry, pool)) = self.shared.cache.take() {
+            if entry.meta.is_expired(now) {
+                self.shared.discard(entry, CloseReason::Lifetime);
+            } else {
+                return Ok(self.hand_out(entry, now, pool, location));
+            }
+        }
         loop {
             let taken = self.shared.engine.lock().take_idle(now);
             match taken {
-                Take::Ready(entry) => return Ok(self.hand_out(entry, now, location)),
+                Take::Ready(entry) => {
+                    let pool = self.shared.pool_ref();
+                    return Ok(self.hand_out(entry, now, pool, location));
+                }
                 Take::Expired(entry) => {
                     self.shared.close_resource(entry, CloseReason::Lifetime);
                     self.shared.refill();
@@ -160,12 +171,12 @@ impl<M: Manager> Pool<M> {
 
     /// A consistent snapshot of the pool's occupancy.
     pub fn status(&self) -> Status {
-        self.shared.engine.lock().status()
+        self.shared.status()
     }
 
     /// The pool's cumulative counters and time histograms.
     pub fn metrics(&self) -> Metrics {
-        self.shared.engine.lock().metrics.clone()
+        self.shared.metrics()
     }
 
     /// The manager the pool was built with.
@@ -190,7 +201,7 @@ impl<M: Manager> Pool<M> {
                 "must be greater than zero",
             ));
         }
-        let excess = self.shared.engine.lock().resize(max_size);
+        let excess = self.shared.engine.lock().resize(max_size, self.shared.local_idle());
         for entry in excess {
             self.shared.close_resource(entry, CloseReason::Excess);
         }
@@ -203,7 +214,13 @@ impl<M: Manager> Pool<M> {
     /// Only idle resources are examined: those in use are out of the pool's hands. `keep` runs
     /// under the pool lock, so it must be quick and must not use the pool.
     pub fn retain(&self, keep: impl FnMut(&mut M::Resource, &Metadata) -> bool) -> usize {
-        let evicted = self.shared.engine.lock().retain(keep);
+        let evicted = {
+            let mut engine = self.shared.engine.lock();
+            if let Some(cache) = self.shared.local_idle() {
+                engine.absorb(cache);
+            }
+            engine.retain(keep)
+        };
         let count = evicted.len();
         for entry in evicted {
             self.shared.close_resource(entry, CloseReason::Evicted);

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::api::Pool;
 use super::config::{Config, IdleOrder};
 use super::manager::Manager;
-use super::shared::Shared;
+use super::shared::{PoolRef, Shared};
 use crate::build_error::BuildError;
 use crate::sync::Arc;
 
@@ -215,6 +215,7 @@ impl<M: Manager> Builder<M> {
         self.config.validate()?;
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let shared = Arc::new(Shared::new(self.manager, self.config, runtime));
+        shared.cache.install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));
         shared
             .runtime
             .spawn(super::maintenance::run(Arc::clone(&shared)));

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::cache::{DEMAND_CLOSED, DEMAND_SHRINK, DEMAND_WAITERS, LocalIdle};
 use super::config::{Config, IdleOrder};
 use super::error::{CreateError, Error, TimeoutPhase};
 use super::guard::Metadata;
@@ -131,6 +132,8 @@ pub(crate) struct Engine<R, E> {
     /// deadline must wake it. One task with one timer serves every waiter, so queueing costs no
     /// timer registration.
     expiry_armed: Option<Instant>,
+    /// The demand flags last published to the thread-local cache (see `cache.rs`).
+    published_demand: usize,
     pub(crate) metrics: Metrics,
 }
 
@@ -154,6 +157,7 @@ impl<R, E> Engine<R, E> {
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
             last_error: None,
             expiry_armed: None,
+            published_demand: 0,
             metrics: Metrics::default(),
         }
     }
@@ -215,15 +219,22 @@ impl<R, E> Engine<R, E> {
         waker: &Waker,
         now: Instant,
         deadline: Instant,
+        cache: Option<&dyn LocalIdle<R>>,
     ) -> (Poll<StepResult<R, E>>, Wake) {
         if let Some(queued) = *key {
             let poll = self.poll_waiter(queued, waker, now);
             if poll.is_ready() {
                 *key = None;
+                self.relax_demand(cache);
             }
             return (poll.map(|grant| grant.map(Step::Handed)), Wake::default());
         }
-        let step = match self.take_idle(now) {
+        let mut taken = self.take_idle(now);
+        if matches!(taken, Take::Empty) && self.raise_demand(cache) {
+            // Resources cached on other threads are idle too: bring them in before queueing.
+            taken = self.take_idle(now);
+        }
+        let step = match taken {
             Take::Ready(entry) => Ok(Step::Fresh(entry)),
             Take::Expired(entry) => Ok(Step::Expired(entry)),
             Take::Failed(err) => Err(err),
@@ -240,7 +251,46 @@ impl<R, E> Engine<R, E> {
                 Err(err) => Err(err),
             },
         };
+        self.relax_demand(cache);
         (Poll::Ready(step), Wake::default())
+    }
+
+    /// Raises the waiters flag before this caller queues and spills the cache into the idle set;
+    /// returns whether it did (while the flag is up the cache is known to be empty).
+    fn raise_demand(&mut self, cache: Option<&dyn LocalIdle<R>>) -> bool {
+        let Some(cache) = cache else { return false };
+        if self.published_demand & DEMAND_WAITERS != 0 {
+            return false;
+        }
+        self.published_demand |= DEMAND_WAITERS;
+        cache.set_demand(self.published_demand);
+        self.absorb(cache);
+        true
+    }
+
+    /// Lowers the flags whose reason has passed (nobody queued, no longer above `max_size`), so
+    /// returns may be cached again. Flags are only raised together with a spill.
+    pub(crate) fn relax_demand(&mut self, cache: Option<&dyn LocalIdle<R>>) {
+        let Some(cache) = cache else { return };
+        let mut still = DEMAND_CLOSED;
+        if self.waiters.len() > 0 {
+            still |= DEMAND_WAITERS;
+        }
+        if self.size > self.limits.max_size {
+            still |= DEMAND_SHRINK;
+        }
+        let lowered = self.published_demand & still;
+        if lowered != self.published_demand {
+            self.published_demand = lowered;
+            cache.set_demand(lowered);
+        }
+    }
+
+    /// Moves every resource cached on threads into the shared idle set, so that reaping,
+    /// retaining, resizing and status see them.
+    pub(crate) fn absorb(&mut self, cache: &dyn LocalIdle<R>) {
+        let idle = &mut self.idle;
+        cache.spill(&mut |entry| idle.push_back(entry));
     }
 
     /// Fails every queued caller whose deadline has passed with [`Error::Timeout`], and re-arms
@@ -488,17 +538,35 @@ impl<R, E> Engine<R, E> {
         wakers
     }
 
-    /// Closes the pool: idle resources come back for closing, every waiter fails with `Closed`.
-    pub(crate) fn close(&mut self) -> (Vec<Entry<R>>, Vec<Waker>) {
+    /// Closes the pool: idle resources (cached ones too) come back for closing, every waiter fails
+    /// with `Closed`.
+    pub(crate) fn close(&mut self, cache: Option<&dyn LocalIdle<R>>) -> (Vec<Entry<R>>, Vec<Waker>) {
         self.closed = true;
+        if let Some(cache) = cache {
+            self.published_demand |= DEMAND_CLOSED;
+            cache.set_demand(self.published_demand);
+            self.absorb(cache);
+        }
         let idle: Vec<_> = self.idle.drain(..).collect();
         self.size -= idle.len();
         self.metrics.closed.pool_closed += idle.len() as u64;
         (idle, self.fail_waiters(&Error::Closed))
     }
 
-    /// Changes `max_size`; returns idle resources above the new bound, already discarded.
-    pub(crate) fn resize(&mut self, max_size: usize) -> Vec<Entry<R>> {
+    /// Changes `max_size`; returns idle resources above the new bound, already discarded. While
+    /// more than `max_size` remain, returns bypass the cache so they can be closed.
+    pub(crate) fn resize(
+        &mut self,
+        max_size: usize,
+        cache: Option<&dyn LocalIdle<R>>,
+    ) -> Vec<Entry<R>> {
+        if let Some(cache) = cache {
+            if self.size > max_size {
+                self.published_demand |= DEMAND_SHRINK;
+                cache.set_demand(self.published_demand);
+            }
+            self.absorb(cache);
+        }
         let limits = &mut self.limits;
         limits.max_size = max_size;
         if limits.max_idle_follows_size || limits.max_idle > max_size {
@@ -537,8 +605,9 @@ impl<R, E> Engine<R, E> {
         evicted
     }
 
-    /// Removes idle resources past their lifetime, and those idle longer than `idle_timeout` while
-    /// more than `min_idle` are idle, oldest first. Their slots are freed.
+    /// Removes idle resources past their lifetime, those above `max_idle` (possible after a resize
+    /// with resources cached on threads), and those idle longer than `idle_timeout` while more
+    /// than `min_idle` are idle, oldest first. Their slots are freed.
     pub(crate) fn reap(
         &mut self,
         now: Instant,
@@ -550,6 +619,8 @@ impl<R, E> Engine<R, E> {
             let meta = &self.idle[index].meta;
             let reason = if meta.is_expired(now) {
                 Some(CloseReason::Lifetime)
+            } else if self.idle.len() > self.limits.max_idle {
+                Some(CloseReason::Excess)
             } else if self.idle.len() > self.limits.min_idle
                 && idle_timeout.is_some_and(|timeout| now >= meta.last_used() + timeout)
             {

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::engine::Entry;
 use super::manager::Manager;
-use super::shared::Shared;
+use super::shared::PoolRef;
 use crate::sync::Arc;
 
 /// What the pool knows about one resource.
@@ -109,7 +109,7 @@ impl Metadata {
 /// ```
 pub struct Pooled<M: Manager> {
     entry: Option<Entry<M::Resource>>,
-    shared: Arc<Shared<M>>,
+    pool: Arc<PoolRef<M>>,
     acquired_at: Instant,
     leak_id: Option<u64>,
 }
@@ -117,16 +117,11 @@ pub struct Pooled<M: Manager> {
 impl<M: Manager> Pooled<M> {
     pub(crate) fn new(
         entry: Entry<M::Resource>,
-        shared: Arc<Shared<M>>,
+        pool: Arc<PoolRef<M>>,
         acquired_at: Instant,
         leak_id: Option<u64>,
     ) -> Self {
-        Self {
-            entry: Some(entry),
-            shared,
-            acquired_at,
-            leak_id,
-        }
+        Self { entry: Some(entry), pool, acquired_at, leak_id }
     }
 
     fn entry(&self) -> &Entry<M::Resource> {
@@ -170,7 +165,7 @@ impl<M: Manager> Pooled<M> {
             .entry
             .take()
             .unwrap_or_else(|| unreachable!("a live guard holds its resource"));
-        self.shared.detach(self.leak_id.take());
+        self.pool.0.detach(self.leak_id.take());
         entry.resource
     }
 }
@@ -220,7 +215,8 @@ where
 impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            self.shared
+            self.pool
+                .0
                 .give_back(entry, self.acquired_at, self.leak_id.take());
         }
     }

@@ -63,7 +63,7 @@ fn check_out_one(shared: &Shared) -> Entry<u32> {
     let mut key = None;
     let waker = futures_noop_waker();
     let mut engine = shared.lock();
-    let (poll, creations) = engine.poll_acquire(&mut key, &waker, Instant::now(), far());
+    let (poll, creations) = engine.poll_acquire(&mut key, &waker, Instant::now(), far(), None);
     assert!(poll.is_pending());
     assert_eq!(creations.creations, 1);
     let handoff = engine.created(entry(1), Duration::ZERO);
@@ -140,7 +140,7 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
         let mut key = None;
         let (poll, creations) = shared
             .lock()
-            .poll_acquire(&mut key, &waker, Instant::now(), far());
+            .poll_acquire(&mut key, &waker, Instant::now(), far(), None);
         assert_eq!(
             creations.creations, 0,
             "the pool is full: nothing to create"
@@ -196,7 +196,7 @@ fn close_fails_waiters_and_frees_every_slot() {
             let shared = shared.clone();
             thread::spawn(move || get(&shared, 1).map(|entry| entry.resource))
         };
-        let (idle, wakers) = shared.lock().close();
+        let (idle, wakers) = shared.lock().close(None);
         assert!(idle.is_empty());
         wakers.into_iter().for_each(std::task::Waker::wake);
         let outcome = waiter.join().unwrap();

@@ -31,7 +31,14 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
 
 async fn tick<M: Manager>(shared: &Arc<Shared<M>>) {
     let now = Instant::now();
-    let reaped = shared.engine.lock().reap(now, shared.config.idle_timeout);
+    let reaped = {
+        let mut engine = shared.engine.lock();
+        // Resources cached on threads are idle too: bring them where reaping can see them.
+        if let Some(cache) = shared.local_idle() {
+            engine.absorb(cache);
+        }
+        engine.reap(now, shared.config.idle_timeout)
+    };
     for (entry, reason) in reaped {
         shared.close_resource(entry, reason);
     }

@@ -69,6 +69,7 @@
 mod acquire;
 mod api;
 mod builder;
+mod cache;
 mod config;
 mod create;
 mod engine;

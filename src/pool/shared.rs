@@ -10,7 +10,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::config::Config;
+use super::cache::{IdleCache, LocalIdle, Put, default_shards};
+use super::config::{Config, IdleOrder};
 use super::engine::{Engine, Entry, Handoff, Wake};
 use super::leak::LeakTracker;
 use super::manager::{CloseReason, Manager};
@@ -30,13 +31,27 @@ pub(crate) struct Shared<M: Manager> {
     /// Signalled when a closed pool frees a slot, for `drain`.
     pub(crate) slot_freed: Notify,
     pub(crate) leaks: Option<LeakTracker>,
+    /// Per-thread idle slots in front of the engine, and the per-shard pool handles the guards
+    /// hold (`cache.rs`). Values are not cached for FIFO order or a `max_idle` below `max_size`,
+    /// which need every idle resource in one queue.
+    pub(crate) cache: ThreadCache<M>,
 }
+
+/// A handle to the pool in an allocation of its own: each cache shard owns one, so guards count
+/// references on their shard's cache line rather than all on the pool's.
+pub(crate) struct PoolRef<M: Manager>(pub(crate) Arc<Shared<M>>);
+
+pub(crate) type ThreadCache<M> = IdleCache<Entry<<M as Manager>::Resource>, Arc<PoolRef<M>>>;
 
 impl<M: Manager> Shared<M> {
     pub(crate) fn new(manager: M, config: Config, runtime: Handle) -> Self {
         Self {
             engine: Mutex::new(Engine::new(&config)),
             leaks: config.leak_threshold.map(LeakTracker::new),
+            cache: IdleCache::new(
+                default_shards(),
+                config.idle_order == IdleOrder::Lifo && config.max_idle() == config.max_size,
+            ),
             manager,
             config,
             runtime,
@@ -62,6 +77,16 @@ impl<M: Manager> Shared<M> {
             && now.saturating_duration_since(entry.meta.last_active()) >= self.config.check_window
     }
 
+    /// The cache as the engine sees it, when it caches values.
+    pub(crate) fn local_idle(&self) -> Option<&dyn LocalIdle<M::Resource>> {
+        self.cache.as_local_idle()
+    }
+
+    /// A handle for a new guard: this thread's shard handle, or a fresh one once the pool closed.
+    pub(crate) fn pool_ref(self: &Arc<Self>) -> Arc<PoolRef<M>> {
+        self.cache.handle().unwrap_or_else(|| Arc::new(PoolRef(Arc::clone(self))))
+    }
+
     /// Gives back a resource a caller held since `acquired_at` (the `Pooled` drop path).
     pub(crate) fn give_back(
         self: &Arc<Self>,
@@ -69,12 +94,13 @@ impl<M: Manager> Shared<M> {
         acquired_at: Instant,
         leak_id: Option<u64>,
     ) {
+        let this = self;
         let now = Instant::now();
-        if let (Some(leaks), Some(id)) = (&self.leaks, leak_id) {
+        if let (Some(leaks), Some(id)) = (&this.leaks, leak_id) {
             leaks.unregister(id, now);
         }
         let reusable = catch_unwind(AssertUnwindSafe(|| {
-            self.manager.is_reusable(&mut entry.resource)
+            this.manager.is_reusable(&mut entry.resource)
         }));
         let reason = match reusable {
             Ok(true) if entry.meta.is_expired(now) => Some(CloseReason::Lifetime),
@@ -86,13 +112,38 @@ impl<M: Manager> Shared<M> {
             }
         };
         if let Some(reason) = reason {
-            self.discard(entry, reason);
+            this.discard(entry, reason);
             return;
         }
         entry.meta.mark_used(now);
         let held = now.saturating_duration_since(acquired_at);
-        let handoff = self.engine.lock().release(entry, held);
+        let entry = match self.cache.put(entry, held) {
+            Put::Cached => return,
+            Put::Declined(entry) => entry,
+        };
+        let handoff = {
+            let mut engine = self.engine.lock();
+            let handoff = engine.release(entry, held);
+            engine.relax_demand(self.local_idle());
+            handoff
+        };
         self.finish(handoff);
+    }
+
+    /// A snapshot of the pool's occupancy, with thread-cached resources counted as idle.
+    pub(crate) fn status(&self) -> super::metrics::Status {
+        let mut engine = self.engine.lock();
+        if let Some(cache) = self.local_idle() {
+            engine.absorb(cache);
+        }
+        engine.status()
+    }
+
+    /// The pool's metrics, with the counters kept by the thread cache folded in.
+    pub(crate) fn metrics(&self) -> super::metrics::Metrics {
+        let mut metrics = self.engine.lock().metrics.clone();
+        self.cache.merge_stats(&mut metrics);
+        metrics
     }
 
     /// Carries out a [`Handoff`] after the lock is released.
@@ -113,7 +164,7 @@ impl<M: Manager> Shared<M> {
         let creations = {
             let mut engine = self.engine.lock();
             engine.discard(reason);
-            engine.plan_creations(Instant::now())
+            self.plan_creations(&mut engine)
         };
         self.spawn_creations(creations);
         self.close_resource(entry, reason);
@@ -122,7 +173,7 @@ impl<M: Manager> Shared<M> {
 
     /// Starts a replacement after the engine already freed a slot (an expired idle resource).
     pub(crate) fn refill(self: &Arc<Self>) {
-        let creations = self.engine.lock().plan_creations(Instant::now());
+        let creations = self.plan_creations(&mut self.engine.lock());
         self.spawn_creations(creations);
     }
 
@@ -134,10 +185,21 @@ impl<M: Manager> Shared<M> {
         let creations = {
             let mut engine = self.engine.lock();
             engine.detach();
-            engine.plan_creations(Instant::now())
+            self.plan_creations(&mut engine)
         };
         self.spawn_creations(creations);
         self.notify_if_closed();
+    }
+
+    /// Plans creations with an accurate idle count: resources cached on threads count toward
+    /// `min_idle` only once absorbed.
+    fn plan_creations(&self, engine: &mut Engine<M::Resource, M::Error>) -> usize {
+        if self.config.min_idle > 0 {
+            if let Some(cache) = self.local_idle() {
+                engine.absorb(cache);
+            }
+        }
+        engine.plan_creations(Instant::now())
     }
 
     pub(crate) fn close_resource(&self, entry: Entry<M::Resource>, reason: CloseReason) {
@@ -168,7 +230,9 @@ impl<M: Manager> Shared<M> {
     /// Closes the pool: waiters fail with `Closed`, idle resources are closed now, resources out
     /// with callers are closed when they come back, and the maintenance task stops.
     pub(crate) fn close(self: &Arc<Self>) {
-        let (idle, wakers) = self.engine.lock().close();
+        let (idle, wakers) = self.engine.lock().close(self.local_idle());
+        // The shard handles point back at the pool: drop them so it can be freed.
+        self.cache.remove_handles();
         wakers.into_iter().for_each(std::task::Waker::wake);
         for entry in idle {
             self.close_resource(entry, CloseReason::PoolClosed);

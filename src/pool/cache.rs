@@ -1,0 +1,205 @@
+//! Thread-affine idle slots in front of the pool's shared idle set.
+//!
+//! A pool whose callers take and return resources without waiting spends most of its time moving
+//! cache lines between cores: the pool lock, the idle queue, the counters, the `Arc` count. This
+//! cache gives each thread (by a per-thread hint, so threads may share a shard) one slot of its
+//! own: a resource returned on a thread waits there for the next `get()` on that thread. Each
+//! shard also owns a handle to the pool in an allocation of its own, which the guards it serves
+//! clone, so the reference counting of the fast path stays on the shard's cache lines too. It is
+//! HikariCP's thread-local list, made safe for async tasks that migrate between threads: any
+//! thread may use any shard; affinity only makes it fast.
+//!
+//! # Fairness and closing: the demand flag
+//!
+//! A resource must never sit in a slot while a caller waits for one, nor stay in a slot after the
+//! pool closed. The engine raises `demand` under the pool lock *before* it queues a caller or
+//! closes, and then spills every shard into the shared idle set, locking each shard in turn. A
+//! returner reads `demand` while it holds its shard's lock and declines to cache when it is
+//! raised. For any shard, either the returner's critical section comes first, and the spill that
+//! follows finds its resource, or the spill's comes first, and the returner (synchronising with it
+//! through the shard mutex) sees the raised flag. No fence or `SeqCst` is needed: the shard mutex
+//! orders both sides. While the flag is up every shard stays empty, so later waiters skip the
+//! spill. The engine lowers the flag once nobody waits; a stale raised flag only sends returns
+//! down the shared path.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use super::engine::Entry;
+use super::metrics::{DurationHistogram, Metrics};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+
+/// Raised while callers are queued.
+pub(crate) const DEMAND_WAITERS: usize = 1;
+/// Raised once the pool is closed.
+pub(crate) const DEMAND_CLOSED: usize = 2;
+/// Raised while the pool holds more than `max_size` (after a shrink), so returns are closed.
+pub(crate) const DEMAND_SHRINK: usize = 4;
+
+/// What the engine needs from a cache in front of it.
+pub(crate) trait LocalIdle<R> {
+    /// Publishes the demand flags; see the module docs for the ordering argument.
+    fn set_demand(&self, demand: usize);
+    /// Moves every cached resource out, into `sink`.
+    fn spill(&self, sink: &mut dyn FnMut(Entry<R>));
+}
+
+/// Counters a shard keeps for the checkouts it serves, merged into the pool's metrics on demand.
+#[derive(Default)]
+struct ShardStats {
+    gets: u64,
+    hold: DurationHistogram,
+}
+
+struct Slot<T, H> {
+    value: Option<T>,
+    /// This shard's handle to the pool; taken away when the pool closes (it points back at the
+    /// pool, so keeping it would keep the pool alive).
+    handle: Option<H>,
+    stats: ShardStats,
+}
+
+/// One shard, on a cache line pair of its own so neighbouring shards do not false-share.
+#[repr(align(128))]
+struct Shard<T, H> {
+    slot: Mutex<Slot<T, H>>,
+}
+
+/// How a return went.
+pub(crate) enum Put<T> {
+    /// Cached in the caller's shard (and its hold time recorded there).
+    Cached,
+    /// Not cached: someone waits, the pool closed, or the slot was taken. Use the shared path.
+    Declined(T),
+}
+
+pub(crate) struct IdleCache<T, H> {
+    shards: Box<[Shard<T, H>]>,
+    mask: usize,
+    demand: AtomicUsize,
+    /// Whether values are cached at all; when not, the shards only hand out pool handles.
+    caching: bool,
+}
+
+thread_local! {
+    static SHARD_HINT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// A per-thread number, handed out in order so the threads of a runtime spread over the shards.
+#[allow(clippy::disallowed_types, reason = "a process-wide counter outside any model")]
+fn shard_hint() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    SHARD_HINT.with(|hint| {
+        hint.get().unwrap_or_else(|| {
+            // Only distinctness matters here; no memory is published through this counter.
+            let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            hint.set(Some(next));
+            next
+        })
+    })
+}
+
+/// The default shard count: a few per core, so threads seldom share one.
+pub(crate) fn default_shards() -> usize {
+    std::thread::available_parallelism().map_or(4, |cores| cores.get() * 4).min(64)
+}
+
+impl<T, H: Clone> IdleCache<T, H> {
+    /// A cache with at least `shards` shards (rounded up to a power of two); with `caching` off
+    /// it only hands out per-shard pool handles.
+    pub(crate) fn new(shards: usize, caching: bool) -> Self {
+        let count = shards.max(1).next_power_of_two();
+        let shards = (0..count)
+            .map(|_| Shard {
+                slot: Mutex::new(Slot { value: None, handle: None, stats: ShardStats::default() }),
+            })
+            .collect();
+        Self { shards, mask: count - 1, demand: AtomicUsize::new(0), caching }
+    }
+
+    /// Gives every shard its handle (once the pool they point to exists).
+    pub(crate) fn install_handles(&self, mut handle: impl FnMut() -> H) {
+        for shard in &self.shards {
+            shard.slot.lock().handle = Some(handle());
+        }
+    }
+
+    /// Drops every shard's handle, so the pool can be freed once its guards are gone.
+    pub(crate) fn remove_handles(&self) {
+        for shard in &self.shards {
+            let handle = shard.slot.lock().handle.take();
+            drop(handle);
+        }
+    }
+
+    fn home(&self) -> &Shard<T, H> {
+        &self.shards[shard_hint() & self.mask]
+    }
+
+    /// This thread's shard handle, if the pool is open.
+    pub(crate) fn handle(&self) -> Option<H> {
+        self.home().slot.lock().handle.clone()
+    }
+
+    /// Takes the value cached in this thread's shard, if any, with a clone of the shard handle.
+    pub(crate) fn take(&self) -> Option<(T, H)> {
+        let mut guard = self.home().slot.lock();
+        let slot = &mut *guard;
+        match (&mut slot.value, &slot.handle) {
+            (value @ Some(_), Some(handle)) => {
+                let handle = handle.clone();
+                slot.stats.gets += 1;
+                value.take().map(|value| (value, handle))
+            }
+            _ => None,
+        }
+    }
+
+    /// Caches a returned value in this thread's shard, unless there is demand for it elsewhere.
+    pub(crate) fn put(&self, value: T, held: Duration) -> Put<T> {
+        if !self.caching {
+            return Put::Declined(value);
+        }
+        let mut slot = self.home().slot.lock();
+        // Relaxed: the shard mutex orders this load against the engine's spill (module docs).
+        if slot.value.is_some() || self.demand.load(Ordering::Relaxed) != 0 {
+            return Put::Declined(value);
+        }
+        slot.value = Some(value);
+        slot.stats.hold.record(held);
+        Put::Cached
+    }
+
+    /// The cache as the engine sees it, when it caches values.
+    pub(crate) fn as_local_idle<R>(&self) -> Option<&dyn LocalIdle<R>>
+    where
+        Self: LocalIdle<R>,
+    {
+        self.caching.then_some(self as &dyn LocalIdle<R>)
+    }
+
+    /// Adds the shards' counters into `metrics`.
+    pub(crate) fn merge_stats(&self, metrics: &mut Metrics) {
+        for shard in &self.shards {
+            let slot = shard.slot.lock();
+            metrics.gets_direct += slot.stats.gets;
+            metrics.hold_time.merge(&slot.stats.hold);
+        }
+    }
+}
+
+impl<R, H> LocalIdle<R> for IdleCache<Entry<R>, H> {
+    fn set_demand(&self, demand: usize) {
+        // Relaxed: every reader loads it under a shard mutex that the engine locks after this
+        // store (during the spill that follows a raise), which orders the two.
+        self.demand.store(demand, Ordering::Relaxed);
+    }
+
+    fn spill(&self, sink: &mut dyn FnMut(Entry<R>)) {
+        for shard in &self.shards {
+            if let Some(entry) = shard.slot.lock().value.take() {
+                sink(entry);
+            }
+        }
+    }
+}
