@@ -234,6 +234,31 @@ impl Contender for Floor {
     }
 }
 
+// --- the ceiling: no pool at all -------------------------------------------------------------
+
+/// Every task owns its resource: no limit, no sharing, no waiting. Nothing a pool does can beat
+/// this; it shows how much of each figure is the runtime's own scheduling.
+#[derive(Clone)]
+struct NoPool;
+
+impl Contender for NoPool {
+    const NAME: &'static str = "no pool (ceiling)";
+
+    fn build(_size: usize) -> Self {
+        Self
+    }
+
+    async fn checkout(&self, yield_while_holding: bool) {
+        let mut counter = Counter::default();
+        hold(std::hint::black_box(&mut counter), yield_while_holding).await;
+    }
+
+    async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
+        self.checkout(yield_while_holding).await;
+        Duration::ZERO
+    }
+}
+
 // --- scenarios --------------------------------------------------------------------------------
 
 #[derive(Clone, Copy)]
@@ -345,6 +370,7 @@ fn throughput(c: &mut Criterion) {
         bench_contender::<Deadpool>(&mut group, scenario);
         bench_contender::<Bb8>(&mut group, scenario);
         bench_contender::<Floor>(&mut group, scenario);
+        bench_contender::<NoPool>(&mut group, scenario);
         group.finish();
     }
 }

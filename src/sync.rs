@@ -85,3 +85,17 @@ macro_rules! atomic_int {
 
 atomic_int!(AtomicUsize, usize);
 atomic_int!(AtomicU64, u64);
+
+/// Keeps a value on cache lines of its own, so that writes to it do not slow down readers of
+/// its neighbours (false sharing). 128 bytes covers the adjacent-line prefetcher of x86 cores.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}

@@ -24,8 +24,7 @@ type Acquired<M> = Result<
     Error<<M as Manager>::Error>,
 >;
 
-type StepResult<M> =
-    Result<(Step<<M as Manager>::Resource>, Instant), Error<<M as Manager>::Error>>;
+type StepResult<M> = Result<Step<<M as Manager>::Resource>, Error<<M as Manager>::Error>>;
 
 /// One look at the pool, and, if the caller has to queue, its place in the queue.
 ///
@@ -43,8 +42,12 @@ impl<M: Manager> Future for Queue<'_, M> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
         let cache = this.shared.local_idle();
+        if this.key.is_some() {
+            let mut engine = this.shared.engine.lock();
+            return engine.poll_queued(&mut this.key, cx.waker(), cache);
+        }
+        let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
         let (poll, wake) = this.shared.engine.lock().poll_acquire(
             &mut this.key,
             cx.waker(),
@@ -53,7 +56,7 @@ impl<M: Manager> Future for Queue<'_, M> {
             cache,
         );
         this.shared.start(wake);
-        poll.map(|step| step.map(|step| (step, now)))
+        poll
     }
 }
 
@@ -118,21 +121,35 @@ pub(crate) async fn acquire<M: Manager>(
     started: Instant,
     deadline: Instant,
 ) -> Acquired<M> {
-    // The fast path: a resource cached on this thread, with this shard's pool handle.
-    if let Some((entry, pool)) = shared.cache.take() {
-        match cached(shared, entry, started) {
+    // The fast path: a resource cached on this thread. The shard's pool handle serves the guard
+    // either way.
+    let (cached_entry, pool) = shared.cache.take();
+    let pool = pool.unwrap_or_else(|| shared.fallback_ref());
+    if let Some(entry) = cached_entry {
+        match vet_cached(shared, entry, started) {
             Ok(entry) => return Ok((entry, started, pool)),
             Err(Some(entry)) => return checked(shared, entry, started, deadline, pool).await,
             Err(None) => {}
         }
     }
-    let pool = shared.pool_ref();
-    let mut first_poll_at = Some(started);
+    // The time of this look at the pool: the caller's arrival first, then the time read for the
+    // deadline check at the end of each round, so no round reads the clock twice.
+    let mut now = started;
     loop {
-        let queue = Queue { shared, key: None, deadline, first_poll_at: first_poll_at.take() };
-        let (step, now) = queue.await?;
+        let queue = Queue {
+            shared,
+            key: None,
+            deadline,
+            first_poll_at: Some(now),
+        };
+        let step = queue.await?;
         match step {
-            Step::Handed(entry) => return Ok((entry, now, pool)),
+            Step::Handed(entry, queued_at, granted_at) => {
+                shared
+                    .cache
+                    .record_wait(granted_at.saturating_duration_since(queued_at));
+                return Ok((entry, granted_at, pool));
+            }
             Step::Expired(entry) => {
                 shared.close_resource(entry, CloseReason::Lifetime);
                 shared.refill();
@@ -141,7 +158,10 @@ pub(crate) async fn acquire<M: Manager>(
                 return Ok((entry, now, pool));
             }
             Step::Fresh(entry) => {
-                let mut checking = Checking { shared, entry: Some(entry) };
+                let mut checking = Checking {
+                    shared,
+                    entry: Some(entry),
+                };
                 match checking.run(deadline).await {
                     Ok(()) => {
                         let checked_at = Instant::now();
@@ -157,7 +177,8 @@ pub(crate) async fn acquire<M: Manager>(
                 }
             }
         }
-        if Instant::now() >= deadline {
+        now = Instant::now();
+        if now >= deadline {
             return Err(timed_out(shared, None));
         }
     }
@@ -165,7 +186,7 @@ pub(crate) async fn acquire<M: Manager>(
 
 /// Vets a resource from the thread cache: `Ok` to hand out as is, `Err(Some)` to check first,
 /// `Err(None)` when it was past its lifetime (closed here; take the shared path).
-fn cached<M: Manager>(
+fn vet_cached<M: Manager>(
     shared: &Arc<Shared<M>>,
     entry: Entry<M::Resource>,
     now: Instant,
@@ -188,7 +209,10 @@ async fn checked<M: Manager>(
     deadline: Instant,
     pool: Arc<PoolRef<M>>,
 ) -> Acquired<M> {
-    let mut checking = Checking { shared, entry: Some(entry) };
+    let mut checking = Checking {
+        shared,
+        entry: Some(entry),
+    };
     match checking.run(deadline).await {
         Ok(()) => {
             let checked_at = Instant::now();

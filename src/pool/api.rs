@@ -145,7 +145,9 @@ impl<M: Manager> Pool<M> {
     pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
         let location = Location::caller();
         let now = Instant::now();
-        if let Some((entry, pool)) = self.shared.cache.take() {
+        let (cached, pool) = self.shared.cache.take();
+        let pool = pool.unwrap_or_else(|| self.shared.fallback_ref());
+        if let Some(entry) = cached {
             if entry.meta.is_expired(now) {
                 self.shared.discard(entry, CloseReason::Lifetime);
             } else {
@@ -155,10 +157,7 @@ impl<M: Manager> Pool<M> {
         loop {
             let taken = self.shared.engine.lock().take_idle(now);
             match taken {
-                Take::Ready(entry) => {
-                    let pool = self.shared.pool_ref();
-                    return Ok(self.hand_out(entry, now, pool, location));
-                }
+                Take::Ready(entry) => return Ok(self.hand_out(entry, now, pool, location)),
                 Take::Expired(entry) => {
                     self.shared.close_resource(entry, CloseReason::Lifetime);
                     self.shared.refill();
@@ -201,7 +200,11 @@ impl<M: Manager> Pool<M> {
                 "must be greater than zero",
             ));
         }
-        let excess = self.shared.engine.lock().resize(max_size, self.shared.local_idle());
+        let excess = self
+            .shared
+            .engine
+            .lock()
+            .resize(max_size, self.shared.local_idle());
         for entry in excess {
             self.shared.close_resource(entry, CloseReason::Excess);
         }

@@ -215,7 +215,9 @@ impl<M: Manager> Builder<M> {
         self.config.validate()?;
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let shared = Arc::new(Shared::new(self.manager, self.config, runtime));
-        shared.cache.install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));
+        shared
+            .cache
+            .install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));
         shared
             .runtime
             .spawn(super::maintenance::run(Arc::clone(&shared)));

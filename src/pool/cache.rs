@@ -44,11 +44,14 @@ pub(crate) trait LocalIdle<R> {
     fn spill(&self, sink: &mut dyn FnMut(Entry<R>));
 }
 
-/// Counters a shard keeps for the checkouts it serves, merged into the pool's metrics on demand.
+/// Counters and timings recorded on the thread that saw them, merged into the pool's metrics on
+/// demand: recording them under the pool lock made every checkout bounce the histogram's cache
+/// lines between cores.
 #[derive(Default)]
 struct ShardStats {
     gets: u64,
     hold: DurationHistogram,
+    wait: DurationHistogram,
 }
 
 struct Slot<T, H> {
@@ -67,7 +70,7 @@ struct Shard<T, H> {
 
 /// How a return went.
 pub(crate) enum Put<T> {
-    /// Cached in the caller's shard (and its hold time recorded there).
+    /// Cached in the caller's shard.
     Cached,
     /// Not cached: someone waits, the pool closed, or the slot was taken. Use the shared path.
     Declined(T),
@@ -86,7 +89,10 @@ thread_local! {
 }
 
 /// A per-thread number, handed out in order so the threads of a runtime spread over the shards.
-#[allow(clippy::disallowed_types, reason = "a process-wide counter outside any model")]
+#[allow(
+    clippy::disallowed_types,
+    reason = "a process-wide counter outside any model"
+)]
 fn shard_hint() -> usize {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     SHARD_HINT.with(|hint| {
@@ -101,7 +107,9 @@ fn shard_hint() -> usize {
 
 /// The default shard count: a few per core, so threads seldom share one.
 pub(crate) fn default_shards() -> usize {
-    std::thread::available_parallelism().map_or(4, |cores| cores.get() * 4).min(64)
+    std::thread::available_parallelism()
+        .map_or(4, |cores| cores.get() * 4)
+        .min(64)
 }
 
 impl<T, H: Clone> IdleCache<T, H> {
@@ -111,10 +119,19 @@ impl<T, H: Clone> IdleCache<T, H> {
         let count = shards.max(1).next_power_of_two();
         let shards = (0..count)
             .map(|_| Shard {
-                slot: Mutex::new(Slot { value: None, handle: None, stats: ShardStats::default() }),
+                slot: Mutex::new(Slot {
+                    value: None,
+                    handle: None,
+                    stats: ShardStats::default(),
+                }),
             })
             .collect();
-        Self { shards, mask: count - 1, demand: AtomicUsize::new(0), caching }
+        Self {
+            shards,
+            mask: count - 1,
+            demand: AtomicUsize::new(0),
+            caching,
+        }
     }
 
     /// Gives every shard its handle (once the pool they point to exists).
@@ -136,38 +153,38 @@ impl<T, H: Clone> IdleCache<T, H> {
         &self.shards[shard_hint() & self.mask]
     }
 
-    /// This thread's shard handle, if the pool is open.
-    pub(crate) fn handle(&self) -> Option<H> {
-        self.home().slot.lock().handle.clone()
-    }
-
-    /// Takes the value cached in this thread's shard, if any, with a clone of the shard handle.
-    pub(crate) fn take(&self) -> Option<(T, H)> {
+    /// Takes the value cached in this thread's shard, if any, and a clone of the shard's handle
+    /// (none once the pool closed): one lock for both, as every `get()` needs the handle.
+    pub(crate) fn take(&self) -> (Option<T>, Option<H>) {
         let mut guard = self.home().slot.lock();
         let slot = &mut *guard;
-        match (&mut slot.value, &slot.handle) {
-            (value @ Some(_), Some(handle)) => {
-                let handle = handle.clone();
-                slot.stats.gets += 1;
-                value.take().map(|value| (value, handle))
-            }
-            _ => None,
+        let Some(handle) = &slot.handle else {
+            return (None, None);
+        };
+        let handle = handle.clone();
+        let value = slot.value.take();
+        if value.is_some() {
+            slot.stats.gets += 1;
         }
+        (value, Some(handle))
     }
 
-    /// Caches a returned value in this thread's shard, unless there is demand for it elsewhere.
+    /// Records how long a value was held, and caches it in this thread's shard unless caching is
+    /// off or there is demand for it elsewhere.
     pub(crate) fn put(&self, value: T, held: Duration) -> Put<T> {
-        if !self.caching {
-            return Put::Declined(value);
-        }
         let mut slot = self.home().slot.lock();
+        slot.stats.hold.record(held);
         // Relaxed: the shard mutex orders this load against the engine's spill (module docs).
-        if slot.value.is_some() || self.demand.load(Ordering::Relaxed) != 0 {
+        if !self.caching || slot.value.is_some() || self.demand.load(Ordering::Relaxed) != 0 {
             return Put::Declined(value);
         }
         slot.value = Some(value);
-        slot.stats.hold.record(held);
         Put::Cached
+    }
+
+    /// Records how long a queued `get()` waited.
+    pub(crate) fn record_wait(&self, waited: Duration) {
+        self.home().slot.lock().stats.wait.record(waited);
     }
 
     /// The cache as the engine sees it, when it caches values.
@@ -184,6 +201,7 @@ impl<T, H: Clone> IdleCache<T, H> {
             let slot = shard.slot.lock();
             metrics.gets_direct += slot.stats.gets;
             metrics.hold_time.merge(&slot.stats.hold);
+            metrics.wait_time.merge(&slot.stats.wait);
         }
     }
 }

@@ -72,7 +72,7 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
                     meta: Metadata::new(now, shared.expiry_for(now)),
                 };
                 reservation.armed = false;
-                let handoff = shared.engine.lock().created(entry, now - started);
+                let handoff = shared.engine.lock().created(entry, now - started, now);
                 shared.finish(handoff);
                 return;
             }

@@ -50,6 +50,8 @@ struct Waiter<R, E> {
     waker: Option<Waker>,
     grant: Option<Grant<R, E>>,
     since: Instant,
+    /// When a resource was handed to it: the moment its wait ended.
+    granted_at: Instant,
     deadline: Instant,
 }
 
@@ -69,9 +71,9 @@ pub(crate) enum Take<R, E> {
 pub(crate) enum Step<R> {
     /// An idle resource, to check if it sat idle.
     Fresh(Entry<R>),
-    /// A resource handed over by another caller or a creation: it was in use or new a moment
-    /// ago, so it skips the check.
-    Handed(Entry<R>),
+    /// A resource handed over by another caller or a creation, with when the caller queued and
+    /// when it was handed over: it was in use or new a moment ago, so it skips the check.
+    Handed(Entry<R>, Instant, Instant),
     /// An idle resource past its lifetime, already discarded: close it and look again.
     Expired(Entry<R>),
 }
@@ -210,9 +212,28 @@ impl<R, E> Engine<R, E> {
         }
     }
 
-    /// One poll of a `get()`: collect the grant of a queued caller, or take an idle resource, or
-    /// queue. Taking and queueing happen under the same lock, so a resource returned in between
-    /// cannot sit idle while the caller waits. Returns the creations to start for the new waiter.
+    /// A later poll of a queued `get()`: collect its grant, or refresh its waker. Reads no clock:
+    /// the hand-off recorded when the wait ended.
+    pub(crate) fn poll_queued(
+        &mut self,
+        key: &mut Option<WaiterKey>,
+        waker: &Waker,
+        cache: Option<&dyn LocalIdle<R>>,
+    ) -> Poll<StepResult<R, E>> {
+        let Some(queued) = *key else {
+            return Poll::Ready(Err(Error::Closed));
+        };
+        let poll = self.poll_waiter(queued, waker);
+        if poll.is_ready() {
+            *key = None;
+            self.relax_demand(cache);
+        }
+        poll.map(|grant| grant.map(|(entry, since, at)| Step::Handed(entry, since, at)))
+    }
+
+    /// The first look of a `get()`: take an idle resource, or queue. Taking and queueing happen
+    /// under the same lock, so a resource returned in between cannot sit idle while the caller
+    /// waits. Returns the background work to start for the new waiter.
     pub(crate) fn poll_acquire(
         &mut self,
         key: &mut Option<WaiterKey>,
@@ -221,14 +242,6 @@ impl<R, E> Engine<R, E> {
         deadline: Instant,
         cache: Option<&dyn LocalIdle<R>>,
     ) -> (Poll<StepResult<R, E>>, Wake) {
-        if let Some(queued) = *key {
-            let poll = self.poll_waiter(queued, waker, now);
-            if poll.is_ready() {
-                *key = None;
-                self.relax_demand(cache);
-            }
-            return (poll.map(|grant| grant.map(Step::Handed)), Wake::default());
-        }
         let mut taken = self.take_idle(now);
         if matches!(taken, Take::Empty) && self.raise_demand(cache) {
             // Resources cached on other threads are idle too: bring them in before queueing.
@@ -344,6 +357,7 @@ impl<R, E> Engine<R, E> {
             waker: Some(waker.clone()),
             grant: None,
             since: now,
+            granted_at: now,
             deadline,
         }))
     }
@@ -353,8 +367,7 @@ impl<R, E> Engine<R, E> {
         &mut self,
         key: WaiterKey,
         waker: &Waker,
-        now: Instant,
-    ) -> Poll<Grant<R, E>> {
+    ) -> Poll<Result<(Entry<R>, Instant, Instant), Error<E>>> {
         if self.waiters.is_queued(key) {
             let waiter = self.waiters.get_mut(key);
             if !waiter
@@ -372,13 +385,7 @@ impl<R, E> Engine<R, E> {
             "a served waiter always holds a grant"
         );
         let grant = waiter.grant.unwrap_or(Err(Error::Closed));
-        if grant.is_ok() {
-            self.metrics.gets_waited += 1;
-            self.metrics
-                .wait_time
-                .record(now.saturating_duration_since(waiter.since));
-        }
-        Poll::Ready(grant)
+        Poll::Ready(grant.map(|entry| (entry, waiter.since, waiter.granted_at)))
     }
 
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.
@@ -386,19 +393,14 @@ impl<R, E> Engine<R, E> {
         let waiter = self.waiters.remove(key);
         self.metrics.gets_cancelled += 1;
         match waiter.grant {
-            Some(Ok(entry)) => self.put_back(entry),
+            Some(Ok(entry)) => self.put_back(entry, waiter.granted_at),
             Some(Err(_)) | None => Handoff::Kept,
         }
     }
 
-    /// Takes back a resource a caller held for `held`.
-    pub(crate) fn release(&mut self, entry: Entry<R>, held: Duration) -> Handoff<R> {
-        self.metrics.hold_time.record(held);
-        self.put_back(entry)
-    }
-
-    /// Takes back a resource the pool itself held (a keepalive check).
-    pub(crate) fn put_back(&mut self, entry: Entry<R>) -> Handoff<R> {
+    /// Takes back, at `now`, a resource the pool itself held (a keepalive check, a grant whose
+    /// waiter left).
+    pub(crate) fn put_back(&mut self, entry: Entry<R>, now: Instant) -> Handoff<R> {
         if self.closed {
             return self.close_entry(entry, CloseReason::PoolClosed);
         }
@@ -408,7 +410,10 @@ impl<R, E> Engine<R, E> {
         if let Some(key) = self.waiters.pop_front() {
             let waiter = self.waiters.get_mut(key);
             waiter.grant = Some(Ok(entry));
-            return Handoff::Waiter(waiter.waker.take());
+            waiter.granted_at = now;
+            let waker = waiter.waker.take();
+            self.metrics.gets_waited += 1;
+            return Handoff::Waiter(waker);
         }
         if self.idle.len() >= self.limits.max_idle {
             return self.close_entry(entry, CloseReason::Excess);
@@ -491,13 +496,13 @@ impl<R, E> Engine<R, E> {
     }
 
     /// Takes in a freshly created resource: it goes to the oldest waiter, or idle.
-    pub(crate) fn created(&mut self, entry: Entry<R>, took: Duration) -> Handoff<R> {
+    pub(crate) fn created(&mut self, entry: Entry<R>, took: Duration, now: Instant) -> Handoff<R> {
         self.creating -= 1;
         self.breaker.on_success();
         self.last_error = None;
         self.metrics.created += 1;
         self.metrics.create_time.record(took);
-        self.put_back(entry)
+        self.put_back(entry, now)
     }
 
     /// Records a failed creation and decides whether its task retries.
@@ -540,7 +545,10 @@ impl<R, E> Engine<R, E> {
 
     /// Closes the pool: idle resources (cached ones too) come back for closing, every waiter fails
     /// with `Closed`.
-    pub(crate) fn close(&mut self, cache: Option<&dyn LocalIdle<R>>) -> (Vec<Entry<R>>, Vec<Waker>) {
+    pub(crate) fn close(
+        &mut self,
+        cache: Option<&dyn LocalIdle<R>>,
+    ) -> (Vec<Entry<R>>, Vec<Waker>) {
         self.closed = true;
         if let Some(cache) = cache {
             self.published_demand |= DEMAND_CLOSED;

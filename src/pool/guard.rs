@@ -121,7 +121,12 @@ impl<M: Manager> Pooled<M> {
         acquired_at: Instant,
         leak_id: Option<u64>,
     ) -> Self {
-        Self { entry: Some(entry), pool, acquired_at, leak_id }
+        Self {
+            entry: Some(entry),
+            pool,
+            acquired_at,
+            leak_id,
+        }
     }
 
     fn entry(&self) -> &Entry<M::Resource> {

@@ -138,9 +138,10 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
         // Poll once, then drop the `get()` as a cancelled future does.
         let waker = futures_noop_waker();
         let mut key = None;
-        let (poll, creations) = shared
-            .lock()
-            .poll_acquire(&mut key, &waker, Instant::now(), far(), None);
+        let (poll, creations) =
+            shared
+                .lock()
+                .poll_acquire(&mut key, &waker, Instant::now(), far(), None);
         assert_eq!(
             creations.creations, 0,
             "the pool is full: nothing to create"

@@ -78,7 +78,7 @@ impl<M: Manager> KeepaliveBatch<'_, M> {
             };
             if passed {
                 entry.meta.mark_checked(Instant::now());
-                let handoff = self.shared.engine.lock().put_back(entry);
+                let handoff = self.shared.engine.lock().put_back(entry, Instant::now());
                 self.shared.finish(handoff);
             } else {
                 tracing::debug!("millpond: keepalive check failed; closing the resource");
@@ -94,7 +94,7 @@ impl<M: Manager> Drop for KeepaliveBatch<'_, M> {
             self.shared.discard(entry, CloseReason::Broken);
         }
         for entry in self.due.drain(..) {
-            let handoff = self.shared.engine.lock().put_back(entry);
+            let handoff = self.shared.engine.lock().put_back(entry, Instant::now());
             self.shared.finish(handoff);
         }
     }

@@ -15,12 +15,14 @@ use super::config::{Config, IdleOrder};
 use super::engine::{Engine, Entry, Handoff, Wake};
 use super::leak::LeakTracker;
 use super::manager::{CloseReason, Manager};
-use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicUsize, CachePadded, Mutex, Ordering};
 
 pub(crate) struct Shared<M: Manager> {
     pub(crate) manager: M,
     pub(crate) config: Config,
-    pub(crate) engine: Mutex<Engine<M::Resource, M::Error>>,
+    /// The state machine, on cache lines of its own: it is written on every slow-path call, and
+    /// must not slow down reads of the configuration beside it.
+    pub(crate) engine: CachePadded<Mutex<Engine<M::Resource, M::Error>>>,
     pub(crate) runtime: Handle,
     /// Live `Pool` handles; the last one to go closes the pool.
     pub(crate) handles: AtomicUsize,
@@ -46,7 +48,7 @@ pub(crate) type ThreadCache<M> = IdleCache<Entry<<M as Manager>::Resource>, Arc<
 impl<M: Manager> Shared<M> {
     pub(crate) fn new(manager: M, config: Config, runtime: Handle) -> Self {
         Self {
-            engine: Mutex::new(Engine::new(&config)),
+            engine: CachePadded(Mutex::new(Engine::new(&config))),
             leaks: config.leak_threshold.map(LeakTracker::new),
             cache: IdleCache::new(
                 default_shards(),
@@ -82,9 +84,9 @@ impl<M: Manager> Shared<M> {
         self.cache.as_local_idle()
     }
 
-    /// A handle for a new guard: this thread's shard handle, or a fresh one once the pool closed.
-    pub(crate) fn pool_ref(self: &Arc<Self>) -> Arc<PoolRef<M>> {
-        self.cache.handle().unwrap_or_else(|| Arc::new(PoolRef(Arc::clone(self))))
+    /// A handle for a guard when the pool closed and the shards gave theirs up.
+    pub(crate) fn fallback_ref(self: &Arc<Self>) -> Arc<PoolRef<M>> {
+        Arc::new(PoolRef(Arc::clone(self)))
     }
 
     /// Gives back a resource a caller held since `acquired_at` (the `Pooled` drop path).
@@ -123,7 +125,7 @@ impl<M: Manager> Shared<M> {
         };
         let handoff = {
             let mut engine = self.engine.lock();
-            let handoff = engine.release(entry, held);
+            let handoff = engine.put_back(entry, now);
             engine.relax_demand(self.local_idle());
             handoff
         };
