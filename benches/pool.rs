@@ -75,12 +75,7 @@ impl Contender for Millpond {
     const NAME: &'static str = "millpond";
 
     fn build(size: usize) -> Self {
-        Self(
-            millpond::pool::Pool::builder(MillpondManager)
-                .max_size(size)
-                .build()
-                .unwrap(),
-        )
+        Self(millpond::pool::Pool::builder(MillpondManager).max_size(size).build().unwrap())
     }
 
     async fn checkout(&self, yield_while_holding: bool) {
@@ -125,12 +120,7 @@ impl Contender for Deadpool {
     const NAME: &'static str = "deadpool";
 
     fn build(size: usize) -> Self {
-        Self(
-            deadpool::managed::Pool::builder(DeadpoolManager)
-                .max_size(size)
-                .build()
-                .unwrap(),
-        )
+        Self(deadpool::managed::Pool::builder(DeadpoolManager).max_size(size).build().unwrap())
     }
 
     async fn checkout(&self, yield_while_holding: bool) {
@@ -175,11 +165,7 @@ impl Contender for Bb8 {
     const NAME: &'static str = "bb8";
 
     fn build(size: usize) -> Self {
-        Self(
-            bb8::Pool::builder()
-                .max_size(size as u32)
-                .build_unchecked(Bb8Manager),
-        )
+        Self(bb8::Pool::builder().max_size(size as u32).build_unchecked(Bb8Manager))
     }
 
     async fn checkout(&self, yield_while_holding: bool) {
@@ -309,16 +295,9 @@ const SCENARIOS: [Scenario; 4] = [
 
 fn runtime(multi_thread: bool) -> Runtime {
     if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
     } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 }
 
@@ -390,14 +369,7 @@ fn fairness<C: Contender>(scenario: Scenario, window: Duration) -> Fairness {
     rt.block_on(async {
         let pool = C::build(scenario.pool_size);
         // Warm the pool up so creation is not part of the window.
-        run_batch(
-            &pool,
-            Scenario {
-                checkouts: scenario.tasks * 4,
-                ..scenario
-            },
-        )
-        .await;
+        run_batch(&pool, Scenario { checkouts: scenario.tasks * 4, ..scenario }).await;
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let tasks: Vec<_> = (0..scenario.tasks)

@@ -16,10 +16,7 @@ impl Backoff {
     /// The delay before retry number `attempt` (1 for the first retry).
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(32);
-        let step = self
-            .initial
-            .saturating_mul(1u32 << doublings.min(31))
-            .min(self.max);
+        let step = self.initial.saturating_mul(1u32 << doublings.min(31)).min(self.max);
         let half = step / 2;
         let spread = u64::try_from(step.saturating_sub(half).as_nanos()).unwrap_or(u64::MAX);
         half + Duration::from_nanos(fastrand::u64(0..=spread))
@@ -32,18 +29,12 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stay_within_bounds() {
-        let backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
+        let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2) };
         for attempt in 1..50 {
             let step = (Duration::from_millis(100) * 2u32.saturating_pow(attempt - 1))
                 .min(Duration::from_secs(2));
             let delay = backoff.delay(attempt);
-            assert!(
-                delay >= step / 2 && delay <= step,
-                "attempt {attempt}: {delay:?}"
-            );
+            assert!(delay >= step / 2 && delay <= step, "attempt {attempt}: {delay:?}");
         }
     }
 }

@@ -38,12 +38,7 @@ pub(crate) struct Breaker {
 
 impl Breaker {
     pub(crate) fn new(threshold: Option<u32>, cooldown: Duration) -> Self {
-        Self {
-            threshold,
-            cooldown,
-            failures: 0,
-            state: State::Closed,
-        }
+        Self { threshold, cooldown, failures: 0, state: State::Closed }
     }
 
     /// Consecutive failures since the last success.
@@ -82,15 +77,11 @@ impl Breaker {
         self.failures = self.failures.saturating_add(1);
         let trips = match self.state {
             State::HalfOpen => true,
-            State::Closed => self
-                .threshold
-                .is_some_and(|threshold| self.failures >= threshold),
+            State::Closed => self.threshold.is_some_and(|threshold| self.failures >= threshold),
             State::Open { .. } => false,
         };
         if trips {
-            self.state = State::Open {
-                until: now + self.cooldown,
-            };
+            self.state = State::Open { until: now + self.cooldown };
         }
         trips
     }
@@ -109,10 +100,7 @@ mod tests {
         assert_eq!(breaker.permit(start, 0), Permit::Any);
         assert!(breaker.on_failure(start));
         assert!(breaker.is_open(start));
-        assert_eq!(
-            breaker.permit(start + Duration::from_secs(4), 0),
-            Permit::Refused
-        );
+        assert_eq!(breaker.permit(start + Duration::from_secs(4), 0), Permit::Refused);
         let later = start + Duration::from_secs(5);
         assert!(!breaker.is_open(later));
         assert_eq!(breaker.permit(later, 0), Permit::Probe);

@@ -31,11 +31,7 @@ pub struct BuildError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
-    Invalid {
-        field: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { field: &'static str, value: String, reason: String },
     NoRuntime,
 }
 
@@ -45,19 +41,11 @@ impl BuildError {
         value: impl fmt::Debug,
         reason: impl Into<String>,
     ) -> Self {
-        Self {
-            kind: Kind::Invalid {
-                field,
-                value: format!("{value:?}"),
-                reason: reason.into(),
-            },
-        }
+        Self { kind: Kind::Invalid { field, value: format!("{value:?}"), reason: reason.into() } }
     }
 
     pub(crate) fn no_runtime() -> Self {
-        Self {
-            kind: Kind::NoRuntime,
-        }
+        Self { kind: Kind::NoRuntime }
     }
 
     /// The configuration field that was rejected, or `None` when the problem is the environment
@@ -78,11 +66,7 @@ impl BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Invalid {
-                field,
-                value,
-                reason,
-            } => {
+            Kind::Invalid { field, value, reason } => {
                 write!(f, "invalid `{field}` ({value}): {reason}")
             }
             Kind::NoRuntime => f.write_str(

@@ -47,9 +47,7 @@ impl<T> Mutex<T> {
     #[cfg(millpond_loom)]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         // A model only poisons a mutex when one of its threads panicked, which fails it anyway.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

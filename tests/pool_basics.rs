@@ -92,10 +92,7 @@ async fn a_newcomer_does_not_overtake_a_queued_caller() {
         let pool = pool.clone();
         async move { pool.get().await.map(|conn| conn.id) }
     });
-    eventually("the caller is queued", Duration::from_secs(1), || {
-        pool.status().waiters == 1
-    })
-    .await;
+    eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     drop(held);
     // The resource went straight to the queued caller: nothing is idle for a newcomer.
     assert!(matches!(pool.try_get(), Err(Error::Exhausted)));
@@ -119,10 +116,7 @@ async fn take_detaches_the_resource_and_frees_its_slot() {
     assert_eq!(pool.status().size, 0);
     let other = pool.get().await.unwrap();
     assert_ne!(other.id, conn.id);
-    assert!(
-        probe.closed_reasons().is_empty(),
-        "take() does not close through the manager"
-    );
+    assert!(probe.closed_reasons().is_empty(), "take() does not close through the manager");
 }
 
 #[tokio::test(start_paused = true)]
@@ -146,10 +140,7 @@ async fn a_broken_resource_returned_to_a_waiter_is_replaced_for_it() {
         let pool = pool.clone();
         async move { pool.get().await.map(|conn| conn.id) }
     });
-    eventually("the caller is queued", Duration::from_secs(1), || {
-        pool.status().waiters == 1
-    })
-    .await;
+    eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     held.broken = true;
     drop(held);
     assert_eq!(waiter.await.unwrap().unwrap(), 1);
@@ -159,14 +150,8 @@ async fn a_broken_resource_returned_to_a_waiter_is_replaced_for_it() {
 #[tokio::test(start_paused = true)]
 async fn returns_above_max_idle_are_closed() {
     let (manager, probe) = TestManager::new();
-    let pool = Pool::builder(manager)
-        .max_size(4)
-        .max_idle(1)
-        .build()
-        .unwrap();
-    let conns: Vec<_> = futures::future::try_join_all((0..3).map(|_| pool.get()))
-        .await
-        .unwrap();
+    let pool = Pool::builder(manager).max_size(4).max_idle(1).build().unwrap();
+    let conns: Vec<_> = futures::future::try_join_all((0..3).map(|_| pool.get())).await.unwrap();
     drop(conns);
     assert_eq!(pool.status().idle, 1);
     assert_eq!(probe.closed_count(CloseReason::Excess), 2);
@@ -176,9 +161,7 @@ async fn returns_above_max_idle_are_closed() {
 #[tokio::test(start_paused = true)]
 async fn retain_evicts_idle_resources() {
     let (pool, probe) = pool(4);
-    let conns: Vec<_> = futures::future::try_join_all((0..4).map(|_| pool.get()))
-        .await
-        .unwrap();
+    let conns: Vec<_> = futures::future::try_join_all((0..4).map(|_| pool.get())).await.unwrap();
     drop(conns);
     let evicted = pool.retain(|conn, _meta| conn.id % 2 == 0);
     assert_eq!(evicted, 2);
@@ -195,16 +178,9 @@ async fn resize_grows_for_waiters_and_shrinks_idle() {
         let pool = pool.clone();
         async move { pool.get().await.map(|conn| conn.id) }
     });
-    eventually("the caller is queued", Duration::from_secs(1), || {
-        pool.status().waiters == 1
-    })
-    .await;
+    eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     pool.resize(2).unwrap();
-    assert_eq!(
-        waiter.await.unwrap().unwrap(),
-        1,
-        "served by a new resource"
-    );
+    assert_eq!(waiter.await.unwrap().unwrap(), 1, "served by a new resource");
     drop(held);
     assert_eq!(pool.status().idle, 2);
     pool.resize(1).unwrap();
@@ -236,10 +212,7 @@ async fn close_fails_waiters_and_later_gets() {
         let pool = pool.clone();
         async move { pool.get().await.map(|_| ()) }
     });
-    eventually("the caller is queued", Duration::from_secs(1), || {
-        pool.status().waiters == 1
-    })
-    .await;
+    eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     pool.close();
     assert!(matches!(waiter.await.unwrap(), Err(Error::Closed)));
     assert!(matches!(pool.get().await, Err(Error::Closed)));
@@ -257,13 +230,7 @@ async fn drain_waits_for_resources_in_use() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         drop(held);
     });
-    assert_eq!(
-        pool.drain(Duration::from_secs(1))
-            .await
-            .unwrap_err()
-            .remaining,
-        1
-    );
+    assert_eq!(pool.drain(Duration::from_secs(1)).await.unwrap_err().remaining, 1);
     pool.drain(Duration::from_secs(5)).await.unwrap();
     returner.await.unwrap();
     assert_eq!(probe.alive(), 0);
@@ -278,11 +245,7 @@ async fn dropping_the_last_handle_closes_the_pool_and_ends_its_task() {
     drop(pool);
     assert_eq!(probe.alive(), 2, "a clone keeps the pool open");
     drop(clone);
-    assert_eq!(
-        probe.alive(),
-        1,
-        "the idle resource is closed with the last handle"
-    );
+    assert_eq!(probe.alive(), 1, "the idle resource is closed with the last handle");
     drop(held);
     assert_eq!(probe.alive(), 0);
     // The manager (held by the shared state) is dropped once the background task has ended.

@@ -12,9 +12,7 @@ fn builder() -> Builder<TestManager> {
 }
 
 fn rejected(builder: Builder<TestManager>, field: &str) {
-    let err = builder
-        .build()
-        .expect_err("configuration should be rejected");
+    let err = builder.build().expect_err("configuration should be rejected");
     assert_eq!(err.field(), Some(field), "{err}");
     assert!(err.to_string().contains(field), "{err}");
 }
@@ -26,10 +24,7 @@ async fn invalid_sizes_are_rejected_by_name() {
     rejected(builder().max_size(4).max_idle(5), "max_idle");
     rejected(builder().max_size(4).min_idle(5), "min_idle");
     rejected(builder().max_size(4).max_idle(2).min_idle(3), "min_idle");
-    rejected(
-        builder().max_concurrent_creates(0),
-        "max_concurrent_creates",
-    );
+    rejected(builder().max_concurrent_creates(0), "max_concurrent_creates");
 }
 
 #[tokio::test]
@@ -40,34 +35,19 @@ async fn zero_durations_are_rejected_by_name() {
     rejected(builder().idle_timeout(Some(Duration::ZERO)), "idle_timeout");
     rejected(builder().max_lifetime(Some(Duration::ZERO)), "max_lifetime");
     rejected(builder().keepalive(Some(Duration::ZERO)), "keepalive");
-    rejected(
-        builder().leak_threshold(Some(Duration::ZERO)),
-        "leak_threshold",
-    );
-    rejected(
-        builder().maintenance_interval(Duration::ZERO),
-        "maintenance_interval",
-    );
+    rejected(builder().leak_threshold(Some(Duration::ZERO)), "leak_threshold");
+    rejected(builder().maintenance_interval(Duration::ZERO), "maintenance_interval");
     rejected(builder().breaker(3, Duration::ZERO), "breaker_cooldown");
-    rejected(
-        builder().backoff(Duration::ZERO, Duration::from_secs(1)),
-        "backoff_initial",
-    );
+    rejected(builder().backoff(Duration::ZERO, Duration::from_secs(1)), "backoff_initial");
 }
 
 #[tokio::test]
 async fn inconsistent_policies_are_rejected_by_name() {
-    rejected(
-        builder().backoff(Duration::from_secs(2), Duration::from_secs(1)),
-        "backoff_max",
-    );
+    rejected(builder().backoff(Duration::from_secs(2), Duration::from_secs(1)), "backoff_max");
     rejected(builder().lifetime_jitter(0.9), "lifetime_jitter");
     rejected(builder().lifetime_jitter(f64::NAN), "lifetime_jitter");
     rejected(builder().lifetime_jitter(-0.1), "lifetime_jitter");
-    rejected(
-        builder().breaker(0, Duration::from_secs(1)),
-        "breaker_threshold",
-    );
+    rejected(builder().breaker(0, Duration::from_secs(1)), "breaker_threshold");
 }
 
 #[tokio::test]

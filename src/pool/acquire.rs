@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -18,11 +19,26 @@ use super::shared::{PoolRef, Shared};
 use super::wait_list::WaiterKey;
 use crate::sync::Arc;
 
-/// A resource, the moment it reached its caller, and the pool handle for its guard.
-type Acquired<M> = Result<
-    (Entry<<M as Manager>::Resource>, Instant, Arc<PoolRef<M>>),
-    Error<<M as Manager>::Error>,
->;
+/// What a successful `get()` hands to its guard.
+pub(crate) struct Checkout<M: Manager> {
+    pub(crate) entry: Entry<M::Resource>,
+    /// When the resource reached the caller.
+    pub(crate) acquired_at: Instant,
+    /// How long the caller queued, if it had to.
+    pub(crate) waited: Option<Duration>,
+    /// The pool handle the guard keeps.
+    pub(crate) pool: Arc<PoolRef<M>>,
+}
+
+type Acquired<M> = Result<Checkout<M>, Error<<M as Manager>::Error>>;
+
+fn checkout<M: Manager>(
+    entry: Entry<M::Resource>,
+    acquired_at: Instant,
+    pool: Arc<PoolRef<M>>,
+) -> Acquired<M> {
+    Ok(Checkout { entry, acquired_at, waited: None, pool })
+}
 
 type StepResult<M> = Result<Step<<M as Manager>::Resource>, Error<<M as Manager>::Error>>;
 
@@ -127,7 +143,7 @@ pub(crate) async fn acquire<M: Manager>(
     let pool = pool.unwrap_or_else(|| shared.fallback_ref());
     if let Some(entry) = cached_entry {
         match vet_cached(shared, entry, started) {
-            Ok(entry) => return Ok((entry, started, pool)),
+            Ok(entry) => return checkout(entry, started, pool),
             Err(Some(entry)) => return checked(shared, entry, started, deadline, pool).await,
             Err(None) => {}
         }
@@ -136,37 +152,27 @@ pub(crate) async fn acquire<M: Manager>(
     // deadline check at the end of each round, so no round reads the clock twice.
     let mut now = started;
     loop {
-        let queue = Queue {
-            shared,
-            key: None,
-            deadline,
-            first_poll_at: Some(now),
-        };
+        let queue = Queue { shared, key: None, deadline, first_poll_at: Some(now) };
         let step = queue.await?;
         match step {
             Step::Handed(entry, queued_at, granted_at) => {
-                shared
-                    .cache
-                    .record_wait(granted_at.saturating_duration_since(queued_at));
-                return Ok((entry, granted_at, pool));
+                let waited = Some(granted_at.saturating_duration_since(queued_at));
+                return Ok(Checkout { entry, acquired_at: granted_at, waited, pool });
             }
             Step::Expired(entry) => {
                 shared.close_resource(entry, CloseReason::Lifetime);
                 shared.refill();
             }
             Step::Fresh(entry) if !shared.needs_check(&entry, now) => {
-                return Ok((entry, now, pool));
+                return checkout(entry, now, pool);
             }
             Step::Fresh(entry) => {
-                let mut checking = Checking {
-                    shared,
-                    entry: Some(entry),
-                };
+                let mut checking = Checking { shared, entry: Some(entry) };
                 match checking.run(deadline).await {
                     Ok(()) => {
                         let checked_at = Instant::now();
                         if let Some(entry) = checking.keep(checked_at) {
-                            return Ok((entry, checked_at, pool));
+                            return checkout(entry, checked_at, pool);
                         }
                     }
                     Err(CheckFailed::Error) => drop(checking),
@@ -209,15 +215,12 @@ async fn checked<M: Manager>(
     deadline: Instant,
     pool: Arc<PoolRef<M>>,
 ) -> Acquired<M> {
-    let mut checking = Checking {
-        shared,
-        entry: Some(entry),
-    };
+    let mut checking = Checking { shared, entry: Some(entry) };
     match checking.run(deadline).await {
         Ok(()) => {
             let checked_at = Instant::now();
             if let Some(entry) = checking.keep(checked_at) {
-                return Ok((entry, checked_at, pool));
+                return checkout(entry, checked_at, pool);
             }
         }
         Err(CheckFailed::Error) => drop(checking),
@@ -239,8 +242,5 @@ fn timed_out<M: Manager>(shared: &Arc<Shared<M>>, phase: Option<TimeoutPhase>) -
     } else {
         TimeoutPhase::Wait
     });
-    Error::Timeout {
-        phase,
-        last_create_error: engine.last_error(),
-    }
+    Error::Timeout { phase, last_create_error: engine.last_error() }
 }

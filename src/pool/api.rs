@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::acquire::acquire;
+use super::acquire::{Checkout, acquire};
 use super::builder::Builder;
 use super::engine::Take;
 use super::error::{DrainError, Error};
 use super::guard::{Metadata, Pooled};
 use super::manager::{CloseReason, Manager};
 use super::metrics::{Metrics, Status};
-use super::shared::{PoolRef, Shared};
+use super::shared::Shared;
 use crate::build_error::BuildError;
 use crate::sync::Arc;
 
@@ -113,24 +113,15 @@ impl<M: Manager> Pool<M> {
         let deadline = started
             .checked_add(timeout)
             .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
-        let (entry, acquired_at, pool) = acquire(&self.shared, started, deadline).await?;
-        Ok(self.hand_out(entry, acquired_at, pool, location))
+        let checkout = acquire(&self.shared, started, deadline).await?;
+        Ok(self.hand_out(checkout, location))
     }
 
-    fn hand_out(
-        &self,
-        mut entry: super::engine::Entry<M::Resource>,
-        acquired_at: Instant,
-        pool: Arc<PoolRef<M>>,
-        location: &'static Location<'static>,
-    ) -> Pooled<M> {
+    fn hand_out(&self, checkout: Checkout<M>, location: &'static Location<'static>) -> Pooled<M> {
+        let Checkout { mut entry, acquired_at, waited, pool } = checkout;
         entry.meta.mark_handed_out();
-        let leak_id = self
-            .shared
-            .leaks
-            .as_ref()
-            .map(|leaks| leaks.register(acquired_at, location));
-        Pooled::new(entry, pool, acquired_at, leak_id)
+        let leak_id = self.shared.leaks.as_ref().map(|leaks| leaks.register(acquired_at, location));
+        Pooled::new(entry, pool, acquired_at, waited, leak_id)
     }
 
     /// Takes an idle resource if there is one, without waiting or creating.
@@ -151,13 +142,17 @@ impl<M: Manager> Pool<M> {
             if entry.meta.is_expired(now) {
                 self.shared.discard(entry, CloseReason::Lifetime);
             } else {
-                return Ok(self.hand_out(entry, now, pool, location));
+                let checkout = Checkout { entry, acquired_at: now, waited: None, pool };
+                return Ok(self.hand_out(checkout, location));
             }
         }
         loop {
             let taken = self.shared.engine.lock().take_idle(now);
             match taken {
-                Take::Ready(entry) => return Ok(self.hand_out(entry, now, pool, location)),
+                Take::Ready(entry) => {
+                    let checkout = Checkout { entry, acquired_at: now, waited: None, pool };
+                    return Ok(self.hand_out(checkout, location));
+                }
                 Take::Expired(entry) => {
                     self.shared.close_resource(entry, CloseReason::Lifetime);
                     self.shared.refill();
@@ -194,17 +189,9 @@ impl<M: Manager> Pool<M> {
     /// A [`BuildError`] naming `max_size` when it is zero.
     pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
         if max_size == 0 {
-            return Err(BuildError::invalid(
-                "max_size",
-                max_size,
-                "must be greater than zero",
-            ));
+            return Err(BuildError::invalid("max_size", max_size, "must be greater than zero"));
         }
-        let excess = self
-            .shared
-            .engine
-            .lock()
-            .resize(max_size, self.shared.local_idle());
+        let excess = self.shared.engine.lock().resize(max_size, self.shared.local_idle());
         for entry in excess {
             self.shared.close_resource(entry, CloseReason::Excess);
         }
@@ -267,9 +254,7 @@ impl<M: Manager> Pool<M> {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(DrainError {
-                    remaining: self.status().size,
-                });
+                return Err(DrainError { remaining: self.status().size });
             }
         }
     }
@@ -278,9 +263,7 @@ impl<M: Manager> Pool<M> {
 impl<M: Manager> Clone for Pool<M> {
     fn clone(&self) -> Self {
         self.shared.add_handle();
-        Self {
-            shared: Arc::clone(&self.shared),
-        }
+        Self { shared: Arc::clone(&self.shared) }
     }
 }
 
@@ -292,8 +275,6 @@ impl<M: Manager> Drop for Pool<M> {
 
 impl<M: Manager> fmt::Debug for Pool<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool")
-            .field("status", &self.status())
-            .finish_non_exhaustive()
+        f.debug_struct("Pool").field("status", &self.status()).finish_non_exhaustive()
     }
 }

@@ -66,10 +66,7 @@ pub struct Builder<M> {
 
 impl<M: Manager> Builder<M> {
     pub(crate) fn new(manager: M) -> Self {
-        Self {
-            manager,
-            config: Config::default(),
-        }
+        Self { manager, config: Config::default() }
     }
 
     /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
@@ -215,15 +212,9 @@ impl<M: Manager> Builder<M> {
         self.config.validate()?;
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let shared = Arc::new(Shared::new(self.manager, self.config, runtime));
-        shared
-            .cache
-            .install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));
-        shared
-            .runtime
-            .spawn(super::maintenance::run(Arc::clone(&shared)));
-        shared
-            .runtime
-            .spawn(super::expiry::run(Arc::clone(&shared)));
+        shared.cache.install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));
+        shared.runtime.spawn(super::maintenance::run(Arc::clone(&shared)));
+        shared.runtime.spawn(super::expiry::run(Arc::clone(&shared)));
         let creations = shared.engine.lock().plan_creations(Instant::now());
         shared.spawn_creations(creations);
         Ok(Pool::from_shared(shared))

@@ -89,10 +89,7 @@ thread_local! {
 }
 
 /// A per-thread number, handed out in order so the threads of a runtime spread over the shards.
-#[allow(
-    clippy::disallowed_types,
-    reason = "a process-wide counter outside any model"
-)]
+#[allow(clippy::disallowed_types, reason = "a process-wide counter outside any model")]
 fn shard_hint() -> usize {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     SHARD_HINT.with(|hint| {
@@ -107,9 +104,7 @@ fn shard_hint() -> usize {
 
 /// The default shard count: a few per core, so threads seldom share one.
 pub(crate) fn default_shards() -> usize {
-    std::thread::available_parallelism()
-        .map_or(4, |cores| cores.get() * 4)
-        .min(64)
+    std::thread::available_parallelism().map_or(4, |cores| cores.get() * 4).min(64)
 }
 
 impl<T, H: Clone> IdleCache<T, H> {
@@ -119,19 +114,10 @@ impl<T, H: Clone> IdleCache<T, H> {
         let count = shards.max(1).next_power_of_two();
         let shards = (0..count)
             .map(|_| Shard {
-                slot: Mutex::new(Slot {
-                    value: None,
-                    handle: None,
-                    stats: ShardStats::default(),
-                }),
+                slot: Mutex::new(Slot { value: None, handle: None, stats: ShardStats::default() }),
             })
             .collect();
-        Self {
-            shards,
-            mask: count - 1,
-            demand: AtomicUsize::new(0),
-            caching,
-        }
+        Self { shards, mask: count - 1, demand: AtomicUsize::new(0), caching }
     }
 
     /// Gives every shard its handle (once the pool they point to exists).
@@ -169,11 +155,14 @@ impl<T, H: Clone> IdleCache<T, H> {
         (value, Some(handle))
     }
 
-    /// Records how long a value was held, and caches it in this thread's shard unless caching is
-    /// off or there is demand for it elsewhere.
-    pub(crate) fn put(&self, value: T, held: Duration) -> Put<T> {
+    /// Records how long a value was held (and how long its `get()` queued), and caches it in
+    /// this thread's shard unless caching is off or there is demand for it elsewhere.
+    pub(crate) fn put(&self, value: T, held: Duration, waited: Option<Duration>) -> Put<T> {
         let mut slot = self.home().slot.lock();
         slot.stats.hold.record(held);
+        if let Some(waited) = waited {
+            slot.stats.wait.record(waited);
+        }
         // Relaxed: the shard mutex orders this load against the engine's spill (module docs).
         if !self.caching || slot.value.is_some() || self.demand.load(Ordering::Relaxed) != 0 {
             return Put::Declined(value);
@@ -182,7 +171,7 @@ impl<T, H: Clone> IdleCache<T, H> {
         Put::Cached
     }
 
-    /// Records how long a queued `get()` waited.
+    /// Records how long a queued `get()` waited, for a resource that will not come back.
     pub(crate) fn record_wait(&self, waited: Duration) {
         self.home().slot.lock().stats.wait.record(waited);
     }

@@ -60,10 +60,7 @@ impl Default for Config {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             lifetime_jitter: 0.05,
             keepalive: None,
-            backoff: Backoff {
-                initial: Duration::from_millis(50),
-                max: Duration::from_secs(5),
-            },
+            backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5) },
             breaker_threshold: Some(5),
             breaker_cooldown: Duration::from_secs(5),
             leak_threshold: None,
@@ -74,11 +71,7 @@ impl Default for Config {
 
 fn positive(field: &'static str, value: Duration) -> Result<(), BuildError> {
     if value.is_zero() {
-        return Err(BuildError::invalid(
-            field,
-            value,
-            "must be greater than zero",
-        ));
+        return Err(BuildError::invalid(field, value, "must be greater than zero"));
     }
     Ok(())
 }
@@ -103,11 +96,7 @@ impl Config {
         }
         let max_idle = self.max_idle();
         if max_idle == 0 {
-            return Err(BuildError::invalid(
-                "max_idle",
-                max_idle,
-                "must be greater than zero",
-            ));
+            return Err(BuildError::invalid("max_idle", max_idle, "must be greater than zero"));
         }
         if max_idle > self.max_size {
             return Err(BuildError::invalid(
@@ -143,10 +132,7 @@ impl Config {
             return Err(BuildError::invalid(
                 "backoff_max",
                 self.backoff.max,
-                format!(
-                    "must be at least `backoff_initial` ({:?})",
-                    self.backoff.initial
-                ),
+                format!("must be at least `backoff_initial` ({:?})", self.backoff.initial),
             ));
         }
         if !(0.0..=0.5).contains(&self.lifetime_jitter) {

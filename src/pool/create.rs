@@ -56,10 +56,7 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
 }
 
 pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
-    let mut reservation = SlotReservation {
-        shared: &shared,
-        armed: true,
-    };
+    let mut reservation = SlotReservation { shared: &shared, armed: true };
     loop {
         let started = Instant::now();
         let timeout = shared.config.create_timeout;
@@ -67,10 +64,7 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
         let error = match CatchUnwind(attempt).await {
             Ok(Ok(Ok(resource))) => {
                 let now = Instant::now();
-                let entry = Entry {
-                    resource,
-                    meta: Metadata::new(now, shared.expiry_for(now)),
-                };
+                let entry = Entry { resource, meta: Metadata::new(now, shared.expiry_for(now)) };
                 reservation.armed = false;
                 let handoff = shared.engine.lock().created(entry, now - started, now);
                 shared.finish(handoff);

@@ -318,15 +318,9 @@ impl<R, E> Engine<R, E> {
                 next = Some(next.map_or(deadline, |next| next.min(deadline)));
                 continue;
             }
-            let phase = if self.waiting_on_creation() {
-                TimeoutPhase::Create
-            } else {
-                TimeoutPhase::Wait
-            };
-            let err = Error::Timeout {
-                phase,
-                last_create_error: self.last_error.clone(),
-            };
+            let phase =
+                if self.waiting_on_creation() { TimeoutPhase::Create } else { TimeoutPhase::Wait };
+            let err = Error::Timeout { phase, last_create_error: self.last_error.clone() };
             self.waiters.serve(key);
             self.metrics.gets_timed_out += 1;
             let waiter = self.waiters.get_mut(key);
@@ -370,20 +364,13 @@ impl<R, E> Engine<R, E> {
     ) -> Poll<Result<(Entry<R>, Instant, Instant), Error<E>>> {
         if self.waiters.is_queued(key) {
             let waiter = self.waiters.get_mut(key);
-            if !waiter
-                .waker
-                .as_ref()
-                .is_some_and(|known| known.will_wake(waker))
-            {
+            if !waiter.waker.as_ref().is_some_and(|known| known.will_wake(waker)) {
                 waiter.waker = Some(waker.clone());
             }
             return Poll::Pending;
         }
         let waiter = self.waiters.remove(key);
-        debug_assert!(
-            waiter.grant.is_some(),
-            "a served waiter always holds a grant"
-        );
+        debug_assert!(waiter.grant.is_some(), "a served waiter always holds a grant");
         let grant = waiter.grant.unwrap_or(Err(Error::Closed));
         Poll::Ready(grant.map(|entry| (entry, waiter.since, waiter.granted_at)))
     }
@@ -456,10 +443,7 @@ impl<R, E> Engine<R, E> {
         if self.closed {
             return 0;
         }
-        let demand = self
-            .waiters
-            .len()
-            .max(self.limits.min_idle.saturating_sub(self.idle.len()));
+        let demand = self.waiters.len().max(self.limits.min_idle.saturating_sub(self.idle.len()));
         let wanted = demand.saturating_sub(self.creating);
         let room = self.limits.max_size.saturating_sub(self.size);
         let parallel = self.limits.max_creates.saturating_sub(self.creating);
@@ -478,10 +462,7 @@ impl<R, E> Engine<R, E> {
 
     /// Whether a creation still has a reason to exist (callers queued or `min_idle` short).
     fn creation_needed(&self) -> bool {
-        let demand = self
-            .waiters
-            .len()
-            .max(self.limits.min_idle.saturating_sub(self.idle.len()));
+        let demand = self.waiters.len().max(self.limits.min_idle.saturating_sub(self.idle.len()));
         demand >= self.creating
     }
 

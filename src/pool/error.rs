@@ -107,9 +107,7 @@ impl<E> Error<E> {
     /// The creation failure behind this error, if there was one.
     pub fn last_create_error(&self) -> Option<&CreateError<E>> {
         match self {
-            Self::Timeout {
-                last_create_error, ..
-            } => last_create_error.as_deref(),
+            Self::Timeout { last_create_error, .. } => last_create_error.as_deref(),
             Self::Unavailable(err) => Some(err),
             Self::Closed | Self::Exhausted => None,
         }
@@ -119,16 +117,10 @@ impl<E> Error<E> {
 impl<E: fmt::Display> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Timeout {
-                phase,
-                last_create_error: None,
-            } => {
+            Self::Timeout { phase, last_create_error: None } => {
                 write!(f, "timed out {phase}")
             }
-            Self::Timeout {
-                phase,
-                last_create_error: Some(err),
-            } => {
+            Self::Timeout { phase, last_create_error: Some(err) } => {
                 write!(f, "timed out {phase}; last error: {err}")
             }
             Self::Unavailable(err) => write!(f, "backend unavailable (circuit open): {err}"),
@@ -147,13 +139,9 @@ impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
 impl<E> Clone for Error<E> {
     fn clone(&self) -> Self {
         match self {
-            Self::Timeout {
-                phase,
-                last_create_error,
-            } => Self::Timeout {
-                phase: *phase,
-                last_create_error: last_create_error.clone(),
-            },
+            Self::Timeout { phase, last_create_error } => {
+                Self::Timeout { phase: *phase, last_create_error: last_create_error.clone() }
+            }
             Self::Unavailable(err) => Self::Unavailable(Arc::clone(err)),
             Self::Closed => Self::Closed,
             Self::Exhausted => Self::Exhausted,
@@ -170,11 +158,7 @@ pub struct DrainError {
 
 impl fmt::Display for DrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "drain timed out with {} resource(s) still out",
-            self.remaining
-        )
+        write!(f, "drain timed out with {} resource(s) still out", self.remaining)
     }
 }
 

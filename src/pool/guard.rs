@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -22,13 +23,7 @@ pub struct Metadata {
 
 impl Metadata {
     pub(crate) fn new(now: Instant, expires_at: Option<Instant>) -> Self {
-        Self {
-            created_at: now,
-            last_used: now,
-            last_checked: None,
-            expires_at,
-            uses: 0,
-        }
+        Self { created_at: now, last_used: now, last_checked: None, expires_at, uses: 0 }
     }
 
     /// When the resource was created.
@@ -62,8 +57,7 @@ impl Metadata {
 
     /// The last time the resource was known to work: used by a caller or checked by the pool.
     pub(crate) fn last_active(&self) -> Instant {
-        self.last_checked
-            .map_or(self.last_used, |checked| checked.max(self.last_used))
+        self.last_checked.map_or(self.last_used, |checked| checked.max(self.last_used))
     }
 
     pub(crate) fn mark_checked(&mut self, now: Instant) {
@@ -111,6 +105,8 @@ pub struct Pooled<M: Manager> {
     entry: Option<Entry<M::Resource>>,
     pool: Arc<PoolRef<M>>,
     acquired_at: Instant,
+    /// How long the `get()` queued, recorded with the hold time when the resource comes back.
+    waited: Option<Duration>,
     leak_id: Option<u64>,
 }
 
@@ -119,21 +115,15 @@ impl<M: Manager> Pooled<M> {
         entry: Entry<M::Resource>,
         pool: Arc<PoolRef<M>>,
         acquired_at: Instant,
+        waited: Option<Duration>,
         leak_id: Option<u64>,
     ) -> Self {
-        Self {
-            entry: Some(entry),
-            pool,
-            acquired_at,
-            leak_id,
-        }
+        Self { entry: Some(entry), pool, acquired_at, waited, leak_id }
     }
 
     fn entry(&self) -> &Entry<M::Resource> {
         // The entry is only taken by `take` and `drop`, which consume the guard.
-        self.entry
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("a live guard holds its resource"))
+        self.entry.as_ref().unwrap_or_else(|| unreachable!("a live guard holds its resource"))
     }
 
     /// What the pool knows about this resource.
@@ -166,11 +156,9 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn take(mut self) -> M::Resource {
-        let entry = self
-            .entry
-            .take()
-            .unwrap_or_else(|| unreachable!("a live guard holds its resource"));
-        self.pool.0.detach(self.leak_id.take());
+        let entry =
+            self.entry.take().unwrap_or_else(|| unreachable!("a live guard holds its resource"));
+        self.pool.0.detach(self.waited, self.leak_id.take());
         entry.resource
     }
 }
@@ -220,9 +208,7 @@ where
 impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            self.pool
-                .0
-                .give_back(entry, self.acquired_at, self.leak_id.take());
+            self.pool.0.give_back(entry, self.acquired_at, self.waited, self.leak_id.take());
         }
     }
 }

@@ -27,24 +27,13 @@ pub(crate) struct LeakTracker {
 
 impl LeakTracker {
     pub(crate) fn new(threshold: Duration) -> Self {
-        Self {
-            threshold,
-            next_id: AtomicU64::new(0),
-            checkouts: Mutex::new(HashMap::new()),
-        }
+        Self { threshold, next_id: AtomicU64::new(0), checkouts: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn register(&self, since: Instant, location: &'static Location<'static>) -> u64 {
         // Only uniqueness matters; no other memory is published through this counter.
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.checkouts.lock().insert(
-            id,
-            Checkout {
-                since,
-                location,
-                reported: false,
-            },
-        );
+        self.checkouts.lock().insert(id, Checkout { since, location, reported: false });
         id
     }
 

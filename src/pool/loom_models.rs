@@ -24,18 +24,12 @@ use crate::sync::{Arc, Mutex};
 type Shared = Arc<Mutex<Engine<u32, std::io::Error>>>;
 
 fn engine(max_size: usize) -> Shared {
-    let config = Config {
-        max_size,
-        ..Config::default()
-    };
+    let config = Config { max_size, ..Config::default() };
     Arc::new(Mutex::new(Engine::new(&config)))
 }
 
 fn entry(id: u32) -> Entry<u32> {
-    Entry {
-        resource: id,
-        meta: Metadata::new(Instant::now(), None),
-    }
+    Entry { resource: id, meta: Metadata::new(Instant::now(), None) }
 }
 
 /// Carries out a hand-off as the pool does: wake outside the lock; a closed resource is dropped.
@@ -88,9 +82,7 @@ fn futures_noop_waker() -> std::task::Waker {
 fn get(shared: &Shared, max_size: usize) -> Result<Entry<u32>, Error<std::io::Error>> {
     let mut key: Option<WaiterKey> = None;
     block_on(poll_fn(|cx| {
-        let (poll, creations) = shared
-            .lock()
-            .poll_acquire(&mut key, cx.waker(), Instant::now());
+        let (poll, creations) = shared.lock().poll_acquire(&mut key, cx.waker(), Instant::now());
         create(shared, creations.creations, max_size);
         poll.map(|step| match step {
             Ok(Step::Fresh(entry) | Step::Handed(entry)) => Ok(entry),
@@ -116,10 +108,7 @@ fn release_wakes_a_waiter_queued_concurrently() {
         releaser.join().unwrap();
         assert_eq!(got.resource, 1);
         let status = shared.lock().status();
-        assert_eq!(
-            (status.size, status.idle, status.in_use, status.waiters),
-            (1, 0, 1, 0)
-        );
+        assert_eq!((status.size, status.idle, status.in_use, status.waiters), (1, 0, 1, 0));
     });
 }
 
@@ -139,13 +128,8 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
         let waker = futures_noop_waker();
         let mut key = None;
         let (poll, creations) =
-            shared
-                .lock()
-                .poll_acquire(&mut key, &waker, Instant::now(), far(), None);
-        assert_eq!(
-            creations.creations, 0,
-            "the pool is full: nothing to create"
-        );
+            shared.lock().poll_acquire(&mut key, &waker, Instant::now(), far(), None);
+        assert_eq!(creations.creations, 0, "the pool is full: nothing to create");
         if poll.is_pending() {
             let key = key.expect("queued");
             let handoff = shared.lock().cancel_waiter(key);
@@ -156,10 +140,7 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
         }
         releaser.join().unwrap();
         let status = shared.lock().status();
-        assert_eq!(
-            (status.size, status.idle, status.in_use, status.waiters),
-            (1, 1, 0, 0)
-        );
+        assert_eq!((status.size, status.idle, status.in_use, status.waiters), (1, 1, 0, 0));
     });
 }
 
@@ -181,10 +162,7 @@ fn creations_in_flight_never_exceed_max_size() {
             caller.join().unwrap();
         }
         let status = shared.lock().status();
-        assert_eq!(
-            (status.size, status.idle, status.creating, status.waiters),
-            (1, 1, 0, 0)
-        );
+        assert_eq!((status.size, status.idle, status.creating, status.waiters), (1, 1, 0, 0));
     });
 }
 

@@ -44,13 +44,7 @@ async fn tick<M: Manager>(shared: &Arc<Shared<M>>) {
     }
     if let Some(interval) = shared.config.keepalive {
         let due = shared.engine.lock().take_for_keepalive(now, interval);
-        KeepaliveBatch {
-            shared,
-            due,
-            current: None,
-        }
-        .run()
-        .await;
+        KeepaliveBatch { shared, due, current: None }.run().await;
     }
     shared.refill();
     if let Some(leaks) = &shared.leaks {

@@ -89,12 +89,7 @@ pub struct DurationHistogram {
 
 impl Default for DurationHistogram {
     fn default() -> Self {
-        Self {
-            counts: Box::new([0; BUCKETS]),
-            total: 0,
-            sum_micros: 0,
-            max_micros: 0,
-        }
+        Self { counts: Box::new([0; BUCKETS]), total: 0, sum_micros: 0, max_micros: 0 }
     }
 }
 
@@ -204,10 +199,7 @@ mod tests {
             assert!(bucket < BUCKETS);
             assert!(DurationHistogram::upper_bound(bucket) >= value, "{value}");
             if bucket > 0 {
-                assert!(
-                    DurationHistogram::upper_bound(bucket - 1) < value,
-                    "{value}"
-                );
+                assert!(DurationHistogram::upper_bound(bucket - 1) < value, "{value}");
             }
             value = value + value / 4 + 1;
         }

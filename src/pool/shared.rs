@@ -5,6 +5,7 @@
 //! waiters, closing resources through the manager, spawning creations.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -41,6 +42,9 @@ pub(crate) struct Shared<M: Manager> {
 
 /// A handle to the pool in an allocation of its own: each cache shard owns one, so guards count
 /// references on their shard's cache line rather than all on the pool's.
+///
+/// Aligned so that two shards' handles (allocated one after the other) never share a cache line.
+#[repr(align(128))]
 pub(crate) struct PoolRef<M: Manager>(pub(crate) Arc<Shared<M>>);
 
 pub(crate) type ThreadCache<M> = IdleCache<Entry<<M as Manager>::Resource>, Arc<PoolRef<M>>>;
@@ -94,6 +98,7 @@ impl<M: Manager> Shared<M> {
         self: &Arc<Self>,
         mut entry: Entry<M::Resource>,
         acquired_at: Instant,
+        waited: Option<Duration>,
         leak_id: Option<u64>,
     ) {
         let this = self;
@@ -101,9 +106,8 @@ impl<M: Manager> Shared<M> {
         if let (Some(leaks), Some(id)) = (&this.leaks, leak_id) {
             leaks.unregister(id, now);
         }
-        let reusable = catch_unwind(AssertUnwindSafe(|| {
-            this.manager.is_reusable(&mut entry.resource)
-        }));
+        let reusable =
+            catch_unwind(AssertUnwindSafe(|| this.manager.is_reusable(&mut entry.resource)));
         let reason = match reusable {
             Ok(true) if entry.meta.is_expired(now) => Some(CloseReason::Lifetime),
             Ok(true) => None,
@@ -119,7 +123,7 @@ impl<M: Manager> Shared<M> {
         }
         entry.meta.mark_used(now);
         let held = now.saturating_duration_since(acquired_at);
-        let entry = match self.cache.put(entry, held) {
+        let entry = match self.cache.put(entry, held, waited) {
             Put::Cached => return,
             Put::Declined(entry) => entry,
         };
@@ -180,7 +184,10 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Frees the slot of a resource the caller took out of the pool with `Pooled::take`.
-    pub(crate) fn detach(self: &Arc<Self>, leak_id: Option<u64>) {
+    pub(crate) fn detach(self: &Arc<Self>, waited: Option<Duration>, leak_id: Option<u64>) {
+        if let Some(waited) = waited {
+            self.cache.record_wait(waited);
+        }
         if let (Some(leaks), Some(id)) = (&self.leaks, leak_id) {
             leaks.unregister(id, Instant::now());
         }

@@ -35,13 +35,7 @@ pub(crate) struct WaitList<T> {
 
 impl<T> Default for WaitList<T> {
     fn default() -> Self {
-        Self {
-            entries: Vec::new(),
-            head: NIL,
-            tail: NIL,
-            free: NIL,
-            queued: 0,
-        }
+        Self { entries: Vec::new(), head: NIL, tail: NIL, free: NIL, queued: 0 }
     }
 }
 
@@ -53,12 +47,7 @@ impl<T> WaitList<T> {
 
     /// Queues `value` at the back.
     pub(crate) fn push_back(&mut self, value: T) -> WaiterKey {
-        let entry = Entry {
-            value: Some(value),
-            prev: self.tail,
-            next: NIL,
-            linked: true,
-        };
+        let entry = Entry { value: Some(value), prev: self.tail, next: NIL, linked: true };
         let index = if self.free == NIL {
             self.entries.push(entry);
             self.entries.len() - 1
@@ -113,10 +102,7 @@ impl<T> WaitList<T> {
     }
 
     pub(crate) fn get_mut(&mut self, key: WaiterKey) -> &mut T {
-        self.entries[key.0]
-            .value
-            .as_mut()
-            .expect("a live waiter key names an occupied entry")
+        self.entries[key.0].value.as_mut().expect("a live waiter key names an occupied entry")
     }
 
     /// Frees the entry, unlinking it if it is still queued, and returns its value.
@@ -125,10 +111,8 @@ impl<T> WaitList<T> {
         if self.entries[index].linked {
             self.unlink(index);
         }
-        let value = self.entries[index]
-            .value
-            .take()
-            .expect("a live waiter key names an occupied entry");
+        let value =
+            self.entries[index].value.take().expect("a live waiter key names an occupied entry");
         self.entries[index].next = self.free;
         self.free = index;
         value

@@ -81,12 +81,7 @@ impl Probe {
     }
 
     pub fn closed_count(&self, reason: CloseReason) -> usize {
-        self.closed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| **r == reason)
-            .count()
+        self.closed.lock().unwrap().iter().filter(|r| **r == reason).count()
     }
 }
 
@@ -121,12 +116,7 @@ impl TestManager {
             closed: Mutex::new(Vec::new()),
             create_started: Notify::new(),
         });
-        (
-            Self {
-                probe: Arc::clone(&probe),
-            },
-            probe,
-        )
+        (Self { probe: Arc::clone(&probe) }, probe)
     }
 }
 
@@ -154,11 +144,7 @@ impl Manager for TestManager {
         act(behavior, "connection refused").await?;
         let id = self.probe.created.fetch_add(1, Ordering::SeqCst);
         self.probe.alive.fetch_add(1, Ordering::SeqCst);
-        Ok(Conn {
-            id,
-            broken: false,
-            probe: Arc::clone(&self.probe),
-        })
+        Ok(Conn { id, broken: false, probe: Arc::clone(&self.probe) })
     }
 
     async fn check(&self, conn: &mut Conn) -> Result<(), TestError> {
@@ -183,10 +169,7 @@ impl Manager for TestManager {
 pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -198,10 +181,6 @@ pub fn assert_settled(pool: &Pool<TestManager>, probe: &Probe) {
     assert_eq!(status.waiters, 0, "{status:?}");
     assert_eq!(status.creating, 0, "{status:?}");
     assert_eq!(status.size, status.idle + status.in_use, "{status:?}");
-    assert_eq!(
-        status.size,
-        probe.alive(),
-        "pool size vs live resources: {status:?}"
-    );
+    assert_eq!(status.size, probe.alive(), "pool size vs live resources: {status:?}");
     assert!(status.size <= status.max_size, "{status:?}");
 }
