@@ -49,6 +49,11 @@ pub struct Probe {
     pub closed: Mutex<Vec<CloseReason>>,
     /// Signalled whenever a `create()` call starts.
     pub create_started: Notify,
+    /// `create()` calls running right now, and the most ever seen at once.
+    pub creates_in_flight: AtomicUsize,
+    pub max_creates_in_flight: AtomicUsize,
+    /// When each `create()` call started (tokio clock).
+    pub create_times: Mutex<Vec<tokio::time::Instant>>,
 }
 
 impl Probe {
@@ -78,6 +83,14 @@ impl Probe {
 
     pub fn closed_reasons(&self) -> Vec<CloseReason> {
         self.closed.lock().unwrap().clone()
+    }
+
+    pub fn max_creates_in_flight(&self) -> usize {
+        self.max_creates_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn create_times(&self) -> Vec<tokio::time::Instant> {
+        self.create_times.lock().unwrap().clone()
     }
 
     pub fn closed_count(&self, reason: CloseReason) -> usize {
@@ -115,6 +128,9 @@ impl TestManager {
             alive: AtomicUsize::new(0),
             closed: Mutex::new(Vec::new()),
             create_started: Notify::new(),
+            creates_in_flight: AtomicUsize::new(0),
+            max_creates_in_flight: AtomicUsize::new(0),
+            create_times: Mutex::new(Vec::new()),
         });
         (Self { probe: Arc::clone(&probe) }, probe)
     }
@@ -133,12 +149,25 @@ async fn act(behavior: Behavior, what: &'static str) -> Result<(), TestError> {
     }
 }
 
+/// Counts a `create()` call as finished however it ends (also when cancelled or panicking).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Manager for TestManager {
     type Resource = Conn;
     type Error = TestError;
 
     async fn create(&self) -> Result<Conn, TestError> {
         self.probe.create_calls.fetch_add(1, Ordering::SeqCst);
+        self.probe.create_times.lock().unwrap().push(tokio::time::Instant::now());
+        let in_flight = self.probe.creates_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.probe.max_creates_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+        let _in_flight = InFlight(&self.probe.creates_in_flight);
         self.probe.create_started.notify_waiters();
         let behavior = *self.probe.create.lock().unwrap();
         act(behavior, "connection refused").await?;
