@@ -68,6 +68,9 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
                 reservation.armed = false;
                 let handoff = shared.engine.lock().created(entry, now - started, now);
                 shared.finish(handoff);
+                // Demand may remain (more waiters, `min_idle` not reached) now that this creation
+                // no longer occupies one of the concurrent-creation places.
+                shared.refill();
                 return;
             }
             Ok(Ok(Err(err))) => CreateError::Failed(err),
