@@ -36,10 +36,8 @@ impl Captured {
 async fn a_resource_held_past_the_threshold_is_reported_with_its_call_site() {
     let captured = Captured::default();
     let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
+    let subscriber =
+        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (manager, _probe) = TestManager::new();

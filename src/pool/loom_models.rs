@@ -14,6 +14,7 @@ use loom::future::block_on;
 use loom::thread;
 use tokio::time::Instant;
 
+use super::cache::{IdleCache, LocalIdle, Put};
 use super::config::Config;
 use super::engine::{Engine, Entry, Handoff, Step};
 use super::error::Error;
@@ -46,26 +47,9 @@ fn create(shared: &Shared, count: usize, max_size: usize) {
         let handoff = {
             let mut engine = shared.lock();
             assert!(engine.status().size <= max_size);
-            engine.created(entry(100 + id as u32), Duration::ZERO)
+            engine.created(entry(100 + id as u32), Duration::ZERO, Instant::now())
         };
         finish(handoff);
-    }
-}
-
-/// Puts one resource in the pool and checks it out, as a caller holding it.
-fn check_out_one(shared: &Shared) -> Entry<u32> {
-    let mut key = None;
-    let waker = futures_noop_waker();
-    let mut engine = shared.lock();
-    let (poll, creations) = engine.poll_acquire(&mut key, &waker, Instant::now(), far(), None);
-    assert!(poll.is_pending());
-    assert_eq!(creations.creations, 1);
-    let handoff = engine.created(entry(1), Duration::ZERO);
-    assert!(matches!(handoff, Handoff::Waiter(_)));
-    let key = key.expect("queued");
-    match engine.poll_waiter(key, &waker, Instant::now()) {
-        Poll::Ready(Ok(entry)) => entry,
-        _ => panic!("the creation was handed to the only waiter"),
     }
 }
 
@@ -74,22 +58,45 @@ fn far() -> Instant {
     Instant::now() + Duration::from_secs(3600)
 }
 
-fn futures_noop_waker() -> std::task::Waker {
-    std::task::Waker::noop().clone()
+/// Puts one resource in the pool and checks it out, as a caller holding it.
+fn check_out_one(shared: &Shared) -> Entry<u32> {
+    let mut key = None;
+    let waker = std::task::Waker::noop();
+    let mut engine = shared.lock();
+    let (poll, wake) = engine.poll_acquire(&mut key, waker, Instant::now(), far(), None);
+    assert!(poll.is_pending());
+    assert_eq!(wake.creations, 1);
+    let handoff = engine.created(entry(1), Duration::ZERO, Instant::now());
+    assert!(matches!(handoff, Handoff::Waiter(_)));
+    match engine.poll_queued(&mut key, waker, None) {
+        Poll::Ready(Ok(Step::Handed(entry, ..))) => entry,
+        _ => panic!("the creation was handed to the only waiter"),
+    }
 }
 
 /// One `get()`: polls until served, planning and running creations like the pool does.
 fn get(shared: &Shared, max_size: usize) -> Result<Entry<u32>, Error<std::io::Error>> {
     let mut key: Option<WaiterKey> = None;
     block_on(poll_fn(|cx| {
-        let (poll, creations) = shared.lock().poll_acquire(&mut key, cx.waker(), Instant::now());
-        create(shared, creations.creations, max_size);
+        let poll = if key.is_some() {
+            shared.lock().poll_queued(&mut key, cx.waker(), None)
+        } else {
+            let (poll, wake) =
+                shared.lock().poll_acquire(&mut key, cx.waker(), Instant::now(), far(), None);
+            create(shared, wake.creations, max_size);
+            poll
+        };
         poll.map(|step| match step {
-            Ok(Step::Fresh(entry) | Step::Handed(entry)) => Ok(entry),
+            Ok(Step::Fresh(entry) | Step::Handed(entry, ..)) => Ok(entry),
             Ok(Step::Expired(_)) => unreachable!("no lifetimes in these models"),
             Err(err) => Err(err),
         })
     }))
+}
+
+fn release(shared: &Shared, entry: Entry<u32>) {
+    let handoff = shared.lock().put_back(entry, Instant::now());
+    finish(handoff);
 }
 
 #[test]
@@ -99,10 +106,7 @@ fn release_wakes_a_waiter_queued_concurrently() {
         let held = check_out_one(&shared);
         let releaser = {
             let shared = shared.clone();
-            thread::spawn(move || {
-                let handoff = shared.lock().release(held, Duration::ZERO);
-                finish(handoff);
-            })
+            thread::spawn(move || release(&shared, held))
         };
         let got = get(&shared, 1).expect("served by the released resource");
         releaser.join().unwrap();
@@ -119,24 +123,21 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
         let held = check_out_one(&shared);
         let releaser = {
             let shared = shared.clone();
-            thread::spawn(move || {
-                let handoff = shared.lock().release(held, Duration::ZERO);
-                finish(handoff);
-            })
+            thread::spawn(move || release(&shared, held))
         };
         // Poll once, then drop the `get()` as a cancelled future does.
-        let waker = futures_noop_waker();
+        let waker = std::task::Waker::noop();
         let mut key = None;
-        let (poll, creations) =
-            shared.lock().poll_acquire(&mut key, &waker, Instant::now(), far(), None);
-        assert_eq!(creations.creations, 0, "the pool is full: nothing to create");
-        if poll.is_pending() {
-            let key = key.expect("queued");
-            let handoff = shared.lock().cancel_waiter(key);
-            finish(handoff);
-        } else if let Poll::Ready(Ok(Step::Fresh(entry))) = poll {
-            let handoff = shared.lock().release(entry, Duration::ZERO);
-            finish(handoff);
+        let (poll, wake) = shared.lock().poll_acquire(&mut key, waker, Instant::now(), far(), None);
+        assert_eq!(wake.creations, 0, "the pool is full: nothing to create");
+        match poll {
+            Poll::Pending => {
+                let key = key.expect("queued");
+                let handoff = shared.lock().cancel_waiter(key);
+                finish(handoff);
+            }
+            Poll::Ready(Ok(Step::Fresh(entry))) => release(&shared, entry),
+            Poll::Ready(_) => panic!("unexpected outcome"),
         }
         releaser.join().unwrap();
         let status = shared.lock().status();
@@ -153,8 +154,7 @@ fn creations_in_flight_never_exceed_max_size() {
                 let shared = shared.clone();
                 thread::spawn(move || {
                     let entry = get(&shared, 1).expect("both callers are served in turn");
-                    let handoff = shared.lock().release(entry, Duration::ZERO);
-                    finish(handoff);
+                    release(&shared, entry);
                 })
             })
             .collect();
@@ -180,8 +180,94 @@ fn close_fails_waiters_and_frees_every_slot() {
         wakers.into_iter().for_each(std::task::Waker::wake);
         let outcome = waiter.join().unwrap();
         assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
-        let handoff = shared.lock().release(held, Duration::ZERO);
+        let handoff = shared.lock().put_back(held, Instant::now());
         assert!(matches!(handoff, Handoff::Close(..)));
         assert_eq!(shared.lock().status().size, 0);
+    });
+}
+
+type Cache = Arc<IdleCache<Entry<u32>, ()>>;
+
+/// One shard, so every thread of the model contends on it.
+fn cache() -> Cache {
+    let cache = IdleCache::new(1, true);
+    cache.install_handles(|| ());
+    Arc::new(cache)
+}
+
+/// A return as `Pooled::drop` does it: into the thread cache, or to the engine if declined.
+fn give_back(shared: &Shared, cache: &Cache, entry: Entry<u32>) {
+    if let Put::Declined(entry) = cache.put(entry, Duration::ZERO, None) {
+        let handoff = {
+            let mut engine = shared.lock();
+            let handoff = engine.put_back(entry, Instant::now());
+            engine.relax_demand(Some(&**cache as &dyn LocalIdle<u32>));
+            handoff
+        };
+        finish(handoff);
+    }
+}
+
+/// A `get()` as `acquire` does it: the thread cache first, then the engine (which spills the
+/// cache before queueing).
+fn get_cached(shared: &Shared, cache: &Cache) -> Entry<u32> {
+    if let (Some(entry), _) = cache.take() {
+        return entry;
+    }
+    let mut key: Option<WaiterKey> = None;
+    let local: &dyn LocalIdle<u32> = &**cache;
+    block_on(poll_fn(|cx| {
+        let mut engine = shared.lock();
+        let poll = if key.is_some() {
+            engine.poll_queued(&mut key, cx.waker(), Some(local))
+        } else {
+            engine.poll_acquire(&mut key, cx.waker(), Instant::now(), far(), Some(local)).0
+        };
+        poll.map(|step| match step {
+            Ok(Step::Fresh(entry) | Step::Handed(entry, ..)) => entry,
+            Ok(Step::Expired(_)) | Err(_) => unreachable!("no lifetimes, no close in this model"),
+        })
+    }))
+}
+
+#[test]
+fn a_return_racing_a_queueing_caller_is_never_stranded_in_the_cache() {
+    loom::model(|| {
+        let shared = engine(1);
+        let cache = cache();
+        let held = check_out_one(&shared);
+        let returner = {
+            let (shared, cache) = (shared.clone(), cache.clone());
+            thread::spawn(move || give_back(&shared, &cache, held))
+        };
+        // Without the demand flag this caller could queue while the resource sits cached, and
+        // the model would report a deadlock.
+        let got = get_cached(&shared, &cache);
+        returner.join().unwrap();
+        assert_eq!(got.resource, 1);
+        let status = shared.lock().status();
+        assert_eq!((status.size, status.in_use, status.waiters), (1, 1, 0));
+    });
+}
+
+#[test]
+fn close_racing_a_return_leaves_nothing_in_the_cache() {
+    loom::model(|| {
+        let shared = engine(1);
+        let cache = cache();
+        let held = check_out_one(&shared);
+        let returner = {
+            let (shared, cache) = (shared.clone(), cache.clone());
+            thread::spawn(move || give_back(&shared, &cache, held))
+        };
+        let local: &dyn LocalIdle<u32> = &*cache;
+        let (idle, _wakers) = shared.lock().close(Some(local));
+        returner.join().unwrap();
+        let mut stranded = 0;
+        local.spill(&mut |_| stranded += 1);
+        assert_eq!(stranded, 0, "a return after close must not be cached");
+        // The resource was closed exactly once: by `close` (it was cached first) or on return.
+        assert_eq!(shared.lock().status().size, 0);
+        assert!(idle.len() <= 1);
     });
 }
