@@ -97,3 +97,23 @@ impl<T> std::ops::Deref for CachePadded<T> {
         &self.0
     }
 }
+
+/// A small number for the calling thread, handed out in order of first use, so that the threads
+/// of a runtime spread evenly over sharded structures. Not a thread id: only its spread matters.
+pub(crate) fn thread_index() -> usize {
+    use std::cell::Cell;
+    // A process-wide counter outside every model: which shard a thread uses never affects
+    // correctness, only speed.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    INDEX.with(|index| {
+        index.get().unwrap_or_else(|| {
+            // Relaxed: only distinctness matters; no memory is published through the counter.
+            let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            index.set(Some(next));
+            next
+        })
+    })
+}

@@ -22,12 +22,11 @@
 //! spill. The engine lowers the flag once nobody waits; a stale raised flag only sends returns
 //! down the shared path.
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use super::engine::Entry;
 use super::metrics::{DurationHistogram, Metrics};
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicUsize, Mutex, Ordering, thread_index};
 
 /// Raised while callers are queued.
 pub(crate) const DEMAND_WAITERS: usize = 1;
@@ -84,24 +83,6 @@ pub(crate) struct IdleCache<T, H> {
     caching: bool,
 }
 
-thread_local! {
-    static SHARD_HINT: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// A per-thread number, handed out in order so the threads of a runtime spread over the shards.
-#[allow(clippy::disallowed_types, reason = "a process-wide counter outside any model")]
-fn shard_hint() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    SHARD_HINT.with(|hint| {
-        hint.get().unwrap_or_else(|| {
-            // Only distinctness matters here; no memory is published through this counter.
-            let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            hint.set(Some(next));
-            next
-        })
-    })
-}
-
 /// The default shard count: a few per core, so threads seldom share one.
 pub(crate) fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(4, |cores| cores.get() * 4).min(64)
@@ -136,7 +117,7 @@ impl<T, H: Clone> IdleCache<T, H> {
     }
 
     fn home(&self) -> &Shard<T, H> {
-        &self.shards[shard_hint() & self.mask]
+        &self.shards[thread_index() & self.mask]
     }
 
     /// Takes the value cached in this thread's shard, if any, and a clone of the shard's handle

@@ -228,7 +228,7 @@ impl<R, E> Engine<R, E> {
             *key = None;
             self.relax_demand(cache);
         }
-        poll.map(|grant| grant.map(|(entry, since, at)| Step::Handed(entry, since, at)))
+        poll
     }
 
     /// The first look of a `get()`: take an idle resource, or queue. Taking and queueing happen
@@ -357,11 +357,11 @@ impl<R, E> Engine<R, E> {
     }
 
     /// Collects a queued caller's grant, or refreshes its waker while it is still queued.
-    pub(crate) fn poll_waiter(
+    fn poll_waiter(
         &mut self,
         key: WaiterKey,
         waker: &Waker,
-    ) -> Poll<Result<(Entry<R>, Instant, Instant), Error<E>>> {
+    ) -> Poll<StepResult<R, E>> {
         if self.waiters.is_queued(key) {
             let waiter = self.waiters.get_mut(key);
             if !waiter.waker.as_ref().is_some_and(|known| known.will_wake(waker)) {
@@ -372,7 +372,7 @@ impl<R, E> Engine<R, E> {
         let waiter = self.waiters.remove(key);
         debug_assert!(waiter.grant.is_some(), "a served waiter always holds a grant");
         let grant = waiter.grant.unwrap_or(Err(Error::Closed));
-        Poll::Ready(grant.map(|entry| (entry, waiter.since, waiter.granted_at)))
+        Poll::Ready(grant.map(|entry| Step::Handed(entry, waiter.since, waiter.granted_at)))
     }
 
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.
