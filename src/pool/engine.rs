@@ -357,11 +357,7 @@ impl<R, E> Engine<R, E> {
     }
 
     /// Collects a queued caller's grant, or refreshes its waker while it is still queued.
-    fn poll_waiter(
-        &mut self,
-        key: WaiterKey,
-        waker: &Waker,
-    ) -> Poll<StepResult<R, E>> {
+    fn poll_waiter(&mut self, key: WaiterKey, waker: &Waker) -> Poll<StepResult<R, E>> {
         if self.waiters.is_queued(key) {
             let waiter = self.waiters.get_mut(key);
             if !waiter.waker.as_ref().is_some_and(|known| known.will_wake(waker)) {
