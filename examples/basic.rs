@@ -105,6 +105,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics.wait_time.max(),
         metrics.gets_waited,
     );
-    println!("hold time: mean {:?}, p99 {:?}", metrics.hold_time.mean(), metrics.hold_time.quantile(0.99));
+    println!(
+        "hold time: mean {:?}, p99 {:?}",
+        metrics.hold_time.mean(),
+        metrics.hold_time.quantile(0.99)
+    );
     Ok(())
 }

@@ -46,6 +46,11 @@ impl Breaker {
         self.failures
     }
 
+    /// Whether the breaker is open (refusing, or waiting for its probe) rather than closed.
+    pub(crate) fn is_tripped(&self) -> bool {
+        !matches!(self.state, State::Closed)
+    }
+
     /// Whether callers should be refused outright at `now`.
     pub(crate) fn is_open(&self, now: Instant) -> bool {
         matches!(self.state, State::Open { until } if now < until)
@@ -78,10 +83,11 @@ impl Breaker {
         let trips = match self.state {
             State::HalfOpen => true,
             State::Closed => self.threshold.is_some_and(|threshold| self.failures >= threshold),
-            State::Open { .. } => false,
+            // A late failure after the cool-down is as telling as a failed probe.
+            State::Open { until } => now >= until,
         };
         if trips {
-            self.state = State::Open { until: now + self.cooldown };
+            self.state = State::Open { until: crate::time::after(now, self.cooldown) };
         }
         trips
     }
@@ -119,6 +125,18 @@ mod tests {
         assert_eq!(breaker.permit(later, 0), Permit::Probe);
         assert!(breaker.on_failure(later));
         assert!(breaker.is_open(later));
+    }
+
+    #[test]
+    fn a_late_failure_after_the_cooldown_reopens() {
+        let start = Instant::now();
+        let mut breaker = Breaker::new(Some(1), Duration::from_secs(1));
+        assert!(breaker.on_failure(start));
+        // A creation started before the trip fails after the cool-down, before any probe.
+        let later = start + Duration::from_secs(2);
+        assert!(breaker.on_failure(later), "it must not leave the breaker half-dead");
+        assert!(breaker.is_open(later));
+        assert!(breaker.is_tripped());
     }
 
     #[test]

@@ -62,5 +62,6 @@ mod breaker;
 mod build_error;
 pub mod pool;
 mod sync;
+mod time;
 
 pub use build_error::BuildError;

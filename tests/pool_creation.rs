@@ -118,7 +118,7 @@ async fn the_breaker_fails_fast_with_the_real_cause_then_closes_on_recovery() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idle_resources_are_still_served_while_the_breaker_is_open() {
+async fn an_open_breaker_still_serves_callers_that_a_return_can_serve() {
     let (manager, probe) = TestManager::new();
     let pool = Pool::builder(manager)
         .max_size(2)
@@ -126,12 +126,25 @@ async fn idle_resources_are_still_served_while_the_breaker_is_open() {
         .breaker(1, Duration::from_secs(60))
         .build()
         .unwrap();
-    let idle = pool.get().await.unwrap();
+    let held = pool.get().await.unwrap();
     probe.set_create(Behavior::Fail);
-    let held = pool.get().await;
-    assert!(matches!(held, Err(Error::Unavailable(_))));
-    drop(idle);
+
+    // This caller's creation fails and trips the breaker, but one resource is out and will come
+    // back: the caller keeps its place instead of failing.
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|conn| conn.id) }
+    });
+    eventually("the creation failed", Duration::from_secs(1), || probe.create_calls() == 2).await;
+    assert_eq!(pool.status().waiters, 1);
+
+    // A second caller could only be served by a creation: it fails at once.
+    assert!(matches!(pool.get().await, Err(Error::Unavailable(_))));
+
+    drop(held);
+    assert_eq!(waiter.await.unwrap().unwrap(), 0, "served by the returned resource");
     assert!(pool.get().await.is_ok(), "an idle resource needs no creation");
+    assert_eq!(probe.create_calls(), 2, "no creation while open");
 }
 
 #[tokio::test(start_paused = true)]

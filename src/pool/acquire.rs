@@ -16,6 +16,7 @@ use super::engine::{Entry, Step};
 use super::error::{Error, TimeoutPhase};
 use super::manager::{CloseReason, Manager};
 use super::shared::{PoolRef, Shared};
+use super::unwind::contain_async;
 use super::wait_list::WaiterKey;
 use crate::sync::Arc;
 
@@ -79,7 +80,7 @@ impl<M: Manager> Future for Queue<'_, M> {
 impl<M: Manager> Drop for Queue<'_, M> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let handoff = self.shared.engine.lock().cancel_waiter(key);
+            let handoff = self.shared.engine.lock().cancel_waiter(key, Instant::now());
             self.shared.finish(handoff);
         }
     }
@@ -96,16 +97,23 @@ impl<M: Manager> Checking<'_, M> {
         let Some(entry) = self.entry.as_mut() else {
             return Err(CheckFailed::Error);
         };
-        let check_deadline = Instant::now() + self.shared.config.check_timeout;
-        let check = self.shared.manager.check(&mut entry.resource);
-        match tokio::time::timeout_at(check_deadline.min(deadline), check).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => {
+        let check_deadline = crate::time::after(Instant::now(), self.shared.config.check_timeout);
+        let manager = &self.shared.manager;
+        let check = contain_async("check", || {
+            tokio::time::timeout_at(
+                check_deadline.min(deadline),
+                manager.check(&mut entry.resource),
+            )
+        });
+        match check.await {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(err))) => {
                 tracing::debug!(error = %err, "millpond: check failed; closing the resource");
                 Err(CheckFailed::Error)
             }
-            Err(_) if Instant::now() >= deadline => Err(CheckFailed::AcquireDeadline),
-            Err(_) => Err(CheckFailed::Error),
+            Some(Err(_)) if Instant::now() >= deadline => Err(CheckFailed::AcquireDeadline),
+            // A timed-out check, or one that panicked: the resource is closed as broken.
+            Some(Err(_)) | None => Err(CheckFailed::Error),
         }
     }
 

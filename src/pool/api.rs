@@ -110,9 +110,7 @@ impl<M: Manager> Pool<M> {
         location: &'static Location<'static>,
     ) -> Result<Pooled<M>, Error<M::Error>> {
         let started = Instant::now();
-        let deadline = started
-            .checked_add(timeout)
-            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
+        let deadline = crate::time::after(started, timeout);
         let checkout = acquire(&self.shared, started, deadline).await?;
         Ok(self.hand_out(checkout, location))
     }
@@ -147,7 +145,16 @@ impl<M: Manager> Pool<M> {
             }
         }
         loop {
-            let taken = self.shared.engine.lock().take_idle(now);
+            let taken = {
+                let mut engine = self.shared.engine.lock();
+                let mut taken = engine.take_idle(now);
+                if let (Take::Empty, Some(cache)) = (&taken, self.shared.local_idle()) {
+                    // Resources cached on other threads are idle too.
+                    engine.absorb(cache);
+                    taken = engine.take_idle(now);
+                }
+                taken
+            };
             match taken {
                 Take::Ready(entry) => {
                     let checkout = Checkout { entry, acquired_at: now, waited: None, pool };
@@ -245,7 +252,7 @@ impl<M: Manager> Pool<M> {
     /// stops the waiting.
     pub async fn drain(&self, timeout: Duration) -> Result<(), DrainError> {
         self.close();
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::time::after(Instant::now(), timeout);
         loop {
             let mut freed = pin!(self.shared.slot_freed.notified());
             freed.as_mut().enable();
@@ -254,7 +261,8 @@ impl<M: Manager> Pool<M> {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(DrainError { remaining: self.status().size });
+                let remaining = self.status().size;
+                return if remaining == 0 { Ok(()) } else { Err(DrainError { remaining }) };
             }
         }
     }

@@ -48,9 +48,24 @@ pub(crate) trait LocalIdle<R> {
 /// lines between cores.
 #[derive(Default)]
 struct ShardStats {
-    gets: u64,
+    gets_direct: u64,
+    gets_waited: u64,
     hold: DurationHistogram,
     wait: DurationHistogram,
+}
+
+impl ShardStats {
+    /// Records a checkout that ended: how long it was held, and how long its `get()` queued.
+    fn checkout_ended(&mut self, held: Duration, waited: Option<Duration>) {
+        self.hold.record(held);
+        match waited {
+            Some(waited) => {
+                self.gets_waited += 1;
+                self.wait.record(waited);
+            }
+            None => self.gets_direct += 1,
+        }
+    }
 }
 
 struct Slot<T, H> {
@@ -129,21 +144,14 @@ impl<T, H: Clone> IdleCache<T, H> {
             return (None, None);
         };
         let handle = handle.clone();
-        let value = slot.value.take();
-        if value.is_some() {
-            slot.stats.gets += 1;
-        }
-        (value, Some(handle))
+        (slot.value.take(), Some(handle))
     }
 
     /// Records how long a value was held (and how long its `get()` queued), and caches it in
     /// this thread's shard unless caching is off or there is demand for it elsewhere.
     pub(crate) fn put(&self, value: T, held: Duration, waited: Option<Duration>) -> Put<T> {
         let mut slot = self.home().slot.lock();
-        slot.stats.hold.record(held);
-        if let Some(waited) = waited {
-            slot.stats.wait.record(waited);
-        }
+        slot.stats.checkout_ended(held, waited);
         // Relaxed: the shard mutex orders this load against the engine's spill (module docs).
         if !self.caching || slot.value.is_some() || self.demand.load(Ordering::Relaxed) != 0 {
             return Put::Declined(value);
@@ -152,9 +160,10 @@ impl<T, H: Clone> IdleCache<T, H> {
         Put::Cached
     }
 
-    /// Records how long a queued `get()` waited, for a resource that will not come back.
-    pub(crate) fn record_wait(&self, waited: Duration) {
-        self.home().slot.lock().stats.wait.record(waited);
+    /// Records a checkout whose resource does not come back to the cache path (closed on
+    /// return, or detached).
+    pub(crate) fn checkout_ended(&self, held: Duration, waited: Option<Duration>) {
+        self.home().slot.lock().stats.checkout_ended(held, waited);
     }
 
     /// The cache as the engine sees it, when it caches values.
@@ -169,7 +178,8 @@ impl<T, H: Clone> IdleCache<T, H> {
     pub(crate) fn merge_stats(&self, metrics: &mut Metrics) {
         for shard in &self.shards {
             let slot = shard.slot.lock();
-            metrics.gets_direct += slot.stats.gets;
+            metrics.gets_direct += slot.stats.gets_direct;
+            metrics.gets_waited += slot.stats.gets_waited;
             metrics.hold_time.merge(&slot.stats.hold);
             metrics.wait_time.merge(&slot.stats.wait);
         }

@@ -2,13 +2,9 @@
 //!
 //! Creation runs in a task of its own rather than in the `get()` that asked for it, so cancelling
 //! a `get()` never cancels a connection handshake half-way: the resource goes to the oldest waiter
-//! or into the idle set. The task owns one reserved slot from start to end; a guard gives the slot
-//! back if the task is dropped early (runtime shutdown) or `create()` panics.
-
-use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! or into the idle set. The task owns one reserved slot from the moment it is spawned: the
+//! reservation is made before the spawn and moves into the task's future, so even a future that a
+//! shutting-down runtime drops unpolled gives its slot back.
 
 use tokio::time::Instant;
 
@@ -17,55 +13,51 @@ use super::error::CreateError;
 use super::guard::Metadata;
 use super::manager::Manager;
 use super::shared::Shared;
+use super::unwind::contain_async;
 use crate::sync::Arc;
 
-/// Gives the reserved slot back unless the task finished its bookkeeping itself.
-struct SlotReservation<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
+/// One reserved slot; dropped without [`SlotReservation::settle`], it gives the slot back.
+pub(crate) struct SlotReservation<M: Manager> {
+    shared: Arc<Shared<M>>,
     armed: bool,
 }
 
-impl<M: Manager> Drop for SlotReservation<'_, M> {
+impl<M: Manager> SlotReservation<M> {
+    pub(crate) fn new(shared: Arc<Shared<M>>) -> Self {
+        Self { shared, armed: true }
+    }
+
+    /// The engine has accounted for the slot: nothing to give back.
+    fn settle(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl<M: Manager> Drop for SlotReservation<M> {
     fn drop(&mut self) {
         if self.armed {
-            let creations = {
-                let mut engine = self.shared.engine.lock();
-                engine.abandon_creation();
-                engine.plan_creations(Instant::now())
-            };
-            self.shared.spawn_creations(creations);
+            // Only reached when the task is dropped before it finished (runtime shutdown): free
+            // the slot and let the next caller or maintenance tick plan anew, rather than spawn
+            // onto a runtime that is going away.
+            self.shared.engine.lock().abandon_creation();
             self.shared.notify_if_closed();
         }
     }
 }
 
-/// Polls a future, turning a panic inside it into `Err(())`.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, ()>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(Err(())),
-        }
-    }
-}
-
-pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
-    let mut reservation = SlotReservation { shared: &shared, armed: true };
+pub(crate) async fn run<M: Manager>(mut reservation: SlotReservation<M>) {
+    let shared = Arc::clone(&reservation.shared);
     loop {
         let started = Instant::now();
         let timeout = shared.config.create_timeout;
-        let attempt = Box::pin(tokio::time::timeout(timeout, shared.manager.create()));
-        let error = match CatchUnwind(attempt).await {
-            Ok(Ok(Ok(resource))) => {
+        let attempt =
+            contain_async("create", || tokio::time::timeout(timeout, shared.manager.create()))
+                .await;
+        let error = match attempt {
+            Some(Ok(Ok(resource))) => {
                 let now = Instant::now();
                 let entry = Entry { resource, meta: Metadata::new(now, shared.expiry_for(now)) };
-                reservation.armed = false;
+                reservation.settle();
                 let handoff = shared.engine.lock().created(entry, now - started, now);
                 shared.finish(handoff);
                 // Demand may remain (more waiters, `min_idle` not reached) now that this creation
@@ -73,12 +65,9 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
                 shared.refill();
                 return;
             }
-            Ok(Ok(Err(err))) => CreateError::Failed(err),
-            Ok(Err(_elapsed)) => CreateError::TimedOut(timeout),
-            Err(()) => {
-                tracing::error!("millpond: Manager::create panicked; counted as a failed creation");
-                CreateError::Panicked
-            }
+            Some(Ok(Err(err))) => CreateError::Failed(err),
+            Some(Err(_elapsed)) => CreateError::TimedOut(timeout),
+            None => CreateError::Panicked,
         };
         if let Some(err) = error.manager_error() {
             tracing::debug!(error = %err, "millpond: creating a resource failed");
@@ -86,7 +75,7 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
         let after = shared.engine.lock().create_failed(error, Instant::now());
         match after {
             AfterFailure::Stop(wakers) => {
-                reservation.armed = false;
+                reservation.settle();
                 wakers.into_iter().for_each(std::task::Waker::wake);
                 shared.notify_if_closed();
                 return;
@@ -94,7 +83,7 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
             AfterFailure::Retry(delay) => {
                 tokio::time::sleep(delay).await;
                 if !shared.engine.lock().retry_allowed(Instant::now()) {
-                    reservation.armed = false;
+                    reservation.settle();
                     shared.notify_if_closed();
                     return;
                 }

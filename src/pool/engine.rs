@@ -1,19 +1,22 @@
 //! The pool's state machine: slot accounting, the idle set, FIFO hand-off to waiters and the
 //! planning of creations.
 //!
-//! An [`Engine`] lives inside the pool's one mutex and never awaits, spawns or calls user code:
-//! every method runs in a few instructions under that lock and returns the work that must happen
-//! outside it (wake this waiter, close that resource, start `n` creations). That keeps the lock
-//! hold times tiny and lets the loom models and unit tests drive the engine directly.
+//! An [`Engine`] lives inside the pool's one mutex and never awaits or spawns, and calls no user
+//! code (except `retain`'s predicate, under `catch_unwind`): every method runs in a few
+//! instructions under that lock and returns the work that must happen outside it (wake this
+//! waiter, close that resource, start `n` creations). That keeps the lock hold times tiny and
+//! lets the loom models and unit tests drive the engine directly.
 //!
 //! # Invariants
 //!
 //! * `size` counts every slot taken: idle resources, resources out with callers (or being checked
-//!   by the pool), and creations in flight. `size == idle.len() + in_use + creating`, and `size`
-//!   only grows in [`Engine::plan_creations`], which never takes it past `max_size`.
-//! * A resource is in exactly one place: the idle set, one waiter's hand-off cell, or the hands of
-//!   a caller (a `Pooled` guard or a `get()` future). Whoever drops it out of the engine gives the
-//!   slot back with [`Engine::discard`] or [`Engine::detach`]; nothing else shrinks `size`.
+//!   by the pool, or cached on a thread: see `cache.rs`), and creations in flight.
+//!   `size == idle.len() + in_use + creating`. `size` only grows in [`Engine::plan_creations`],
+//!   which never takes it past `max_size`; it shrinks exactly once per resource or creation that
+//!   leaves the pool (`discard`, `detach`, `end_creation`, and the methods that close idle
+//!   resources: `take_idle` on an expired one, `close`, `resize`, `reap`, `retain`).
+//! * A resource is in exactly one place: the idle set, one waiter's hand-off cell, a thread cache
+//!   slot, or the hands of a caller (a `Pooled` guard or a `get()` future).
 //! * While a waiter is queued the idle set is empty: a returned resource goes straight to the
 //!   oldest waiter, so a newcomer can never overtake a queued caller.
 //! * A served waiter keeps its entry until its future collects the grant. A future dropped before
@@ -31,10 +34,12 @@ use super::error::{CreateError, Error, TimeoutPhase};
 use super::guard::Metadata;
 use super::manager::CloseReason;
 use super::metrics::{Metrics, Status};
+use super::unwind::contain;
 use super::wait_list::{WaitList, WaiterKey};
 use crate::backoff::Backoff;
 use crate::breaker::{Breaker, Permit};
 use crate::sync::Arc;
+use crate::time::elapsed;
 
 /// A live resource with its bookkeeping.
 #[derive(Debug)]
@@ -136,6 +141,10 @@ pub(crate) struct Engine<R, E> {
     expiry_armed: Option<Instant>,
     /// The demand flags last published to the thread-local cache (see `cache.rs`).
     published_demand: usize,
+    /// Whether the queued deadlines are in queue order (true with one acquire timeout), which
+    /// lets expiry stop at the first caller still in time; and the last deadline queued.
+    deadlines_sorted: bool,
+    last_deadline: Instant,
     pub(crate) metrics: Metrics,
 }
 
@@ -160,6 +169,8 @@ impl<R, E> Engine<R, E> {
             last_error: None,
             expiry_armed: None,
             published_demand: 0,
+            deadlines_sorted: true,
+            last_deadline: Instant::now(),
             metrics: Metrics::default(),
         }
     }
@@ -173,7 +184,7 @@ impl<R, E> Engine<R, E> {
             max_size: self.limits.max_size,
             size: self.size,
             idle: self.idle.len(),
-            in_use: self.size - self.idle.len() - self.creating,
+            in_use: self.in_use(),
             creating: self.creating,
             waiters: self.waiters.len(),
         }
@@ -205,10 +216,7 @@ impl<R, E> Engine<R, E> {
                 self.metrics.closed.lifetime += 1;
                 Take::Expired(entry)
             }
-            Some(entry) => {
-                self.metrics.gets_direct += 1;
-                Take::Ready(entry)
-            }
+            Some(entry) => Take::Ready(entry),
         }
     }
 
@@ -312,10 +320,16 @@ impl<R, E> Engine<R, E> {
     pub(crate) fn expire_waiters(&mut self, now: Instant) -> (Vec<Waker>, Option<Instant>) {
         let mut wakers = Vec::new();
         let mut next: Option<Instant> = None;
-        for key in self.waiters.queued_keys() {
+        let mut cursor = self.waiters.front();
+        while let Some(key) = cursor {
+            cursor = self.waiters.next(key);
             let deadline = self.waiters.get_mut(key).deadline;
             if deadline > now {
                 next = Some(next.map_or(deadline, |next| next.min(deadline)));
+                if self.deadlines_sorted {
+                    // Queued in deadline order: everyone behind is later still.
+                    break;
+                }
                 continue;
             }
             let phase =
@@ -331,7 +345,8 @@ impl<R, E> Engine<R, E> {
         (wakers, next)
     }
 
-    /// Queues a caller that found nothing idle. Fails at once while the breaker is open.
+    /// Queues a caller that found nothing idle. While the breaker is open, fails at once a caller
+    /// that no returning resource could serve.
     fn enqueue(
         &mut self,
         waker: &Waker,
@@ -341,12 +356,20 @@ impl<R, E> Engine<R, E> {
         if self.closed {
             return Err(Error::Closed);
         }
-        if self.breaker.is_open(now) {
+        // While the breaker is open only a returning resource can serve a caller: queue those
+        // that one could serve, refuse the rest at once.
+        if self.breaker.is_open(now) && self.waiters.len() >= self.in_use() {
             if let Some(err) = &self.last_error {
                 self.metrics.gets_unavailable += 1;
                 return Err(Error::Unavailable(Arc::clone(err)));
             }
         }
+        if self.waiters.len() == 0 {
+            self.deadlines_sorted = true;
+        } else if deadline < self.last_deadline {
+            self.deadlines_sorted = false;
+        }
+        self.last_deadline = deadline;
         Ok(self.waiters.push_back(Waiter {
             waker: Some(waker.clone()),
             grant: None,
@@ -372,12 +395,19 @@ impl<R, E> Engine<R, E> {
     }
 
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.
-    pub(crate) fn cancel_waiter(&mut self, key: WaiterKey) -> Handoff<R> {
+    pub(crate) fn cancel_waiter(&mut self, key: WaiterKey, now: Instant) -> Handoff<R> {
         let waiter = self.waiters.remove(key);
-        self.metrics.gets_cancelled += 1;
         match waiter.grant {
-            Some(Ok(entry)) => self.put_back(entry, waiter.granted_at),
-            Some(Err(_)) | None => Handoff::Kept,
+            Some(Ok(entry)) => {
+                self.metrics.gets_cancelled += 1;
+                self.put_back(entry, now)
+            }
+            None => {
+                self.metrics.gets_cancelled += 1;
+                Handoff::Kept
+            }
+            // Already failed (and counted as such): the caller just never looked.
+            Some(Err(_)) => Handoff::Kept,
         }
     }
 
@@ -394,9 +424,7 @@ impl<R, E> Engine<R, E> {
             let waiter = self.waiters.get_mut(key);
             waiter.grant = Some(Ok(entry));
             waiter.granted_at = now;
-            let waker = waiter.waker.take();
-            self.metrics.gets_waited += 1;
-            return Handoff::Waiter(waker);
+            return Handoff::Waiter(waiter.waker.take());
         }
         if self.idle.len() >= self.limits.max_idle {
             return self.close_entry(entry, CloseReason::Excess);
@@ -489,9 +517,13 @@ impl<R, E> Engine<R, E> {
         self.last_error = Some(Arc::clone(&err));
         if self.breaker.on_failure(now) {
             self.end_creation();
-            return AfterFailure::Stop(self.fail_waiters(&Error::Unavailable(err)));
+            // Callers that a returning resource can serve keep waiting; the rest learn now.
+            let keep = self.in_use();
+            return AfterFailure::Stop(self.fail_waiters(keep, &Error::Unavailable(err)));
         }
-        if self.closed || !self.creation_needed() {
+        // A failure while the breaker is already tripped (another creation outlived the trip)
+        // stops too: only the probe may try while it is open.
+        if self.closed || self.breaker.is_tripped() || !self.creation_needed() {
             self.end_creation();
             return AfterFailure::Stop(Vec::new());
         }
@@ -507,9 +539,16 @@ impl<R, E> Engine<R, E> {
         allowed
     }
 
-    fn fail_waiters(&mut self, err: &Error<E>) -> Vec<Waker> {
-        let mut wakers = Vec::with_capacity(self.waiters.len());
-        while let Some(key) = self.waiters.pop_front() {
+    /// Fails every queued caller after the first `keep` with `err`.
+    fn fail_waiters(&mut self, keep: usize, err: &Error<E>) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        let mut cursor = self.waiters.front();
+        for _ in 0..keep {
+            cursor = cursor.and_then(|key| self.waiters.next(key));
+        }
+        while let Some(key) = cursor {
+            cursor = self.waiters.next(key);
+            self.waiters.serve(key);
             if matches!(err, Error::Unavailable(_)) {
                 self.metrics.gets_unavailable += 1;
             }
@@ -518,6 +557,11 @@ impl<R, E> Engine<R, E> {
             wakers.extend(waiter.waker.take());
         }
         wakers
+    }
+
+    /// Resources out with callers (or being checked by the pool).
+    fn in_use(&self) -> usize {
+        self.size - self.idle.len() - self.creating
     }
 
     /// Closes the pool: idle resources (cached ones too) come back for closing, every waiter fails
@@ -535,7 +579,7 @@ impl<R, E> Engine<R, E> {
         let idle: Vec<_> = self.idle.drain(..).collect();
         self.size -= idle.len();
         self.metrics.closed.pool_closed += idle.len() as u64;
-        (idle, self.fail_waiters(&Error::Closed))
+        (idle, self.fail_waiters(0, &Error::Closed))
     }
 
     /// Changes `max_size`; returns idle resources above the new bound, already discarded. While
@@ -571,7 +615,8 @@ impl<R, E> Engine<R, E> {
 
     /// Removes idle resources for which `keep` returns `false`; their slots are freed.
     ///
-    /// If `keep` panics, the resources already removed are accounted for and the rest stay idle.
+    /// The one place user code runs under the pool lock. A panic in `keep` is contained (the
+    /// resource is kept), so no resource is dropped, and no panic unwinds, while the lock is held.
     pub(crate) fn retain(
         &mut self,
         mut keep: impl FnMut(&mut R, &Metadata) -> bool,
@@ -580,7 +625,8 @@ impl<R, E> Engine<R, E> {
         let mut index = 0;
         while index < self.idle.len() {
             let entry = &mut self.idle[index];
-            if keep(&mut entry.resource, &entry.meta) {
+            let kept = contain("retain", || keep(&mut entry.resource, &entry.meta));
+            if kept.unwrap_or(true) {
                 index += 1;
             } else if let Some(entry) = self.idle.remove(index) {
                 self.discard(CloseReason::Evicted);
@@ -607,7 +653,7 @@ impl<R, E> Engine<R, E> {
             } else if self.idle.len() > self.limits.max_idle {
                 Some(CloseReason::Excess)
             } else if self.idle.len() > self.limits.min_idle
-                && idle_timeout.is_some_and(|timeout| now >= meta.last_used() + timeout)
+                && idle_timeout.is_some_and(|timeout| elapsed(meta.last_used(), timeout, now))
             {
                 Some(CloseReason::IdleTimeout)
             } else {
@@ -624,18 +670,15 @@ impl<R, E> Engine<R, E> {
         reaped
     }
 
-    /// Takes out idle resources unused for `interval` so the pool can check them; they count as
-    /// in use until [`Engine::put_back`] or [`Engine::discard`].
-    pub(crate) fn take_for_keepalive(&mut self, now: Instant, interval: Duration) -> Vec<Entry<R>> {
-        let mut due = Vec::new();
-        let mut index = 0;
-        while index < self.idle.len() {
-            if now >= self.idle[index].meta.last_active() + interval {
-                due.extend(self.idle.remove(index));
-            } else {
-                index += 1;
-            }
-        }
-        due
+    /// Takes out one idle resource unused (and unchecked) for `interval`, so the pool can check
+    /// it; it counts as in use until [`Engine::put_back`] or [`Engine::discard`].
+    pub(crate) fn take_for_keepalive(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+    ) -> Option<Entry<R>> {
+        let due =
+            self.idle.iter().position(|entry| elapsed(entry.meta.last_active(), interval, now))?;
+        self.idle.remove(due)
     }
 }

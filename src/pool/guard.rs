@@ -158,7 +158,7 @@ impl<M: Manager> Pooled<M> {
     pub fn take(mut self) -> M::Resource {
         let entry =
             self.entry.take().unwrap_or_else(|| unreachable!("a live guard holds its resource"));
-        self.pool.0.detach(self.waited, self.leak_id.take());
+        self.pool.0.detach(self.acquired_at, self.waited, self.leak_id.take());
         entry.resource
     }
 }

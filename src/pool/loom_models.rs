@@ -133,7 +133,7 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
         match poll {
             Poll::Pending => {
                 let key = key.expect("queued");
-                let handoff = shared.lock().cancel_waiter(key);
+                let handoff = shared.lock().cancel_waiter(key, Instant::now());
                 finish(handoff);
             }
             Poll::Ready(Ok(Step::Fresh(entry))) => release(&shared, entry),

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::engine::Entry;
 use super::manager::{CloseReason, Manager};
 use super::shared::Shared;
+use super::unwind::contain_async;
 use crate::sync::Arc;
 
 pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
@@ -43,8 +44,13 @@ async fn tick<M: Manager>(shared: &Arc<Shared<M>>) {
         shared.close_resource(entry, reason);
     }
     if let Some(interval) = shared.config.keepalive {
-        let due = shared.engine.lock().take_for_keepalive(now, interval);
-        KeepaliveBatch { shared, due, current: None }.run().await;
+        // One at a time, so the others stay available to callers while a check runs; a resource
+        // just checked is not due again, so this ends.
+        loop {
+            let due = shared.engine.lock().take_for_keepalive(now, interval);
+            let Some(entry) = due else { break };
+            KeptAlive { shared, entry: Some(entry) }.check().await;
+        }
     }
     shared.refill();
     if let Some(leaks) = &shared.leaks {
@@ -52,44 +58,39 @@ async fn tick<M: Manager>(shared: &Arc<Shared<M>>) {
     }
 }
 
-/// Idle resources taken out for a keepalive check. If the task is dropped part-way (runtime
-/// shutdown), the one under check is closed and the unchecked ones go back, so no slot leaks.
-struct KeepaliveBatch<'a, M: Manager> {
+/// One idle resource out of the pool for a keepalive check. Dropped mid-check (runtime
+/// shutdown), it is closed, so no slot leaks.
+struct KeptAlive<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
-    due: Vec<Entry<M::Resource>>,
-    current: Option<Entry<M::Resource>>,
+    entry: Option<Entry<M::Resource>>,
 }
 
-impl<M: Manager> KeepaliveBatch<'_, M> {
-    async fn run(mut self) {
-        while let Some(entry) = self.due.pop() {
-            let entry = self.current.insert(entry);
-            let timeout = self.shared.config.check_timeout;
-            let check = self.shared.manager.check(&mut entry.resource);
-            let passed = matches!(tokio::time::timeout(timeout, check).await, Ok(Ok(())));
-            let Some(mut entry) = self.current.take() else {
-                continue;
-            };
-            if passed {
-                entry.meta.mark_checked(Instant::now());
-                let handoff = self.shared.engine.lock().put_back(entry, Instant::now());
-                self.shared.finish(handoff);
-            } else {
-                tracing::debug!("millpond: keepalive check failed; closing the resource");
-                self.shared.discard(entry, CloseReason::Broken);
-            }
+impl<M: Manager> KeptAlive<'_, M> {
+    async fn check(mut self) {
+        let Some(entry) = self.entry.as_mut() else { return };
+        let timeout = self.shared.config.check_timeout;
+        let manager = &self.shared.manager;
+        let check = contain_async("check", || {
+            tokio::time::timeout(timeout, manager.check(&mut entry.resource))
+        });
+        let passed = matches!(check.await, Some(Ok(Ok(()))));
+        let Some(mut entry) = self.entry.take() else { return };
+        if passed {
+            let now = Instant::now();
+            entry.meta.mark_checked(now);
+            let handoff = self.shared.engine.lock().put_back(entry, now);
+            self.shared.finish(handoff);
+        } else {
+            tracing::debug!("millpond: keepalive check failed; closing the resource");
+            self.shared.discard(entry, CloseReason::Broken);
         }
     }
 }
 
-impl<M: Manager> Drop for KeepaliveBatch<'_, M> {
+impl<M: Manager> Drop for KeptAlive<'_, M> {
     fn drop(&mut self) {
-        if let Some(entry) = self.current.take() {
+        if let Some(entry) = self.entry.take() {
             self.shared.discard(entry, CloseReason::Broken);
-        }
-        for entry in self.due.drain(..) {
-            let handoff = self.shared.engine.lock().put_back(entry, Instant::now());
-            self.shared.finish(handoff);
         }
     }
 }

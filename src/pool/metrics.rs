@@ -47,13 +47,15 @@ pub struct ClosedCounts {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// `get()` calls served at once from the idle set.
+    /// Checkouts served at once from the idle set, counted when they end (the resource comes
+    /// back or is detached), so resources still out are not in it yet.
     pub gets_direct: u64,
-    /// `get()` calls served after queueing.
+    /// Checkouts served after queueing, counted when they end like `gets_direct`.
     pub gets_waited: u64,
     /// `get()` calls that hit their acquire timeout.
     pub gets_timed_out: u64,
-    /// `get()` futures dropped while queued.
+    /// `get()` futures dropped while queued (or after a resource was handed to them but before
+    /// they collected it; the resource went on to the next caller).
     pub gets_cancelled: u64,
     /// `get()` calls refused because the circuit breaker was open.
     pub gets_unavailable: u64,
@@ -63,9 +65,9 @@ pub struct Metrics {
     pub create_failures: u64,
     /// Resources closed, by reason.
     pub closed: ClosedCounts,
-    /// Time spent queued by `get()` calls that had to wait.
+    /// Time spent queued by checkouts that had to wait (recorded when they end).
     pub wait_time: DurationHistogram,
-    /// Time resources were held by callers.
+    /// Time resources were held by callers (recorded when they end).
     pub hold_time: DurationHistogram,
     /// Time successful creations took.
     pub create_time: DurationHistogram,

@@ -4,7 +4,6 @@
 //! The [`Engine`] decides under the lock; this file carries out its decisions outside it: waking
 //! waiters, closing resources through the manager, spawning creations.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -13,9 +12,11 @@ use tokio::time::Instant;
 
 use super::cache::{IdleCache, LocalIdle, Put, default_shards};
 use super::config::{Config, IdleOrder};
+use super::create::SlotReservation;
 use super::engine::{Engine, Entry, Handoff, Wake};
 use super::leak::LeakTracker;
 use super::manager::{CloseReason, Manager};
+use super::unwind::contain;
 use crate::sync::{Arc, AtomicUsize, CachePadded, Mutex, Ordering};
 
 pub(crate) struct Shared<M: Manager> {
@@ -73,7 +74,7 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn expiry_for(&self, now: Instant) -> Option<Instant> {
         self.config.max_lifetime.map(|lifetime| {
             let jitter = lifetime.mul_f64(self.config.lifetime_jitter * fastrand::f64());
-            now + (lifetime - jitter)
+            crate::time::after(now, lifetime - jitter)
         })
     }
 
@@ -101,28 +102,24 @@ impl<M: Manager> Shared<M> {
         waited: Option<Duration>,
         leak_id: Option<u64>,
     ) {
-        let this = self;
         let now = Instant::now();
-        if let (Some(leaks), Some(id)) = (&this.leaks, leak_id) {
+        if let (Some(leaks), Some(id)) = (&self.leaks, leak_id) {
             leaks.unregister(id, now);
         }
-        let reusable =
-            catch_unwind(AssertUnwindSafe(|| this.manager.is_reusable(&mut entry.resource)));
+        let held = now.saturating_duration_since(acquired_at);
+        // A panicking `is_reusable` counts as "not reusable".
+        let reusable = contain("is_reusable", || self.manager.is_reusable(&mut entry.resource));
         let reason = match reusable {
-            Ok(true) if entry.meta.is_expired(now) => Some(CloseReason::Lifetime),
-            Ok(true) => None,
-            Ok(false) => Some(CloseReason::Broken),
-            Err(_) => {
-                tracing::error!("millpond: Manager::is_reusable panicked; closing the resource");
-                Some(CloseReason::Broken)
-            }
+            Some(true) if entry.meta.is_expired(now) => Some(CloseReason::Lifetime),
+            Some(true) => None,
+            Some(false) | None => Some(CloseReason::Broken),
         };
         if let Some(reason) = reason {
-            this.discard(entry, reason);
+            self.cache.checkout_ended(held, waited);
+            self.discard(entry, reason);
             return;
         }
         entry.meta.mark_used(now);
-        let held = now.saturating_duration_since(acquired_at);
         let entry = match self.cache.put(entry, held, waited) {
             Put::Cached => return,
             Put::Declined(entry) => entry,
@@ -184,12 +181,16 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Frees the slot of a resource the caller took out of the pool with `Pooled::take`.
-    pub(crate) fn detach(self: &Arc<Self>, waited: Option<Duration>, leak_id: Option<u64>) {
-        if let Some(waited) = waited {
-            self.cache.record_wait(waited);
-        }
+    pub(crate) fn detach(
+        self: &Arc<Self>,
+        acquired_at: Instant,
+        waited: Option<Duration>,
+        leak_id: Option<u64>,
+    ) {
+        let now = Instant::now();
+        self.cache.checkout_ended(now.saturating_duration_since(acquired_at), waited);
         if let (Some(leaks), Some(id)) = (&self.leaks, leak_id) {
-            leaks.unregister(id, Instant::now());
+            leaks.unregister(id, now);
         }
         let creations = {
             let mut engine = self.engine.lock();
@@ -211,8 +212,10 @@ impl<M: Manager> Shared<M> {
         engine.plan_creations(Instant::now())
     }
 
+    /// Hands a resource whose slot is already freed to `Manager::on_close`; a panic there is
+    /// contained, so a failing hook cannot stop a close half-way or kill a background task.
     pub(crate) fn close_resource(&self, entry: Entry<M::Resource>, reason: CloseReason) {
-        self.manager.on_close(entry.resource, reason);
+        contain("on_close", || self.manager.on_close(entry.resource, reason));
     }
 
     /// Starts the background work a `get()` poll asked for.
@@ -225,7 +228,8 @@ impl<M: Manager> Shared<M> {
 
     pub(crate) fn spawn_creations(self: &Arc<Self>, count: usize) {
         for _ in 0..count {
-            self.runtime.spawn(super::create::run(Arc::clone(self)));
+            let reservation = SlotReservation::new(Arc::clone(self));
+            self.runtime.spawn(super::create::run(reservation));
         }
     }
 
@@ -243,12 +247,13 @@ impl<M: Manager> Shared<M> {
         // The shard handles point back at the pool: drop them so it can be freed.
         self.cache.remove_handles();
         wakers.into_iter().for_each(std::task::Waker::wake);
-        for entry in idle {
-            self.close_resource(entry, CloseReason::PoolClosed);
-        }
         self.maintenance.notify_one();
         self.expiry.notify_one();
         self.slot_freed.notify_waiters();
+        // User hooks last: everything the pool owes others is done whatever they do.
+        for entry in idle {
+            self.close_resource(entry, CloseReason::PoolClosed);
+        }
     }
 
     pub(crate) fn add_handle(&self) {

@@ -85,15 +85,15 @@ impl<T> WaitList<T> {
         }
     }
 
-    /// The keys of the queued entries, oldest first.
-    pub(crate) fn queued_keys(&self) -> Vec<WaiterKey> {
-        let mut keys = Vec::with_capacity(self.queued);
-        let mut index = self.head;
-        while index != NIL {
-            keys.push(WaiterKey(index));
-            index = self.entries[index].next;
-        }
-        keys
+    /// The oldest queued entry.
+    pub(crate) fn front(&self) -> Option<WaiterKey> {
+        (self.head != NIL).then_some(WaiterKey(self.head))
+    }
+
+    /// The queued entry after `key` (which must still be queued).
+    pub(crate) fn next(&self, key: WaiterKey) -> Option<WaiterKey> {
+        let next = self.entries[key.0].next;
+        (next != NIL).then_some(WaiterKey(next))
     }
 
     /// Whether the entry is still queued (not yet served).
@@ -187,7 +187,13 @@ mod tests {
         let mut list = WaitList::default();
         let keys: Vec<_> = (0..4).map(|value| list.push_back(value)).collect();
         list.serve(keys[1]);
-        assert_eq!(list.queued_keys(), vec![keys[0], keys[2], keys[3]]);
+        let mut queued = Vec::new();
+        let mut cursor = list.front();
+        while let Some(key) = cursor {
+            queued.push(key);
+            cursor = list.next(key);
+        }
+        assert_eq!(queued, vec![keys[0], keys[2], keys[3]]);
         assert_eq!(list.remove(keys[1]), 1);
         assert_eq!(drain(&mut list), vec![0, 2, 3]);
     }

@@ -1,0 +1,151 @@
+//! Manager hooks that panic where the pool does not expect it, and settings at their extremes:
+//! the pool contains the damage, keeps its accounting exact and keeps its background work alive.
+#![allow(clippy::disallowed_types)]
+
+mod support;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use millpond::pool::{CloseReason, CreateError, Error, Manager, Pool};
+use support::{Behavior, Conn, TestError, TestManager, assert_settled, eventually};
+
+/// A manager whose `create` panics before it even returns its future.
+struct EagerPanic {
+    calls: Arc<AtomicUsize>,
+    panic: bool,
+}
+
+impl Manager for EagerPanic {
+    type Resource = u32;
+    type Error = TestError;
+
+    fn create(&self) -> impl Future<Output = Result<u32, TestError>> + Send {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.panic {
+            panic!("create panicked before returning its future");
+        }
+        async { Ok(7) }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_that_panics_eagerly_is_a_failed_creation_not_a_hot_loop() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let pool = Pool::builder(EagerPanic { calls: Arc::clone(&calls), panic: true })
+        .max_size(1)
+        .breaker(3, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let err = pool.get().await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(matches!(err.last_create_error(), Some(CreateError::Panicked)));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "retried with backoff until the breaker opened");
+    assert_eq!(pool.status().size, 0);
+}
+
+/// Wraps the test manager with an `on_close` that panics.
+struct PanickyClose(TestManager);
+
+impl Manager for PanickyClose {
+    type Resource = Conn;
+    type Error = TestError;
+
+    async fn create(&self) -> Result<Conn, TestError> {
+        self.0.create().await
+    }
+
+    fn on_close(&self, conn: Conn, _reason: CloseReason) {
+        drop(conn);
+        panic!("on_close panicked on purpose");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_on_close_does_not_stop_a_close_half_way() {
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(PanickyClose(manager)).max_size(3).build().unwrap();
+    let conns = futures::future::try_join_all((0..3).map(|_| pool.get())).await.unwrap();
+    drop(conns);
+    drop(pool);
+    assert_eq!(probe.alive(), 0, "every idle resource was closed");
+    eventually("the pool's tasks end and free it", Duration::from_secs(5), || {
+        Arc::strong_count(&probe) == 1
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_keepalive_check_does_not_kill_maintenance() {
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(manager)
+        .max_size(4)
+        .min_idle(2)
+        .keepalive(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    eventually("min_idle is ready", Duration::from_secs(5), || pool.status().idle == 2).await;
+    probe.set_check(Behavior::Panic);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(probe.closed_count(CloseReason::Broken), 2);
+    probe.set_check(Behavior::Succeed);
+    eventually("maintenance refills min_idle", Duration::from_secs(5), || pool.status().idle == 2)
+        .await;
+    assert_settled(&pool, &probe);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_check_in_get_closes_the_resource_and_moves_on() {
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(manager).max_size(1).check_window(Duration::ZERO).build().unwrap();
+    drop(pool.get().await.unwrap());
+    probe.set_check(Behavior::Panic);
+    let conn = pool.get().await.expect("the caller gets a fresh resource, not the panic");
+    assert_eq!(conn.id, 1);
+    assert_eq!(probe.closed_reasons(), vec![CloseReason::Broken]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn extreme_durations_mean_never_and_do_not_panic() {
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(manager)
+        .max_size(2)
+        .min_idle(1)
+        .acquire_timeout(Duration::MAX)
+        .create_timeout(Duration::MAX)
+        .check_timeout(Duration::MAX)
+        .check_window(Duration::ZERO)
+        .idle_timeout(Some(Duration::MAX))
+        .max_lifetime(Some(Duration::MAX))
+        .keepalive(Some(Duration::MAX))
+        .leak_threshold(Some(Duration::MAX))
+        .backoff(Duration::from_millis(1), Duration::MAX)
+        .breaker(1, Duration::MAX)
+        .build()
+        .unwrap();
+    eventually("min_idle is ready", Duration::from_secs(5), || pool.status().idle == 1).await;
+    for _ in 0..3 {
+        drop(pool.get().await.unwrap());
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    probe.set_create(Behavior::Fail);
+    let a = pool.get().await.unwrap();
+    // The breaker trips, but `a` will come back, so `b` waits for it rather than failing.
+    let b = pool.get_timeout(Duration::from_secs(1)).await;
+    assert!(b.as_ref().is_err_and(|err| err.last_create_error().is_some()), "{b:?}");
+    drop(a);
+    pool.drain(Duration::MAX).await.unwrap();
+    assert_eq!(probe.alive(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_get_finds_a_resource_returned_on_another_thread() {
+    let (manager, _probe) = TestManager::new();
+    let pool = Pool::builder(manager).max_size(1).build().unwrap();
+    let conn = pool.get().await.unwrap();
+    std::thread::spawn(move || drop(conn)).join().unwrap();
+    assert_eq!(pool.try_get().unwrap().id, 0);
+}
