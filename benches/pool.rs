@@ -55,6 +55,25 @@ async fn hold(counter: &mut Counter, yield_while_holding: bool) {
     }
 }
 
+/// The checkout of a pool whose `get()` gives a guard that derefs to `Counter`: the same code
+/// for millpond, deadpool and bb8.
+macro_rules! guard_checkout {
+    () => {
+        async fn checkout(&self, yield_while_holding: bool) {
+            let mut counter = self.0.get().await.unwrap();
+            hold(&mut counter, yield_while_holding).await;
+        }
+
+        async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
+            let started = Instant::now();
+            let mut counter = self.0.get().await.unwrap();
+            let waited = started.elapsed();
+            hold(&mut counter, yield_while_holding).await;
+            waited
+        }
+    };
+}
+
 // --- millpond ---------------------------------------------------------------------------------
 
 struct MillpondManager;
@@ -78,18 +97,7 @@ impl Contender for Millpond {
         Self(millpond::pool::Pool::builder(MillpondManager).max_size(size).build().unwrap())
     }
 
-    async fn checkout(&self, yield_while_holding: bool) {
-        let mut counter = self.0.get().await.unwrap();
-        hold(&mut counter, yield_while_holding).await;
-    }
-
-    async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
-        let started = Instant::now();
-        let mut counter = self.0.get().await.unwrap();
-        let waited = started.elapsed();
-        hold(&mut counter, yield_while_holding).await;
-        waited
-    }
+    guard_checkout!();
 }
 
 // --- deadpool ---------------------------------------------------------------------------------
@@ -123,18 +131,7 @@ impl Contender for Deadpool {
         Self(deadpool::managed::Pool::builder(DeadpoolManager).max_size(size).build().unwrap())
     }
 
-    async fn checkout(&self, yield_while_holding: bool) {
-        let mut counter = self.0.get().await.unwrap();
-        hold(&mut counter, yield_while_holding).await;
-    }
-
-    async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
-        let started = Instant::now();
-        let mut counter = self.0.get().await.unwrap();
-        let waited = started.elapsed();
-        hold(&mut counter, yield_while_holding).await;
-        waited
-    }
+    guard_checkout!();
 }
 
 // --- bb8 --------------------------------------------------------------------------------------
@@ -168,18 +165,7 @@ impl Contender for Bb8 {
         Self(bb8::Pool::builder().max_size(size as u32).build_unchecked(Bb8Manager))
     }
 
-    async fn checkout(&self, yield_while_holding: bool) {
-        let mut counter = self.0.get().await.unwrap();
-        hold(&mut counter, yield_while_holding).await;
-    }
-
-    async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
-        let started = Instant::now();
-        let mut counter = self.0.get().await.unwrap();
-        let waited = started.elapsed();
-        hold(&mut counter, yield_while_holding).await;
-        waited
-    }
+    guard_checkout!();
 }
 
 // --- the floor: a semaphore over a locked Vec -------------------------------------------------

@@ -150,10 +150,12 @@ pub(crate) async fn acquire<M: Manager>(
     let (cached_entry, pool) = shared.cache.take();
     let pool = pool.unwrap_or_else(|| shared.fallback_ref());
     if let Some(entry) = cached_entry {
-        match vet_cached(shared, entry, started) {
-            Ok(entry) => return checkout(entry, started, pool),
-            Err(Some(entry)) => return checked(shared, entry, started, deadline, pool).await,
-            Err(None) => {}
+        if entry.meta.is_expired(started) {
+            shared.discard(entry, CloseReason::Lifetime);
+        } else if !shared.needs_check(&entry, started) {
+            return checkout(entry, started, pool);
+        } else if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
+            return checkout(entry, checked_at, pool);
         }
     }
     // The time of this look at the pool: the caller's arrival first, then the time read for the
@@ -175,19 +177,8 @@ pub(crate) async fn acquire<M: Manager>(
                 return checkout(entry, now, pool);
             }
             Step::Fresh(entry) => {
-                let mut checking = Checking { shared, entry: Some(entry) };
-                match checking.run(deadline).await {
-                    Ok(()) => {
-                        let checked_at = Instant::now();
-                        if let Some(entry) = checking.keep(checked_at) {
-                            return checkout(entry, checked_at, pool);
-                        }
-                    }
-                    Err(CheckFailed::Error) => drop(checking),
-                    Err(CheckFailed::AcquireDeadline) => {
-                        drop(checking);
-                        return Err(timed_out(shared, Some(TimeoutPhase::Check)));
-                    }
+                if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
+                    return checkout(entry, checked_at, pool);
                 }
             }
         }
@@ -198,47 +189,25 @@ pub(crate) async fn acquire<M: Manager>(
     }
 }
 
-/// Vets a resource from the thread cache: `Ok` to hand out as is, `Err(Some)` to check first,
-/// `Err(None)` when it was past its lifetime (closed here; take the shared path).
-fn vet_cached<M: Manager>(
+/// Runs `check` on a resource that sat idle. `Ok(None)` when it failed (the resource is closed
+/// and the caller looks again); an error when the acquire deadline passed during the check.
+async fn check_idle<M: Manager>(
     shared: &Arc<Shared<M>>,
     entry: Entry<M::Resource>,
-    now: Instant,
-) -> Result<Entry<M::Resource>, Option<Entry<M::Resource>>> {
-    if entry.meta.is_expired(now) {
-        shared.discard(entry, CloseReason::Lifetime);
-        return Err(None);
-    }
-    if shared.needs_check(&entry, now) {
-        return Err(Some(entry));
-    }
-    Ok(entry)
-}
-
-/// Checks a cached resource that sat idle, then falls back to the shared path if it fails.
-async fn checked<M: Manager>(
-    shared: &Arc<Shared<M>>,
-    entry: Entry<M::Resource>,
-    started: Instant,
     deadline: Instant,
-    pool: Arc<PoolRef<M>>,
-) -> Acquired<M> {
+) -> Result<Option<(Entry<M::Resource>, Instant)>, Error<M::Error>> {
     let mut checking = Checking { shared, entry: Some(entry) };
     match checking.run(deadline).await {
         Ok(()) => {
             let checked_at = Instant::now();
-            if let Some(entry) = checking.keep(checked_at) {
-                return checkout(entry, checked_at, pool);
-            }
+            Ok(checking.keep(checked_at).map(|entry| (entry, checked_at)))
         }
-        Err(CheckFailed::Error) => drop(checking),
+        Err(CheckFailed::Error) => Ok(None),
         Err(CheckFailed::AcquireDeadline) => {
             drop(checking);
-            return Err(timed_out(shared, Some(TimeoutPhase::Check)));
+            Err(timed_out(shared, Some(TimeoutPhase::Check)))
         }
     }
-    drop(pool);
-    Box::pin(acquire(shared, started, deadline)).await
 }
 
 /// The timeout error for a caller that ran out of time outside the queue, counted in the metrics.
