@@ -146,6 +146,34 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
 }
 
 #[test]
+fn a_grant_to_a_caller_that_gives_up_reaches_the_next_caller() {
+    loom::model(|| {
+        let shared = engine(1);
+        let held = check_out_one(&shared);
+        // The first caller queues, then gives up while the resource comes back and a second
+        // caller queues behind it: whatever the order, the second caller is served.
+        let mut first = None;
+        let waker = std::task::Waker::noop();
+        let (poll, _) = shared.lock().poll_acquire(&mut first, waker, Instant::now(), far(), None);
+        assert!(poll.is_pending());
+        let second = {
+            let shared = shared.clone();
+            thread::spawn(move || get(&shared, 1).map(|entry| entry.resource))
+        };
+        let releaser = {
+            let shared = shared.clone();
+            thread::spawn(move || release(&shared, held))
+        };
+        let handoff = shared.lock().cancel_waiter(first.expect("queued"), Instant::now());
+        finish(handoff);
+        releaser.join().unwrap();
+        assert_eq!(second.join().unwrap().expect("served"), 1);
+        let status = shared.lock().status();
+        assert_eq!((status.size, status.in_use, status.waiters), (1, 1, 0));
+    });
+}
+
+#[test]
 fn creations_in_flight_never_exceed_max_size() {
     loom::model(|| {
         let shared = engine(1);
