@@ -199,8 +199,9 @@ impl<M: Manager> Builder<M> {
 
     /// Checks the configuration and starts the pool.
     ///
-    /// The pool's background work (creations, maintenance) runs on the tokio runtime current at
-    /// this call. `min_idle` resources start being created at once.
+    /// The pool's background work (creations, maintenance, and failing queued callers at their
+    /// deadline) runs on the tokio runtime current at this call, so that runtime must outlive
+    /// the pool's use. `min_idle` resources start being created at once.
     ///
     /// # Errors
     ///
