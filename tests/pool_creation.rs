@@ -148,6 +148,33 @@ async fn an_open_breaker_still_serves_callers_that_a_return_can_serve() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_caller_kept_for_a_return_fails_once_that_return_cannot_come() {
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(manager)
+        .max_size(2)
+        .acquire_timeout(Duration::from_secs(30))
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .breaker(1, Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    probe.set_create(Behavior::Fail);
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|_| ()) }
+    });
+    eventually("the breaker opened", Duration::from_secs(1), || probe.create_calls() == 2).await;
+    assert_eq!(pool.status().waiters, 1, "kept: the held resource could serve it");
+
+    // The held resource leaves the pool for good: nothing can serve the waiter any more.
+    let started = tokio::time::Instant::now();
+    drop(held.take());
+    let outcome = waiter.await.unwrap();
+    assert!(matches!(outcome, Err(Error::Unavailable(_))), "{outcome:?}");
+    assert_eq!(started.elapsed(), Duration::ZERO, "told at once, not at its timeout");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_create_counts_as_a_failure_and_frees_its_slot() {
     let (manager, probe) = TestManager::new();
     probe.set_create(Behavior::Panic);

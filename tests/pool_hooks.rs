@@ -92,8 +92,11 @@ async fn a_panicking_keepalive_check_does_not_kill_maintenance() {
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(probe.closed_count(CloseReason::Broken), 2);
     probe.set_check(Behavior::Succeed);
-    eventually("maintenance refills min_idle", Duration::from_secs(5), || pool.status().idle == 2)
-        .await;
+    eventually("min_idle is refilled", Duration::from_secs(5), || pool.status().idle == 2).await;
+    // Maintenance is still alive: later ticks keep checking.
+    let checks = probe.check_calls();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(probe.check_calls() >= checks + 2, "keepalive still runs");
     assert_settled(&pool, &probe);
 }
 
@@ -128,14 +131,22 @@ async fn extreme_durations_mean_never_and_do_not_panic() {
         .unwrap();
     eventually("min_idle is ready", Duration::from_secs(5), || pool.status().idle == 1).await;
     for _ in 0..3 {
-        drop(pool.get().await.unwrap());
+        // Two idle, above min_idle: the idle timeout (never) is what keeps them.
+        let both = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        drop(both);
         tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(pool.status().idle, 2);
     }
     probe.set_create(Behavior::Fail);
-    let a = pool.get().await.unwrap();
-    // The breaker trips, but `a` will come back, so `b` waits for it rather than failing.
-    let b = pool.get_timeout(Duration::from_secs(1)).await;
-    assert!(b.as_ref().is_err_and(|err| err.last_create_error().is_some()), "{b:?}");
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    drop(b.take());
+    // The creation fails and trips the breaker, but `a` will come back, so the caller waits for
+    // it (here until its own timeout) rather than failing at once.
+    let started = tokio::time::Instant::now();
+    let c = pool.get_timeout(Duration::from_secs(1)).await;
+    assert!(matches!(c, Err(Error::Timeout { .. })), "{c:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert!(c.unwrap_err().last_create_error().is_some());
     drop(a);
     pool.drain(Duration::MAX).await.unwrap();
     assert_eq!(probe.alive(), 0);

@@ -125,6 +125,27 @@ async fn a_resource_past_its_lifetime_is_closed_when_it_comes_back() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn keepalive_takes_one_resource_at_a_time() {
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(manager)
+        .max_size(4)
+        .min_idle(2)
+        .keepalive(Some(Duration::from_secs(10)))
+        .idle_timeout(None)
+        .build()
+        .unwrap();
+    eventually("min_idle is ready", Duration::from_secs(5), || pool.status().idle == 2).await;
+    probe.set_check(Behavior::Delay(Duration::from_secs(5)));
+    eventually("a keepalive check runs", Duration::from_secs(15), || probe.check_calls() == 1)
+        .await;
+    let status = pool.status();
+    assert_eq!((status.idle, status.in_use), (1, 1), "the other one stays available: {status:?}");
+    let conn = pool.get().await.unwrap();
+    assert_eq!(probe.created(), 2, "served by the idle one, no creation needed");
+    drop(conn);
+}
+
+#[tokio::test(start_paused = true)]
 async fn keepalive_checks_idle_resources_and_replaces_dead_ones() {
     let (manager, probe) = TestManager::new();
     let pool = Pool::builder(manager)

@@ -149,18 +149,20 @@ pub(crate) async fn acquire<M: Manager>(
     // either way.
     let (cached_entry, pool) = shared.cache.take();
     let pool = pool.unwrap_or_else(|| shared.fallback_ref());
+    // The time of each look at the pool: the caller's arrival first, then a fresh reading after
+    // anything that may have taken time (a check), so no round reads the clock twice.
+    let mut now = started;
     if let Some(entry) = cached_entry {
-        if entry.meta.is_expired(started) {
+        if entry.meta.is_expired(now) {
             shared.discard(entry, CloseReason::Lifetime);
-        } else if !shared.needs_check(&entry, started) {
-            return checkout(entry, started, pool);
+        } else if !shared.needs_check(&entry, now) {
+            return checkout(entry, now, pool);
         } else if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
             return checkout(entry, checked_at, pool);
+        } else {
+            now = Instant::now();
         }
     }
-    // The time of this look at the pool: the caller's arrival first, then the time read for the
-    // deadline check at the end of each round, so no round reads the clock twice.
-    let mut now = started;
     loop {
         let queue = Queue { shared, key: None, deadline, first_poll_at: Some(now) };
         let step = queue.await?;

@@ -74,7 +74,8 @@ impl<M: Manager> Pool<M> {
     ///
     /// * [`Error::Timeout`] when the acquire timeout passes, naming the phase and carrying the
     ///   last creation error if creations were failing;
-    /// * [`Error::Unavailable`] at once while the circuit breaker is open (the backend is down);
+    /// * [`Error::Unavailable`] at once while the circuit breaker is open (the backend is down)
+    ///   and no resource in use could serve this call when it comes back;
     /// * [`Error::Closed`] when the pool is closed.
     ///
     /// # Cancel safety
@@ -122,7 +123,8 @@ impl<M: Manager> Pool<M> {
         Pooled::new(entry, pool, acquired_at, waited, leak_id)
     }
 
-    /// Takes an idle resource if there is one, without waiting or creating.
+    /// Takes an idle resource if there is one, without waiting or creating one for this call (an
+    /// expired idle resource it comes across is closed and replaced in the background).
     ///
     /// The resource is handed out as it is: `try_get` cannot await [`Manager::check`], so it skips
     /// it. Use [`get`](Self::get) when resources must be validated.

@@ -168,9 +168,11 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// The circuit breaker: after `failures` consecutive failed creations, `get()` calls that
-    /// would wait for a creation fail at once with [`Error::Unavailable`](super::Error::Unavailable);
-    /// after `cooldown` one probe creation is tried, and its success closes the breaker.
+    /// The circuit breaker: after `failures` consecutive failed creations it opens, and `get()`
+    /// calls that only a creation could serve fail at once with
+    /// [`Error::Unavailable`](super::Error::Unavailable) (queued callers too); callers that a
+    /// resource in use could serve when it comes back keep waiting. After `cooldown`, the next
+    /// call that needs a creation starts one probe, and its success closes the breaker.
     pub fn breaker(mut self, failures: u32, cooldown: Duration) -> Self {
         self.config.breaker_threshold = Some(failures);
         self.config.breaker_cooldown = cooldown;
@@ -201,7 +203,8 @@ impl<M: Manager> Builder<M> {
     ///
     /// The pool's background work (creations, maintenance, and failing queued callers at their
     /// deadline) runs on the tokio runtime current at this call, so that runtime must outlive
-    /// the pool's use. `min_idle` resources start being created at once.
+    /// the pool's use. Creating the `min_idle` resources starts at once, at most
+    /// `max_concurrent_creates` at a time.
     ///
     /// # Errors
     ///

@@ -559,6 +559,18 @@ impl<R, E> Engine<R, E> {
         wakers
     }
 
+    /// While the breaker is open, fails the queued callers beyond those that the resources out
+    /// with callers can serve: after a slot was freed for good (a resource closed or detached),
+    /// some queued caller may be waiting for a return that will never come.
+    pub(crate) fn shed_unservable(&mut self, now: Instant) -> Vec<Waker> {
+        if !self.breaker.is_open(now) || self.waiters.len() <= self.in_use() {
+            return Vec::new();
+        }
+        let Some(err) = self.last_error.clone() else { return Vec::new() };
+        let keep = self.in_use();
+        self.fail_waiters(keep, &Error::Unavailable(err))
+    }
+
     /// Resources out with callers (or being checked by the pool).
     fn in_use(&self) -> usize {
         self.size - self.idle.len() - self.creating

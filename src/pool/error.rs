@@ -9,10 +9,11 @@ use crate::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TimeoutPhase {
-    /// Waiting for a resource to be returned: every slot was in use.
+    /// Waiting for a resource to be returned: the pool was full and no creation was running or
+    /// failing.
     Wait,
-    /// Waiting for a new resource to be created (the pool had room but creation was slow or
-    /// failing; see [`Error::last_create_error`]).
+    /// Waiting while creation was slow or failing (the pool had room, a creation was running, or
+    /// the last one failed; see [`Error::last_create_error`]).
     Create,
     /// Running [`Manager::check`](super::Manager::check) on an idle resource.
     Check,
@@ -36,7 +37,7 @@ pub enum CreateError<E> {
     Failed(E),
     /// `create()` did not finish within the pool's create timeout.
     TimedOut(Duration),
-    /// `create()` panicked; the panic was contained and the slot freed.
+    /// `create()` panicked; the panic was contained and counted as a failed creation.
     Panicked,
 }
 
@@ -82,7 +83,8 @@ pub enum Error<E> {
         last_create_error: Option<Arc<CreateError<E>>>,
     },
     /// The backend looks down: creation failed repeatedly and the pool's circuit breaker is open,
-    /// so `get()` fails at once instead of waiting out its timeout.
+    /// so a `get()` that only a new resource could serve fails at once instead of waiting out its
+    /// timeout.
     Unavailable(Arc<CreateError<E>>),
     /// The pool was closed.
     Closed,

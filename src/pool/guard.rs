@@ -75,8 +75,9 @@ impl Metadata {
 
 /// A resource checked out of a [`Pool`](super::Pool); it goes back when dropped.
 ///
-/// `Pooled` dereferences to the resource. It keeps the pool alive (it is `'static`), and is `Send`
-/// whenever the resource is. Dropping it gives the resource back synchronously, without spawning
+/// `Pooled` dereferences to the resource. It keeps the pool's state in memory (it is `'static`;
+/// the pool still closes when its last [`Pool`](super::Pool) handle is dropped, and the resource
+/// is then closed when it comes back), and is `Send` whenever the resource is. Dropping it gives the resource back synchronously, without spawning
 /// a task: [`Manager::is_reusable`] decides whether it is kept, then it goes to the oldest waiter
 /// or into the idle set.
 ///

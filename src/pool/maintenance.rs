@@ -43,18 +43,19 @@ async fn tick<M: Manager>(shared: &Arc<Shared<M>>) {
     for (entry, reason) in reaped {
         shared.close_resource(entry, reason);
     }
+    shared.refill();
+    if let Some(leaks) = &shared.leaks {
+        leaks.scan(now);
+    }
+    // Keepalive last: its checks may take a while, and must not hold up the rest of the tick.
     if let Some(interval) = shared.config.keepalive {
         // One at a time, so the others stay available to callers while a check runs; a resource
-        // just checked is not due again, so this ends.
+        // just checked is not due again, so this ends. A refill follows any closed ones.
         loop {
             let due = shared.engine.lock().take_for_keepalive(now, interval);
             let Some(entry) = due else { break };
             KeptAlive { shared, entry: Some(entry) }.check().await;
         }
-    }
-    shared.refill();
-    if let Some(leaks) = &shared.leaks {
-        leaks.scan(now);
     }
 }
 

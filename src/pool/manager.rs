@@ -55,7 +55,7 @@ pub trait Manager: Send + Sync + 'static {
     /// Creates a new resource.
     ///
     /// Runs in a background task under the pool's create timeout. A panic is contained: it counts
-    /// as a failed creation and frees the slot.
+    /// as a failed creation, retried with backoff like any other.
     fn create(&self) -> impl Future<Output = Result<Self::Resource, Self::Error>> + Send;
 
     /// Validates an idle resource before it is handed out.

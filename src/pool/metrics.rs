@@ -17,7 +17,8 @@ pub struct Status {
     pub size: usize,
     /// Resources ready to be handed out.
     pub idle: usize,
-    /// Resources checked out, or being checked or kept alive by the pool.
+    /// Resources checked out (including ones handed to a queued caller that has not collected
+    /// them yet), or being checked or kept alive by the pool.
     pub in_use: usize,
     /// Creations in flight (including those backing off before a retry).
     pub creating: usize,

@@ -43,9 +43,9 @@
 //!   [`max_concurrent_creates`](Builder::max_concurrent_creates) run at once, so a burst that the
 //!   returning resources can absorb does not open a connection per caller.
 //! * **Honest when the backend is down.** Failed creations are retried with exponential backoff
-//!   and jitter. After repeated failures the circuit breaker opens and `get()` fails at once with
-//!   [`Error::Unavailable`], carrying the backend's own error; one probe per cool-down closes it
-//!   again. A [`Error::Timeout`] names the phase that was slow and carries the last creation error.
+//!   and jitter. After repeated failures the circuit breaker opens and a `get()` that only a new
+//!   resource could serve fails at once with [`Error::Unavailable`], carrying the backend's own
+//!   error; one probe after the cool-down closes it again. A [`Error::Timeout`] names the phase that was slow and carries the last creation error.
 //! * **Self-maintaining.** A background task closes resources past their idle timeout or
 //!   lifetime (lifetimes are jittered so a pool does not recycle all its connections at once),
 //!   keeps idle resources alive with [`Manager::check`], refills `min_idle`, and reports leaks.

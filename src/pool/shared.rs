@@ -41,6 +41,12 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) cache: ThreadCache<M>,
 }
 
+/// What a freed slot calls for, to carry out once the lock is released.
+struct Replan {
+    creations: usize,
+    unservable: Vec<std::task::Waker>,
+}
+
 /// A handle to the pool in an allocation of its own: each cache shard owns one, so guards count
 /// references on their shard's cache line rather than all on the pool's.
 ///
@@ -164,20 +170,20 @@ impl<M: Manager> Shared<M> {
     /// Frees the slot of a resource that cannot be reused, closes it, and starts a replacement if
     /// waiters or `min_idle` need one.
     pub(crate) fn discard(self: &Arc<Self>, entry: Entry<M::Resource>, reason: CloseReason) {
-        let creations = {
+        let replan = {
             let mut engine = self.engine.lock();
             engine.discard(reason);
-            self.plan_creations(&mut engine)
+            self.replan(&mut engine)
         };
-        self.spawn_creations(creations);
+        self.carry_out(replan);
         self.close_resource(entry, reason);
         self.notify_if_closed();
     }
 
     /// Starts a replacement after the engine already freed a slot (an expired idle resource).
     pub(crate) fn refill(self: &Arc<Self>) {
-        let creations = self.plan_creations(&mut self.engine.lock());
-        self.spawn_creations(creations);
+        let replan = self.replan(&mut self.engine.lock());
+        self.carry_out(replan);
     }
 
     /// Frees the slot of a resource the caller took out of the pool with `Pooled::take`.
@@ -192,24 +198,31 @@ impl<M: Manager> Shared<M> {
         if let (Some(leaks), Some(id)) = (&self.leaks, leak_id) {
             leaks.unregister(id, now);
         }
-        let creations = {
+        let replan = {
             let mut engine = self.engine.lock();
             engine.detach();
-            self.plan_creations(&mut engine)
+            self.replan(&mut engine)
         };
-        self.spawn_creations(creations);
+        self.carry_out(replan);
         self.notify_if_closed();
     }
 
-    /// Plans creations with an accurate idle count: resources cached on threads count toward
-    /// `min_idle` only once absorbed.
-    fn plan_creations(&self, engine: &mut Engine<M::Resource, M::Error>) -> usize {
+    /// Decides what a freed slot calls for: creations (with an accurate idle count: resources
+    /// cached on threads count toward `min_idle` only once absorbed), and, while the breaker is
+    /// open, failing the queued callers that no returning resource can serve any more.
+    fn replan(&self, engine: &mut Engine<M::Resource, M::Error>) -> Replan {
         if self.config.min_idle > 0 {
             if let Some(cache) = self.local_idle() {
                 engine.absorb(cache);
             }
         }
-        engine.plan_creations(Instant::now())
+        let now = Instant::now();
+        Replan { creations: engine.plan_creations(now), unservable: engine.shed_unservable(now) }
+    }
+
+    fn carry_out(self: &Arc<Self>, replan: Replan) {
+        self.spawn_creations(replan.creations);
+        replan.unservable.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// Hands a resource whose slot is already freed to `Manager::on_close`; a panic there is
