@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::engine::{Entry, Step};
+use super::engine::{Entry, Place, Step};
 use super::error::{Error, TimeoutPhase};
 use super::manager::{CloseReason, Manager};
 use super::shared::{PoolRef, Shared};
+use super::ticket::Ticket;
 use super::unwind::contain_async;
-use super::wait_list::WaiterKey;
 use crate::sync::Arc;
 
 /// What a successful `get()` hands to its guard.
@@ -48,7 +48,8 @@ type StepResult<M> = Result<Step<<M as Manager>::Resource>, Error<<M as Manager>
 /// Dropping it while queued gives up the place; a resource already handed to it moves on.
 struct Queue<'a, M: Manager> {
     shared: &'a Arc<Shared<M>>,
-    key: Option<WaiterKey>,
+    /// The caller's place and hand-off cell, once it queued.
+    queued: Option<Place<M::Resource, M::Error>>,
     deadline: Instant,
     /// The caller's arrival, used for the first poll so the fast path reads the clock once.
     first_poll_at: Option<Instant>,
@@ -59,18 +60,22 @@ impl<M: Manager> Future for Queue<'_, M> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let cache = this.shared.local_idle();
-        if this.key.is_some() {
-            let mut engine = this.shared.engine.lock();
-            return engine.poll_queued(&mut this.key, cx.waker(), cache);
+        if let Some((_, ticket)) = &this.queued {
+            // Queued: only the ticket is touched, not the pool lock.
+            let poll = ticket.poll(cx.waker());
+            if poll.is_ready() {
+                this.queued = None;
+            }
+            return poll;
         }
         let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
+        let waker = cx.waker();
         let (poll, wake) = this.shared.engine.lock().poll_acquire(
-            &mut this.key,
-            cx.waker(),
+            &mut this.queued,
+            || Arc::new(Ticket::new(waker)),
             now,
             this.deadline,
-            cache,
+            this.shared.local_idle(),
         );
         this.shared.start(wake);
         poll
@@ -79,8 +84,8 @@ impl<M: Manager> Future for Queue<'_, M> {
 
 impl<M: Manager> Drop for Queue<'_, M> {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let handoff = self.shared.engine.lock().cancel_waiter(key, Instant::now());
+        if let Some((key, ticket)) = self.queued.take() {
+            let handoff = self.shared.engine.lock().cancel_waiter(key, &ticket, Instant::now());
             self.shared.finish(handoff);
         }
     }
@@ -164,7 +169,7 @@ pub(crate) async fn acquire<M: Manager>(
         }
     }
     loop {
-        let queue = Queue { shared, key: None, deadline, first_poll_at: Some(now) };
+        let queue = Queue { shared, queued: None, deadline, first_poll_at: Some(now) };
         let step = queue.await?;
         match step {
             Step::Handed(entry, queued_at, granted_at) => {

@@ -34,6 +34,7 @@ use super::error::{CreateError, Error, TimeoutPhase};
 use super::guard::Metadata;
 use super::manager::CloseReason;
 use super::metrics::{Metrics, Status};
+use super::ticket::Ticket;
 use super::unwind::contain;
 use super::wait_list::{WaitList, WaiterKey};
 use crate::backoff::Backoff;
@@ -48,15 +49,16 @@ pub(crate) struct Entry<R> {
     pub(crate) meta: Metadata,
 }
 
-type Grant<R, E> = Result<Entry<R>, Error<E>>;
 type StepResult<R, E> = Result<Step<R>, Error<E>>;
 
+/// A queued caller's place: its key in the queue and its hand-off cell.
+pub(crate) type Place<R, E> = (WaiterKey, Arc<Ticket<R, E>>);
+
+/// A queued caller: its hand-off cell (shared with its `get()` future), when it arrived, and
+/// when it gives up. Served callers leave the queue at once; their ticket carries the result.
 struct Waiter<R, E> {
-    waker: Option<Waker>,
-    grant: Option<Grant<R, E>>,
+    ticket: Arc<Ticket<R, E>>,
     since: Instant,
-    /// When a resource was handed to it: the moment its wait ended.
-    granted_at: Instant,
     deadline: Instant,
 }
 
@@ -220,32 +222,13 @@ impl<R, E> Engine<R, E> {
         }
     }
 
-    /// A later poll of a queued `get()`: collect its grant, or refresh its waker. Reads no clock:
-    /// the hand-off recorded when the wait ended.
-    pub(crate) fn poll_queued(
-        &mut self,
-        key: &mut Option<WaiterKey>,
-        waker: &Waker,
-        cache: Option<&dyn LocalIdle<R>>,
-    ) -> Poll<StepResult<R, E>> {
-        let Some(queued) = *key else {
-            return Poll::Ready(Err(Error::Closed));
-        };
-        let poll = self.poll_waiter(queued, waker);
-        if poll.is_ready() {
-            *key = None;
-            self.relax_demand(cache);
-        }
-        poll
-    }
-
     /// The first look of a `get()`: take an idle resource, or queue. Taking and queueing happen
     /// under the same lock, so a resource returned in between cannot sit idle while the caller
     /// waits. Returns the background work to start for the new waiter.
     pub(crate) fn poll_acquire(
         &mut self,
-        key: &mut Option<WaiterKey>,
-        waker: &Waker,
+        queued: &mut Option<Place<R, E>>,
+        ticket: impl FnOnce() -> Arc<Ticket<R, E>>,
         now: Instant,
         deadline: Instant,
         cache: Option<&dyn LocalIdle<R>>,
@@ -259,9 +242,9 @@ impl<R, E> Engine<R, E> {
             Take::Ready(entry) => Ok(Step::Fresh(entry)),
             Take::Expired(entry) => Ok(Step::Expired(entry)),
             Take::Failed(err) => Err(err),
-            Take::Empty => match self.enqueue(waker, now, deadline) {
-                Ok(queued) => {
-                    *key = Some(queued);
+            Take::Empty => match self.enqueue(ticket, now, deadline) {
+                Ok(place) => {
+                    *queued = Some(place);
                     let expiry = self.expiry_armed.is_none_or(|armed| deadline < armed);
                     if expiry {
                         self.expiry_armed = Some(deadline);
@@ -335,11 +318,9 @@ impl<R, E> Engine<R, E> {
             let phase =
                 if self.waiting_on_creation() { TimeoutPhase::Create } else { TimeoutPhase::Wait };
             let err = Error::Timeout { phase, last_create_error: self.last_error.clone() };
-            self.waiters.serve(key);
             self.metrics.gets_timed_out += 1;
-            let waiter = self.waiters.get_mut(key);
-            waiter.grant = Some(Err(err));
-            wakers.extend(waiter.waker.take());
+            let waiter = self.dequeue_at(key);
+            wakers.extend(waiter.ticket.serve(Err(err), waiter.since, now));
         }
         self.expiry_armed = next;
         (wakers, next)
@@ -349,10 +330,10 @@ impl<R, E> Engine<R, E> {
     /// that no returning resource could serve.
     fn enqueue(
         &mut self,
-        waker: &Waker,
+        ticket: impl FnOnce() -> Arc<Ticket<R, E>>,
         now: Instant,
         deadline: Instant,
-    ) -> Result<WaiterKey, Error<E>> {
+    ) -> Result<Place<R, E>, Error<E>> {
         if self.closed {
             return Err(Error::Closed);
         }
@@ -370,44 +351,47 @@ impl<R, E> Engine<R, E> {
             self.deadlines_sorted = false;
         }
         self.last_deadline = deadline;
-        Ok(self.waiters.push_back(Waiter {
-            waker: Some(waker.clone()),
-            grant: None,
-            since: now,
-            granted_at: now,
-            deadline,
-        }))
+        let ticket = ticket();
+        let key =
+            self.waiters.push_back(Waiter { ticket: Arc::clone(&ticket), since: now, deadline });
+        Ok((key, ticket))
     }
 
-    /// Collects a queued caller's grant, or refreshes its waker while it is still queued.
-    fn poll_waiter(&mut self, key: WaiterKey, waker: &Waker) -> Poll<StepResult<R, E>> {
-        if self.waiters.is_queued(key) {
-            let waiter = self.waiters.get_mut(key);
-            if !waiter.waker.as_ref().is_some_and(|known| known.will_wake(waker)) {
-                waiter.waker = Some(waker.clone());
-            }
-            return Poll::Pending;
-        }
-        let waiter = self.waiters.remove(key);
-        debug_assert!(waiter.grant.is_some(), "a served waiter always holds a grant");
-        let grant = waiter.grant.unwrap_or(Err(Error::Closed));
-        Poll::Ready(grant.map(|entry| Step::Handed(entry, waiter.since, waiter.granted_at)))
+    /// Takes the oldest queued caller out of the queue.
+    fn dequeue(&mut self) -> Option<Waiter<R, E>> {
+        let key = self.waiters.pop_front()?;
+        Some(self.waiters.remove(key))
+    }
+
+    /// Takes a queued caller out of the queue out of turn (its deadline passed, or it failed).
+    fn dequeue_at(&mut self, key: WaiterKey) -> Waiter<R, E> {
+        self.waiters.remove(key)
     }
 
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.
-    pub(crate) fn cancel_waiter(&mut self, key: WaiterKey, now: Instant) -> Handoff<R> {
-        let waiter = self.waiters.remove(key);
-        match waiter.grant {
+    pub(crate) fn cancel_waiter(
+        &mut self,
+        key: WaiterKey,
+        ticket: &Arc<Ticket<R, E>>,
+        now: Instant,
+    ) -> Handoff<R> {
+        // Still queued under this key (a served caller's key may already name someone else).
+        let queued =
+            self.waiters.get(key).is_some_and(|waiter| Arc::ptr_eq(&waiter.ticket, ticket))
+                && self.waiters.is_queued(key);
+        if queued {
+            self.waiters.remove(key);
+            self.metrics.gets_cancelled += 1;
+            return Handoff::Kept;
+        }
+        // Served already (always under this lock): take back what it was handed.
+        match ticket.reclaim() {
             Some(Ok(entry)) => {
                 self.metrics.gets_cancelled += 1;
                 self.put_back(entry, now)
             }
-            None => {
-                self.metrics.gets_cancelled += 1;
-                Handoff::Kept
-            }
-            // Already failed (and counted as such): the caller just never looked.
-            Some(Err(_)) => Handoff::Kept,
+            // Already failed (and counted as such), or collected: nothing to hand on.
+            Some(Err(_)) | None => Handoff::Kept,
         }
     }
 
@@ -420,11 +404,8 @@ impl<R, E> Engine<R, E> {
         if self.size > self.limits.max_size {
             return self.close_entry(entry, CloseReason::Excess);
         }
-        if let Some(key) = self.waiters.pop_front() {
-            let waiter = self.waiters.get_mut(key);
-            waiter.grant = Some(Ok(entry));
-            waiter.granted_at = now;
-            return Handoff::Waiter(waiter.waker.take());
+        if let Some(waiter) = self.dequeue() {
+            return Handoff::Waiter(waiter.ticket.serve(Ok(entry), waiter.since, now));
         }
         if self.idle.len() >= self.limits.max_idle {
             return self.close_entry(entry, CloseReason::Excess);
@@ -548,13 +529,11 @@ impl<R, E> Engine<R, E> {
         }
         while let Some(key) = cursor {
             cursor = self.waiters.next(key);
-            self.waiters.serve(key);
             if matches!(err, Error::Unavailable(_)) {
                 self.metrics.gets_unavailable += 1;
             }
-            let waiter = self.waiters.get_mut(key);
-            waiter.grant = Some(Err(err.clone()));
-            wakers.extend(waiter.waker.take());
+            let waiter = self.dequeue_at(key);
+            wakers.extend(waiter.ticket.serve(Err(err.clone()), waiter.since, waiter.since));
         }
         wakers
     }

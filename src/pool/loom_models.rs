@@ -7,7 +7,7 @@
 //! Run with `RUSTFLAGS="--cfg millpond_loom" cargo test --release --lib loom_models`.
 
 use std::future::poll_fn;
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use loom::future::block_on;
@@ -16,10 +16,10 @@ use tokio::time::Instant;
 
 use super::cache::{IdleCache, LocalIdle, Put};
 use super::config::Config;
-use super::engine::{Engine, Entry, Handoff, Step};
+use super::engine::{self, Engine, Entry, Handoff, Step, Wake};
 use super::error::Error;
 use super::guard::Metadata;
-use super::wait_list::WaiterKey;
+use super::ticket::Ticket;
 use crate::sync::{Arc, Mutex};
 
 type Shared = Arc<Mutex<Engine<u32, std::io::Error>>>;
@@ -58,17 +58,48 @@ fn far() -> Instant {
     Instant::now() + Duration::from_secs(3600)
 }
 
+/// What one look at the pool gives a caller in these models.
+type Looked = Result<Step<u32>, Error<std::io::Error>>;
+
+/// A caller's place in the queue and its hand-off cell, as a `get()` future keeps them.
+type Place = Option<engine::Place<u32, std::io::Error>>;
+
+/// One poll of a `get()`, exactly as `acquire.rs` does it: the ticket alone once queued, the
+/// engine (under the lock) for the first look.
+fn poll_get(
+    shared: &Shared,
+    place: &mut Place,
+    waker: &Waker,
+    cache: Option<&dyn LocalIdle<u32>>,
+) -> (Poll<Looked>, Wake) {
+    if let Some((_, ticket)) = place {
+        let poll = ticket.poll(waker);
+        if poll.is_ready() {
+            *place = None;
+        }
+        return (poll, Wake::default());
+    }
+    shared.lock().poll_acquire(place, || Arc::new(Ticket::new(waker)), Instant::now(), far(), cache)
+}
+
+/// Gives up a place, as dropping a `get()` future does.
+fn cancel(shared: &Shared, place: Place) {
+    if let Some((key, ticket)) = place {
+        let handoff = shared.lock().cancel_waiter(key, &ticket, Instant::now());
+        finish(handoff);
+    }
+}
+
 /// Puts one resource in the pool and checks it out, as a caller holding it.
 fn check_out_one(shared: &Shared) -> Entry<u32> {
-    let mut key = None;
-    let waker = std::task::Waker::noop();
-    let mut engine = shared.lock();
-    let (poll, wake) = engine.poll_acquire(&mut key, waker, Instant::now(), far(), None);
+    let mut place = None;
+    let waker = Waker::noop();
+    let (poll, wake) = poll_get(shared, &mut place, waker, None);
     assert!(poll.is_pending());
     assert_eq!(wake.creations, 1);
-    let handoff = engine.created(entry(1), Duration::ZERO, Instant::now());
+    let handoff = shared.lock().created(entry(1), Duration::ZERO, Instant::now());
     assert!(matches!(handoff, Handoff::Waiter(_)));
-    match engine.poll_queued(&mut key, waker, None) {
+    match poll_get(shared, &mut place, waker, None).0 {
         Poll::Ready(Ok(Step::Handed(entry, ..))) => entry,
         _ => panic!("the creation was handed to the only waiter"),
     }
@@ -76,16 +107,10 @@ fn check_out_one(shared: &Shared) -> Entry<u32> {
 
 /// One `get()`: polls until served, planning and running creations like the pool does.
 fn get(shared: &Shared, max_size: usize) -> Result<Entry<u32>, Error<std::io::Error>> {
-    let mut key: Option<WaiterKey> = None;
+    let mut place: Place = None;
     block_on(poll_fn(|cx| {
-        let poll = if key.is_some() {
-            shared.lock().poll_queued(&mut key, cx.waker(), None)
-        } else {
-            let (poll, wake) =
-                shared.lock().poll_acquire(&mut key, cx.waker(), Instant::now(), far(), None);
-            create(shared, wake.creations, max_size);
-            poll
-        };
+        let (poll, wake) = poll_get(shared, &mut place, cx.waker(), None);
+        create(shared, wake.creations, max_size);
         poll.map(|step| match step {
             Ok(Step::Fresh(entry) | Step::Handed(entry, ..)) => Ok(entry),
             Ok(Step::Expired(_)) => unreachable!("no lifetimes in these models"),
@@ -126,16 +151,11 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
             thread::spawn(move || release(&shared, held))
         };
         // Poll once, then drop the `get()` as a cancelled future does.
-        let waker = std::task::Waker::noop();
-        let mut key = None;
-        let (poll, wake) = shared.lock().poll_acquire(&mut key, waker, Instant::now(), far(), None);
+        let mut place = None;
+        let (poll, wake) = poll_get(&shared, &mut place, Waker::noop(), None);
         assert_eq!(wake.creations, 0, "the pool is full: nothing to create");
         match poll {
-            Poll::Pending => {
-                let key = key.expect("queued");
-                let handoff = shared.lock().cancel_waiter(key, Instant::now());
-                finish(handoff);
-            }
+            Poll::Pending => cancel(&shared, place),
             Poll::Ready(Ok(Step::Fresh(entry))) => release(&shared, entry),
             Poll::Ready(_) => panic!("unexpected outcome"),
         }
@@ -153,8 +173,7 @@ fn a_grant_to_a_caller_that_gives_up_reaches_the_next_caller() {
         // The first caller queues, then gives up while the resource comes back and a second
         // caller queues behind it: whatever the order, the second caller is served.
         let mut first = None;
-        let waker = std::task::Waker::noop();
-        let (poll, _) = shared.lock().poll_acquire(&mut first, waker, Instant::now(), far(), None);
+        let (poll, _) = poll_get(&shared, &mut first, Waker::noop(), None);
         assert!(poll.is_pending());
         let second = {
             let shared = shared.clone();
@@ -164,8 +183,7 @@ fn a_grant_to_a_caller_that_gives_up_reaches_the_next_caller() {
             let shared = shared.clone();
             thread::spawn(move || release(&shared, held))
         };
-        let handoff = shared.lock().cancel_waiter(first.expect("queued"), Instant::now());
-        finish(handoff);
+        cancel(&shared, first);
         releaser.join().unwrap();
         assert_eq!(second.join().unwrap().expect("served"), 1);
         let status = shared.lock().status();
@@ -242,15 +260,10 @@ fn get_cached(shared: &Shared, cache: &Cache) -> Entry<u32> {
     if let (Some(entry), _) = cache.take() {
         return entry;
     }
-    let mut key: Option<WaiterKey> = None;
+    let mut place: Place = None;
     let local: &dyn LocalIdle<u32> = &**cache;
     block_on(poll_fn(|cx| {
-        let mut engine = shared.lock();
-        let poll = if key.is_some() {
-            engine.poll_queued(&mut key, cx.waker(), Some(local))
-        } else {
-            engine.poll_acquire(&mut key, cx.waker(), Instant::now(), far(), Some(local)).0
-        };
+        let (poll, _) = poll_get(shared, &mut place, cx.waker(), Some(local));
         poll.map(|step| match step {
             Ok(Step::Fresh(entry) | Step::Handed(entry, ..)) => entry,
             Ok(Step::Expired(_)) | Err(_) => unreachable!("no lifetimes, no close in this model"),

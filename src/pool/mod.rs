@@ -81,6 +81,7 @@ mod maintenance;
 mod manager;
 mod metrics;
 mod shared;
+mod ticket;
 mod unwind;
 mod wait_list;
 

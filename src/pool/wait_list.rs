@@ -77,14 +77,6 @@ impl<T> WaitList<T> {
         Some(WaiterKey(index))
     }
 
-    /// Unlinks a queued entry out of turn (it is served early, e.g. failed at its deadline); its
-    /// value stays until `remove`.
-    pub(crate) fn serve(&mut self, key: WaiterKey) {
-        if self.entries[key.0].linked {
-            self.unlink(key.0);
-        }
-    }
-
     /// The oldest queued entry.
     pub(crate) fn front(&self) -> Option<WaiterKey> {
         (self.head != NIL).then_some(WaiterKey(self.head))
@@ -94,6 +86,11 @@ impl<T> WaitList<T> {
     pub(crate) fn next(&self, key: WaiterKey) -> Option<WaiterKey> {
         let next = self.entries[key.0].next;
         (next != NIL).then_some(WaiterKey(next))
+    }
+
+    /// The value at `key`, if the entry is occupied (a freed key may since name another value).
+    pub(crate) fn get(&self, key: WaiterKey) -> Option<&T> {
+        self.entries.get(key.0).and_then(|entry| entry.value.as_ref())
     }
 
     /// Whether the entry is still queued (not yet served).
@@ -183,10 +180,10 @@ mod tests {
     }
 
     #[test]
-    fn serving_out_of_turn_unlinks_only_that_entry() {
+    fn walking_the_queue_visits_queued_entries_in_order() {
         let mut list = WaitList::default();
         let keys: Vec<_> = (0..4).map(|value| list.push_back(value)).collect();
-        list.serve(keys[1]);
+        list.remove(keys[1]);
         let mut queued = Vec::new();
         let mut cursor = list.front();
         while let Some(key) = cursor {
@@ -194,8 +191,7 @@ mod tests {
             cursor = list.next(key);
         }
         assert_eq!(queued, vec![keys[0], keys[2], keys[3]]);
-        assert_eq!(list.remove(keys[1]), 1);
-        assert_eq!(drain(&mut list), vec![0, 2, 3]);
+        assert_eq!(list.get(keys[1]), None, "a removed entry reads as empty");
     }
 
     #[test]
