@@ -92,10 +92,7 @@ async fn waiters_are_served_first_come_first_served() {
 async fn a_newcomer_does_not_overtake_a_queued_caller() {
     let (pool, _probe) = pool(1);
     let held = pool.get().await.unwrap();
-    let queued = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|conn| conn.id) }
-    });
+    let queued = support::spawn_get(&pool);
     eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     drop(held);
     // The resource went straight to the queued caller: nothing is idle for a newcomer.
@@ -140,10 +137,7 @@ async fn a_resource_that_is_not_reusable_is_closed_and_replaced() {
 async fn a_broken_resource_returned_to_a_waiter_is_replaced_for_it() {
     let (pool, probe) = pool(1);
     let mut held = pool.get().await.unwrap();
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|conn| conn.id) }
-    });
+    let waiter = support::spawn_get(&pool);
     eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     held.broken = true;
     drop(held);
@@ -178,10 +172,7 @@ async fn retain_evicts_idle_resources() {
 async fn resize_grows_for_waiters_and_shrinks_idle() {
     let (pool, probe) = pool(1);
     let held = pool.get().await.unwrap();
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|conn| conn.id) }
-    });
+    let waiter = support::spawn_get(&pool);
     eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     pool.resize(2).unwrap();
     assert_eq!(waiter.await.unwrap().unwrap(), 1, "served by a new resource");
@@ -212,10 +203,7 @@ async fn shrinking_closes_in_use_resources_as_they_come_back() {
 async fn close_fails_waiters_and_later_gets() {
     let (pool, probe) = pool(1);
     let held = pool.get().await.unwrap();
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|_| ()) }
-    });
+    let waiter = support::spawn_get(&pool);
     eventually("the caller is queued", Duration::from_secs(1), || pool.status().waiters == 1).await;
     pool.close();
     assert!(matches!(waiter.await.unwrap(), Err(Error::Closed)));

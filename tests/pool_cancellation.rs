@@ -124,10 +124,7 @@ async fn a_resource_handed_to_a_cancelled_waiter_goes_to_the_next_one() {
     let held = pool.get().await.unwrap();
     let mut first = Box::pin(pool.get());
     assert!(futures::poll!(first.as_mut()).is_pending());
-    let second = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|conn| conn.id) }
-    });
+    let second = support::spawn_get(&pool);
     support::eventually("both callers are queued", Duration::from_secs(1), || {
         pool.status().waiters == 2
     })

@@ -58,10 +58,7 @@ async fn failed_creations_are_retried_with_growing_backoff() {
         .disable_breaker()
         .build()
         .unwrap();
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|conn| conn.id) }
-    });
+    let waiter = support::spawn_get(&pool);
     eventually("four attempts", Duration::from_secs(10), || probe.create_calls() >= 4).await;
     probe.set_create(Behavior::Succeed);
     assert_eq!(waiter.await.unwrap().unwrap(), 0, "the caller is served once the backend is back");
@@ -131,10 +128,7 @@ async fn an_open_breaker_still_serves_callers_that_a_return_can_serve() {
 
     // This caller's creation fails and trips the breaker, but one resource is out and will come
     // back: the caller keeps its place instead of failing.
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|conn| conn.id) }
-    });
+    let waiter = support::spawn_get(&pool);
     eventually("the creation failed", Duration::from_secs(1), || probe.create_calls() == 2).await;
     assert_eq!(pool.status().waiters, 1);
 
@@ -159,10 +153,7 @@ async fn a_caller_kept_for_a_return_fails_once_that_return_cannot_come() {
         .unwrap();
     let held = pool.get().await.unwrap();
     probe.set_create(Behavior::Fail);
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|_| ()) }
-    });
+    let waiter = support::spawn_get(&pool);
     eventually("the breaker opened", Duration::from_secs(1), || probe.create_calls() == 2).await;
     assert_eq!(pool.status().waiters, 1, "kept: the held resource could serve it");
 
@@ -198,10 +189,7 @@ async fn closing_during_a_creation_closes_its_resource() {
     let (manager, probe) = TestManager::new();
     probe.set_create(Behavior::Delay(Duration::from_millis(100)));
     let pool = Pool::builder(manager).max_size(1).build().unwrap();
-    let waiter = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|_| ()) }
-    });
+    let waiter = support::spawn_get(&pool);
     eventually("a creation runs", Duration::from_secs(1), || pool.status().creating == 1).await;
     pool.close();
     assert!(matches!(waiter.await.unwrap(), Err(Error::Closed)));

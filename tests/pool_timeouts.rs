@@ -144,10 +144,7 @@ async fn a_shorter_get_timeout_fires_before_earlier_waiters() {
         .build()
         .unwrap();
     let held = pool.get().await.unwrap();
-    let patient = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.get().await.map(|conn| conn.id) }
-    });
+    let patient = support::spawn_get(&pool);
     eventually("the first caller is queued", Duration::from_secs(1), || pool.status().waiters == 1)
         .await;
     let started = tokio::time::Instant::now();

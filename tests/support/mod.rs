@@ -193,6 +193,15 @@ impl Manager for TestManager {
     }
 }
 
+/// Spawns a `get()` on its own task (so it can queue while the test goes on); resolves to the id
+/// of the resource it got.
+pub fn spawn_get(
+    pool: &Pool<TestManager>,
+) -> tokio::task::JoinHandle<Result<usize, millpond::pool::Error<TestError>>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.get().await.map(|conn| conn.id) })
+}
+
 /// Yields to the runtime until `condition` holds; on a paused clock this also lets virtual time
 /// advance to the next timer. Panics after `limit` of virtual time, naming what was awaited.
 pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
