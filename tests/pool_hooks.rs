@@ -153,10 +153,18 @@ async fn extreme_durations_mean_never_and_do_not_panic() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn try_get_finds_a_resource_returned_on_another_thread() {
+async fn try_get_finds_resources_returned_on_other_threads() {
+    // Each resource comes back on a fresh thread. Fresh threads take consecutive shard hints, so
+    // these nine fill every shard of the thread cache (8 on this machine's 2 cores; most shards
+    // belong to other threads than this one) and overflow into the shared idle set. `try_get`
+    // on this thread must find all of them.
     let (manager, _probe) = TestManager::new();
-    let pool = Pool::builder(manager).max_size(1).build().unwrap();
-    let conn = pool.get().await.unwrap();
-    std::thread::spawn(move || drop(conn)).join().unwrap();
-    assert_eq!(pool.try_get().unwrap().id, 0);
+    let pool = Pool::builder(manager).max_size(9).build().unwrap();
+    let conns = futures::future::try_join_all((0..9).map(|_| pool.get())).await.unwrap();
+    for conn in conns {
+        std::thread::spawn(move || drop(conn)).join().unwrap();
+    }
+    let mut ids: Vec<_> = (0..9).map(|_| pool.try_get().unwrap().take().id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..9).collect::<Vec<_>>());
 }

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::check::{Checked, Checking};
 use super::engine::{Entry, Place, Step};
 use super::error::{Error, TimeoutPhase};
 use super::manager::{CloseReason, Manager};
 use super::shared::{PoolRef, Shared};
 use super::ticket::Ticket;
-use super::unwind::contain_async;
 use crate::sync::Arc;
 
 /// What a successful `get()` hands to its guard.
@@ -91,59 +91,6 @@ impl<M: Manager> Drop for Queue<'_, M> {
     }
 }
 
-/// Holds a resource while the pool checks it; closes it if the check is abandoned or panics.
-struct Checking<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
-    entry: Option<Entry<M::Resource>>,
-}
-
-impl<M: Manager> Checking<'_, M> {
-    async fn run(&mut self, deadline: Instant) -> Result<(), CheckFailed> {
-        let Some(entry) = self.entry.as_mut() else {
-            return Err(CheckFailed::Error);
-        };
-        let check_deadline = crate::time::after(Instant::now(), self.shared.config.check_timeout);
-        let manager = &self.shared.manager;
-        let check = contain_async("check", || {
-            tokio::time::timeout_at(
-                check_deadline.min(deadline),
-                manager.check(&mut entry.resource),
-            )
-        });
-        match check.await {
-            Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(err))) => {
-                tracing::debug!(error = %err, "millpond: check failed; closing the resource");
-                Err(CheckFailed::Error)
-            }
-            Some(Err(_)) if Instant::now() >= deadline => Err(CheckFailed::AcquireDeadline),
-            // A timed-out check, or one that panicked: the resource is closed as broken.
-            Some(Err(_)) | None => Err(CheckFailed::Error),
-        }
-    }
-
-    fn keep(mut self, now: Instant) -> Option<Entry<M::Resource>> {
-        let mut entry = self.entry.take()?;
-        entry.meta.mark_checked(now);
-        Some(entry)
-    }
-}
-
-impl<M: Manager> Drop for Checking<'_, M> {
-    fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            self.shared.discard(entry, CloseReason::Broken);
-        }
-    }
-}
-
-enum CheckFailed {
-    /// The check failed or hit the check timeout: try another resource.
-    Error,
-    /// The acquire deadline passed during the check.
-    AcquireDeadline,
-}
-
 /// Takes a resource for a caller that arrived at `started`, waiting until `deadline` at most.
 pub(crate) async fn acquire<M: Manager>(
     shared: &Arc<Shared<M>>,
@@ -203,14 +150,14 @@ async fn check_idle<M: Manager>(
     entry: Entry<M::Resource>,
     deadline: Instant,
 ) -> Result<Option<(Entry<M::Resource>, Instant)>, Error<M::Error>> {
-    let mut checking = Checking { shared, entry: Some(entry) };
+    let mut checking = Checking::new(shared, entry);
     match checking.run(deadline).await {
-        Ok(()) => {
+        Checked::Passed => {
             let checked_at = Instant::now();
             Ok(checking.keep(checked_at).map(|entry| (entry, checked_at)))
         }
-        Err(CheckFailed::Error) => Ok(None),
-        Err(CheckFailed::AcquireDeadline) => {
+        Checked::Failed => Ok(None),
+        Checked::OutOfTime => {
             drop(checking);
             Err(timed_out(shared, Some(TimeoutPhase::Check)))
         }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::engine::Entry;
 use super::metrics::{DurationHistogram, Metrics};
-use crate::sync::{AtomicUsize, Mutex, Ordering, thread_index};
+use crate::sync::{AtomicUsize, CachePadded, Mutex, Ordering, thread_index};
 
 /// Raised while callers are queued.
 pub(crate) const DEMAND_WAITERS: usize = 1;
@@ -76,11 +76,8 @@ struct Slot<T, H> {
     stats: ShardStats,
 }
 
-/// One shard, on a cache line pair of its own so neighbouring shards do not false-share.
-#[repr(align(128))]
-struct Shard<T, H> {
-    slot: Mutex<Slot<T, H>>,
-}
+/// One shard, on cache lines of its own so neighbouring shards do not false-share.
+type Shard<T, H> = CachePadded<Mutex<Slot<T, H>>>;
 
 /// How a return went.
 pub(crate) enum Put<T> {
@@ -109,8 +106,12 @@ impl<T, H: Clone> IdleCache<T, H> {
     pub(crate) fn new(shards: usize, caching: bool) -> Self {
         let count = shards.max(1).next_power_of_two();
         let shards = (0..count)
-            .map(|_| Shard {
-                slot: Mutex::new(Slot { value: None, handle: None, stats: ShardStats::default() }),
+            .map(|_| {
+                CachePadded(Mutex::new(Slot {
+                    value: None,
+                    handle: None,
+                    stats: ShardStats::default(),
+                }))
             })
             .collect();
         Self { shards, mask: count - 1, demand: AtomicUsize::new(0), caching }
@@ -119,14 +120,14 @@ impl<T, H: Clone> IdleCache<T, H> {
     /// Gives every shard its handle (once the pool they point to exists).
     pub(crate) fn install_handles(&self, mut handle: impl FnMut() -> H) {
         for shard in &self.shards {
-            shard.slot.lock().handle = Some(handle());
+            shard.lock().handle = Some(handle());
         }
     }
 
     /// Drops every shard's handle, so the pool can be freed once its guards are gone.
     pub(crate) fn remove_handles(&self) {
         for shard in &self.shards {
-            let handle = shard.slot.lock().handle.take();
+            let handle = shard.lock().handle.take();
             drop(handle);
         }
     }
@@ -138,7 +139,7 @@ impl<T, H: Clone> IdleCache<T, H> {
     /// Takes the value cached in this thread's shard, if any, and a clone of the shard's handle
     /// (none once the pool closed): one lock for both, as every `get()` needs the handle.
     pub(crate) fn take(&self) -> (Option<T>, Option<H>) {
-        let mut guard = self.home().slot.lock();
+        let mut guard = self.home().lock();
         let slot = &mut *guard;
         let Some(handle) = &slot.handle else {
             return (None, None);
@@ -150,7 +151,7 @@ impl<T, H: Clone> IdleCache<T, H> {
     /// Records how long a value was held (and how long its `get()` queued), and caches it in
     /// this thread's shard unless caching is off or there is demand for it elsewhere.
     pub(crate) fn put(&self, value: T, held: Duration, waited: Option<Duration>) -> Put<T> {
-        let mut slot = self.home().slot.lock();
+        let mut slot = self.home().lock();
         slot.stats.checkout_ended(held, waited);
         // Relaxed: the shard mutex orders this load against the engine's spill (module docs).
         if !self.caching || slot.value.is_some() || self.demand.load(Ordering::Relaxed) != 0 {
@@ -163,7 +164,7 @@ impl<T, H: Clone> IdleCache<T, H> {
     /// Records a checkout whose resource does not come back to the cache path (closed on
     /// return, or detached).
     pub(crate) fn checkout_ended(&self, held: Duration, waited: Option<Duration>) {
-        self.home().slot.lock().stats.checkout_ended(held, waited);
+        self.home().lock().stats.checkout_ended(held, waited);
     }
 
     /// The cache as the engine sees it, when it caches values.
@@ -177,7 +178,7 @@ impl<T, H: Clone> IdleCache<T, H> {
     /// Adds the shards' counters into `metrics`.
     pub(crate) fn merge_stats(&self, metrics: &mut Metrics) {
         for shard in &self.shards {
-            let slot = shard.slot.lock();
+            let slot = shard.lock();
             metrics.gets_direct += slot.stats.gets_direct;
             metrics.gets_waited += slot.stats.gets_waited;
             metrics.hold_time.merge(&slot.stats.hold);
@@ -195,7 +196,7 @@ impl<R, H> LocalIdle<R> for IdleCache<Entry<R>, H> {
 
     fn spill(&self, sink: &mut dyn FnMut(Entry<R>)) {
         for shard in &self.shards {
-            if let Some(entry) = shard.slot.lock().value.take() {
+            if let Some(entry) = shard.lock().value.take() {
                 sink(entry);
             }
         }

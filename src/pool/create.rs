@@ -39,7 +39,7 @@ impl<M: Manager> Drop for SlotReservation<M> {
             // Only reached when the task is dropped before it finished (runtime shutdown): free
             // the slot and let the next caller or maintenance tick plan anew, rather than spawn
             // onto a runtime that is going away.
-            self.shared.engine.lock().abandon_creation();
+            self.shared.engine.lock().end_creation();
             self.shared.notify_if_closed();
         }
     }

@@ -19,8 +19,9 @@
 //!   slot, or the hands of a caller (a `Pooled` guard or a `get()` future).
 //! * While a waiter is queued the idle set is empty: a returned resource goes straight to the
 //!   oldest waiter, so a newcomer can never overtake a queued caller.
-//! * A served waiter keeps its entry until its future collects the grant. A future dropped before
-//!   that hands its resource on ([`Engine::cancel_waiter`]), so cancellation cannot leak a slot.
+//! * A served waiter leaves the queue at once; what it was handed waits in its ticket until its
+//!   future collects it. A future dropped before that takes it back out under the lock and hands
+//!   it on ([`Engine::cancel_waiter`]), so cancellation cannot leak a slot.
 
 use std::collections::VecDeque;
 use std::task::{Poll, Waker};
@@ -306,7 +307,9 @@ impl<R, E> Engine<R, E> {
         let mut cursor = self.waiters.front();
         while let Some(key) = cursor {
             cursor = self.waiters.next(key);
-            let deadline = self.waiters.get_mut(key).deadline;
+            let Some(deadline) = self.waiters.get(key).map(|waiter| waiter.deadline) else {
+                continue;
+            };
             if deadline > now {
                 next = Some(next.map_or(deadline, |next| next.min(deadline)));
                 if self.deadlines_sorted {
@@ -318,9 +321,10 @@ impl<R, E> Engine<R, E> {
             let phase =
                 if self.waiting_on_creation() { TimeoutPhase::Create } else { TimeoutPhase::Wait };
             let err = Error::Timeout { phase, last_create_error: self.last_error.clone() };
-            self.metrics.gets_timed_out += 1;
-            let waiter = self.dequeue_at(key);
-            wakers.extend(waiter.ticket.serve(Err(err), waiter.since, now));
+            if let Some(waiter) = self.waiters.remove(key) {
+                self.metrics.gets_timed_out += 1;
+                wakers.extend(waiter.ticket.serve(Err(err), waiter.since, now));
+            }
         }
         self.expiry_armed = next;
         (wakers, next)
@@ -357,17 +361,6 @@ impl<R, E> Engine<R, E> {
         Ok((key, ticket))
     }
 
-    /// Takes the oldest queued caller out of the queue.
-    fn dequeue(&mut self) -> Option<Waiter<R, E>> {
-        let key = self.waiters.pop_front()?;
-        Some(self.waiters.remove(key))
-    }
-
-    /// Takes a queued caller out of the queue out of turn (its deadline passed, or it failed).
-    fn dequeue_at(&mut self, key: WaiterKey) -> Waiter<R, E> {
-        self.waiters.remove(key)
-    }
-
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.
     pub(crate) fn cancel_waiter(
         &mut self,
@@ -375,10 +368,9 @@ impl<R, E> Engine<R, E> {
         ticket: &Arc<Ticket<R, E>>,
         now: Instant,
     ) -> Handoff<R> {
-        // Still queued under this key (a served caller's key may already name someone else).
+        // Still queued under this key? (A served caller's key may already name someone else.)
         let queued =
-            self.waiters.get(key).is_some_and(|waiter| Arc::ptr_eq(&waiter.ticket, ticket))
-                && self.waiters.is_queued(key);
+            self.waiters.get(key).is_some_and(|waiter| Arc::ptr_eq(&waiter.ticket, ticket));
         if queued {
             self.waiters.remove(key);
             self.metrics.gets_cancelled += 1;
@@ -404,7 +396,7 @@ impl<R, E> Engine<R, E> {
         if self.size > self.limits.max_size {
             return self.close_entry(entry, CloseReason::Excess);
         }
-        if let Some(waiter) = self.dequeue() {
+        if let Some(waiter) = self.waiters.pop_front() {
             return Handoff::Waiter(waiter.ticket.serve(Ok(entry), waiter.since, now));
         }
         if self.idle.len() >= self.limits.max_idle {
@@ -471,12 +463,9 @@ impl<R, E> Engine<R, E> {
         demand >= self.creating
     }
 
-    /// Gives back the slot of a creation task that ended without reporting (it was dropped).
-    pub(crate) fn abandon_creation(&mut self) {
-        self.end_creation();
-    }
-
-    fn end_creation(&mut self) {
+    /// Gives back the slot of a creation that ends without a resource (it failed for good, is no
+    /// longer needed, or its task was dropped).
+    pub(crate) fn end_creation(&mut self) {
         self.creating -= 1;
         self.size -= 1;
     }
@@ -529,10 +518,10 @@ impl<R, E> Engine<R, E> {
         }
         while let Some(key) = cursor {
             cursor = self.waiters.next(key);
+            let Some(waiter) = self.waiters.remove(key) else { continue };
             if matches!(err, Error::Unavailable(_)) {
                 self.metrics.gets_unavailable += 1;
             }
-            let waiter = self.dequeue_at(key);
             wakers.extend(waiter.ticket.serve(Err(err.clone()), waiter.since, waiter.since));
         }
         wakers

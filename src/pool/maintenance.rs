@@ -11,10 +11,9 @@
 
 use tokio::time::Instant;
 
-use super::engine::Entry;
-use super::manager::{CloseReason, Manager};
+use super::check::{Checked, Checking};
+use super::manager::Manager;
 use super::shared::Shared;
-use super::unwind::contain_async;
 use crate::sync::Arc;
 
 pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
@@ -54,44 +53,16 @@ async fn tick<M: Manager>(shared: &Arc<Shared<M>>) {
         loop {
             let due = shared.engine.lock().take_for_keepalive(now, interval);
             let Some(entry) = due else { break };
-            KeptAlive { shared, entry: Some(entry) }.check().await;
-        }
-    }
-}
-
-/// One idle resource out of the pool for a keepalive check. Dropped mid-check (runtime
-/// shutdown), it is closed, so no slot leaks.
-struct KeptAlive<'a, M: Manager> {
-    shared: &'a Arc<Shared<M>>,
-    entry: Option<Entry<M::Resource>>,
-}
-
-impl<M: Manager> KeptAlive<'_, M> {
-    async fn check(mut self) {
-        let Some(entry) = self.entry.as_mut() else { return };
-        let timeout = self.shared.config.check_timeout;
-        let manager = &self.shared.manager;
-        let check = contain_async("check", || {
-            tokio::time::timeout(timeout, manager.check(&mut entry.resource))
-        });
-        let passed = matches!(check.await, Some(Ok(Ok(()))));
-        let Some(mut entry) = self.entry.take() else { return };
-        if passed {
-            let now = Instant::now();
-            entry.meta.mark_checked(now);
-            let handoff = self.shared.engine.lock().put_back(entry, now);
-            self.shared.finish(handoff);
-        } else {
-            tracing::debug!("millpond: keepalive check failed; closing the resource");
-            self.shared.discard(entry, CloseReason::Broken);
-        }
-    }
-}
-
-impl<M: Manager> Drop for KeptAlive<'_, M> {
-    fn drop(&mut self) {
-        if let Some(entry) = self.entry.take() {
-            self.shared.discard(entry, CloseReason::Broken);
+            // Only the check timeout bounds a keepalive check.
+            let mut checking = Checking::new(shared, entry);
+            let never = crate::time::after(now, std::time::Duration::MAX);
+            if matches!(checking.run(never).await, Checked::Passed) {
+                let checked_at = Instant::now();
+                if let Some(entry) = checking.keep(checked_at) {
+                    let handoff = shared.engine.lock().put_back(entry, checked_at);
+                    shared.finish(handoff);
+                }
+            }
         }
     }
 }

@@ -63,13 +63,14 @@
 //! | `metrics.rs` | [`Status`], [`Metrics`], [`DurationHistogram`] |
 //! | `engine.rs` | the state machine: slot accounting, idle set, FIFO hand-off, creation planning |
 //! | `wait_list.rs` | the waiter queue with O(1) cancellation |
-//! | `acquire.rs`, `create.rs` | the `get()` path, the creation task |
+//! | `acquire.rs`, `create.rs`, `check.rs` | the `get()` path, the creation task, running `check` |
 //! | `maintenance.rs`, `expiry.rs` | the background tasks: upkeep, and failing waiters at their deadline |
 
 mod acquire;
 mod api;
 mod builder;
 mod cache;
+mod check;
 mod config;
 mod create;
 mod engine;

@@ -45,6 +45,8 @@ pub(crate) struct Shared<M: Manager> {
 struct Replan {
     creations: usize,
     unservable: Vec<std::task::Waker>,
+    /// The pool is closed: `drain` wants to hear about the freed slot.
+    closed: bool,
 }
 
 /// A handle to the pool in an allocation of its own: each cache shard owns one, so guards count
@@ -175,9 +177,9 @@ impl<M: Manager> Shared<M> {
             engine.discard(reason);
             self.replan(&mut engine)
         };
-        self.carry_out(replan);
+        // Closed before `carry_out` tells `drain`, so a drained pool has no `on_close` running.
         self.close_resource(entry, reason);
-        self.notify_if_closed();
+        self.carry_out(replan);
     }
 
     /// Starts a replacement after the engine already freed a slot (an expired idle resource).
@@ -204,7 +206,6 @@ impl<M: Manager> Shared<M> {
             self.replan(&mut engine)
         };
         self.carry_out(replan);
-        self.notify_if_closed();
     }
 
     /// Decides what a freed slot calls for: creations (with an accurate idle count: resources
@@ -217,12 +218,19 @@ impl<M: Manager> Shared<M> {
             }
         }
         let now = Instant::now();
-        Replan { creations: engine.plan_creations(now), unservable: engine.shed_unservable(now) }
+        Replan {
+            creations: engine.plan_creations(now),
+            unservable: engine.shed_unservable(now),
+            closed: engine.is_closed(),
+        }
     }
 
     fn carry_out(self: &Arc<Self>, replan: Replan) {
         self.spawn_creations(replan.creations);
         replan.unservable.into_iter().for_each(std::task::Waker::wake);
+        if replan.closed {
+            self.slot_freed.notify_waiters();
+        }
     }
 
     /// Hands a resource whose slot is already freed to `Manager::on_close`; a panic there is

@@ -2,26 +2,28 @@
 //!
 //! A waiter joins at the back and is served from the front. A waiter that gives up (its `get()` was
 //! cancelled or timed out) removes itself wherever it stands, in O(1), so a storm of cancellations
-//! cannot turn into quadratic work under the pool lock. Served waiters are *unlinked* but keep their
-//! entry until their owner collects the value handed to them: that entry is the hand-off cell.
+//! cannot turn into quadratic work under the pool lock. A served waiter leaves the queue at once;
+//! what it was handed travels in its ticket (`ticket.rs`), not here.
 //!
 //! Entries live in one `Vec` threaded into a doubly linked list by index; freed entries form a free
-//! list, so a steady state of waiters allocates nothing. A key is only reused after its owner removed
-//! it, and every owner removes its key exactly once, so a stale key can never name a newer waiter.
+//! list, so a steady state of waiters allocates nothing. Every occupied entry is queued. Because a
+//! served waiter's key is freed at once and may be reused, a key alone does not prove identity:
+//! whoever holds a key after it could have been served compares the value too (the engine compares
+//! tickets).
 
 const NIL: usize = usize::MAX;
 
-/// Names one entry of a [`WaitList`]; valid until passed to [`WaitList::remove`].
+/// Names one entry of a [`WaitList`]: a queued value, or a freed (possibly reused) entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WaiterKey(usize);
 
 #[derive(Debug)]
 struct Entry<T> {
+    /// `Some` while queued.
     value: Option<T>,
     prev: usize,
-    /// The next queued entry while linked; the next free entry while free.
+    /// The next queued entry while occupied; the next free entry while free.
     next: usize,
-    linked: bool,
 }
 
 #[derive(Debug)]
@@ -40,14 +42,14 @@ impl<T> Default for WaitList<T> {
 }
 
 impl<T> WaitList<T> {
-    /// How many entries are queued (served entries awaiting collection are not counted).
+    /// How many values are queued.
     pub(crate) fn len(&self) -> usize {
         self.queued
     }
 
     /// Queues `value` at the back.
     pub(crate) fn push_back(&mut self, value: T) -> WaiterKey {
-        let entry = Entry { value: Some(value), prev: self.tail, next: NIL, linked: true };
+        let entry = Entry { value: Some(value), prev: self.tail, next: NIL };
         let index = if self.free == NIL {
             self.entries.push(entry);
             self.entries.len() - 1
@@ -67,14 +69,10 @@ impl<T> WaitList<T> {
         WaiterKey(index)
     }
 
-    /// Unlinks the oldest queued entry and returns its key; its value stays until `remove`.
-    pub(crate) fn pop_front(&mut self) -> Option<WaiterKey> {
-        if self.head == NIL {
-            return None;
-        }
-        let index = self.head;
-        self.unlink(index);
-        Some(WaiterKey(index))
+    /// Takes the oldest queued value out.
+    pub(crate) fn pop_front(&mut self) -> Option<T> {
+        let head = self.front()?;
+        self.remove(head)
     }
 
     /// The oldest queued entry.
@@ -82,40 +80,21 @@ impl<T> WaitList<T> {
         (self.head != NIL).then_some(WaiterKey(self.head))
     }
 
-    /// The queued entry after `key` (which must still be queued).
+    /// The queued entry after `key` (which must be queued).
     pub(crate) fn next(&self, key: WaiterKey) -> Option<WaiterKey> {
-        let next = self.entries[key.0].next;
+        let next = self.entries.get(key.0).map_or(NIL, |entry| entry.next);
         (next != NIL).then_some(WaiterKey(next))
     }
 
-    /// The value at `key`, if the entry is occupied (a freed key may since name another value).
+    /// The value queued at `key`, if the entry is occupied.
     pub(crate) fn get(&self, key: WaiterKey) -> Option<&T> {
         self.entries.get(key.0).and_then(|entry| entry.value.as_ref())
     }
 
-    /// Whether the entry is still queued (not yet served).
-    pub(crate) fn is_queued(&self, key: WaiterKey) -> bool {
-        self.entries[key.0].linked
-    }
-
-    pub(crate) fn get_mut(&mut self, key: WaiterKey) -> &mut T {
-        self.entries[key.0].value.as_mut().expect("a live waiter key names an occupied entry")
-    }
-
-    /// Frees the entry, unlinking it if it is still queued, and returns its value.
-    pub(crate) fn remove(&mut self, key: WaiterKey) -> T {
+    /// Takes the value at `key` out of the queue, wherever it stands; `None` for a free entry.
+    pub(crate) fn remove(&mut self, key: WaiterKey) -> Option<T> {
         let index = key.0;
-        if self.entries[index].linked {
-            self.unlink(index);
-        }
-        let value =
-            self.entries[index].value.take().expect("a live waiter key names an occupied entry");
-        self.entries[index].next = self.free;
-        self.free = index;
-        value
-    }
-
-    fn unlink(&mut self, index: usize) {
+        let value = self.entries.get_mut(index)?.value.take()?;
         let (prev, next) = (self.entries[index].prev, self.entries[index].next);
         if prev == NIL {
             self.head = next;
@@ -128,10 +107,11 @@ impl<T> WaitList<T> {
             self.entries[next].prev = prev;
         }
         let entry = &mut self.entries[index];
-        entry.linked = false;
         entry.prev = NIL;
-        entry.next = NIL;
+        entry.next = self.free;
+        self.free = index;
         self.queued -= 1;
+        Some(value)
     }
 }
 
@@ -140,11 +120,7 @@ mod tests {
     use super::*;
 
     fn drain(list: &mut WaitList<u32>) -> Vec<u32> {
-        let mut out = Vec::new();
-        while let Some(key) = list.pop_front() {
-            out.push(list.remove(key));
-        }
-        out
+        std::iter::from_fn(|| list.pop_front()).collect()
     }
 
     #[test]
@@ -161,22 +137,23 @@ mod tests {
     fn removal_from_the_middle_keeps_the_order_of_the_rest() {
         let mut list = WaitList::default();
         let keys: Vec<_> = (0..5).map(|value| list.push_back(value)).collect();
-        assert_eq!(list.remove(keys[2]), 2);
-        assert_eq!(list.remove(keys[0]), 0);
-        assert_eq!(list.remove(keys[4]), 4);
+        assert_eq!(list.remove(keys[2]), Some(2));
+        assert_eq!(list.remove(keys[0]), Some(0));
+        assert_eq!(list.remove(keys[4]), Some(4));
         assert_eq!(list.len(), 2);
         assert_eq!(drain(&mut list), vec![1, 3]);
     }
 
     #[test]
-    fn served_entries_keep_their_value_until_removed() {
+    fn a_freed_key_reads_as_empty_until_reused() {
         let mut list = WaitList::default();
         let key = list.push_back(7);
-        assert_eq!(list.pop_front(), Some(key));
-        assert!(!list.is_queued(key));
-        assert_eq!(list.len(), 0);
-        *list.get_mut(key) += 1;
-        assert_eq!(list.remove(key), 8);
+        assert_eq!(list.pop_front(), Some(7));
+        assert_eq!(list.get(key), None);
+        assert_eq!(list.remove(key), None, "removing twice is harmless");
+        let reused = list.push_back(8);
+        assert_eq!(reused, key, "the entry is reused: identity needs the value too");
+        assert_eq!(list.get(key), Some(&8));
     }
 
     #[test]
@@ -191,7 +168,6 @@ mod tests {
             cursor = list.next(key);
         }
         assert_eq!(queued, vec![keys[0], keys[2], keys[3]]);
-        assert_eq!(list.get(keys[1]), None, "a removed entry reads as empty");
     }
 
     #[test]
