@@ -40,6 +40,8 @@
 //!
 //! * [`pool`]: the async resource pool: [`Pool`](pool::Pool), its [`Manager`](pool::Manager)
 //!   trait, builder, errors, status and metrics.
+//! * [`object`]: synchronous pools of reusable values (buffers, encoders):
+//!   [`ObjectPool`](object::ObjectPool), with a per-thread fast path.
 //!
 //! # Comparison with similar crates
 //!
@@ -77,6 +79,7 @@
 mod backoff;
 mod breaker;
 mod build_error;
+pub mod object;
 pub mod pool;
 mod sync;
 mod time;

@@ -14,7 +14,7 @@
 
 // `Arc` stays std's under loom too: the models check what sits behind the mutexes and atomics,
 // and our code uses `&Arc<Self>` receivers, which loom's `Arc` cannot serve as.
-pub(crate) use std::sync::Arc;
+pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(not(millpond_loom))]
 use parking_lot as mutex_impl;
@@ -35,16 +35,19 @@ pub(crate) struct Mutex<T>(mutex_impl::Mutex<T>);
 pub(crate) type MutexGuard<'a, T> = mutex_impl::MutexGuard<'a, T>;
 
 impl<T> Mutex<T> {
+    #[inline]
     pub(crate) fn new(value: T) -> Self {
         Self(mutex_impl::Mutex::new(value))
     }
 
     #[cfg(not(millpond_loom))]
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock()
     }
 
     #[cfg(millpond_loom)]
+    #[inline]
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         // A model only poisons a mutex when one of its threads panicked, which fails it anyway.
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -58,24 +61,40 @@ macro_rules! atomic_int {
 
         #[allow(dead_code, reason = "each part of the crate uses a different subset")]
         impl $name {
+            #[inline]
             pub(crate) fn new(value: $int) -> Self {
                 Self(atomic_impl::$name::new(value))
             }
 
+            #[inline]
             pub(crate) fn load(&self, order: Ordering) -> $int {
                 self.0.load(order)
             }
 
+            #[inline]
             pub(crate) fn store(&self, value: $int, order: Ordering) {
                 self.0.store(value, order);
             }
 
+            #[inline]
             pub(crate) fn fetch_add(&self, value: $int, order: Ordering) -> $int {
                 self.0.fetch_add(value, order)
             }
 
+            #[inline]
             pub(crate) fn fetch_sub(&self, value: $int, order: Ordering) -> $int {
                 self.0.fetch_sub(value, order)
+            }
+
+            #[inline]
+            pub(crate) fn compare_exchange_weak(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                self.0.compare_exchange_weak(current, new, success, failure)
             }
         }
     };
@@ -93,6 +112,7 @@ pub(crate) struct CachePadded<T>(pub(crate) T);
 impl<T> std::ops::Deref for CachePadded<T> {
     type Target = T;
 
+    #[inline]
     fn deref(&self) -> &T {
         &self.0
     }
@@ -116,4 +136,13 @@ pub(crate) fn thread_index() -> usize {
             next
         })
     })
+}
+
+/// A number no other call in this process returns, for naming objects that outlive their
+/// addresses (a freed pool's address can be reused; its id cannot).
+pub(crate) fn unique_id() -> u64 {
+    // Outside every model, like `thread_index`: ids are compared, never synchronised on.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // Relaxed: only distinctness matters.
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
