@@ -70,7 +70,9 @@
 //!
 //! The crate forbids `unsafe` code. The pool's state machine is a plain value behind one mutex;
 //! its slot accounting and waiter hand-off are model-checked with [loom] (see the README for the
-//! command), and a property test drives the public API against a simple model.
+//! command), and a property test drives the public API against a simple model. The object pool's
+//! hand-off between thread caches and its shared store is model-checked the same way, and has a
+//! property test of its own.
 //!
 //! [loom]: https://docs.rs/loom
 #![deny(missing_docs)]
