@@ -40,6 +40,10 @@
 //!
 //! * [`pool`]: the async resource pool: [`Pool`](pool::Pool), its [`Manager`](pool::Manager)
 //!   trait, builder, errors, status and metrics.
+//! * [`balance`]: load-balancing strategies (round-robin, weighted, key hash, least-loaded,
+//!   power of two choices) behind one [`Balancer`](balance::Balancer) trait.
+//! * [`exec`]: bounded worker pools running futures on tokio, with a shared queue or per-worker
+//!   queues fed by a balancing strategy: [`WorkerPool`](exec::WorkerPool).
 //! * [`object`]: synchronous pools of reusable values (buffers, encoders):
 //!   [`ObjectPool`](object::ObjectPool), with a per-thread fast path.
 //!
@@ -79,11 +83,16 @@
 #![forbid(unsafe_code)]
 
 mod backoff;
+pub mod balance;
 mod breaker;
 mod build_error;
+pub mod exec;
+mod histogram;
 pub mod object;
 pub mod pool;
 mod sync;
 mod time;
+mod unwind;
 
 pub use build_error::BuildError;
+pub use histogram::DurationHistogram;

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 use super::engine::Entry;
 use super::manager::{CloseReason, Manager};
 use super::shared::Shared;
-use super::unwind::contain_async;
 use crate::sync::Arc;
+use crate::unwind::contain_async;
 
 /// How a check ended.
 pub(crate) enum Checked {

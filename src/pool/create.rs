@@ -13,8 +13,8 @@ use super::error::CreateError;
 use super::guard::Metadata;
 use super::manager::Manager;
 use super::shared::Shared;
-use super::unwind::contain_async;
 use crate::sync::Arc;
+use crate::unwind::contain_async;
 
 /// One reserved slot; dropped without [`SlotReservation::settle`], it gives the slot back.
 pub(crate) struct SlotReservation<M: Manager> {

@@ -83,7 +83,6 @@ mod manager;
 mod metrics;
 mod shared;
 mod ticket;
-mod unwind;
 mod wait_list;
 
 #[cfg(all(test, millpond_loom))]

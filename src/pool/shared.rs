@@ -16,8 +16,8 @@ use super::create::SlotReservation;
 use super::engine::{Engine, Entry, Handoff, Wake};
 use super::leak::LeakTracker;
 use super::manager::{CloseReason, Manager};
-use super::unwind::contain;
 use crate::sync::{Arc, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::unwind::contain;
 
 pub(crate) struct Shared<M: Manager> {
     pub(crate) manager: M,

@@ -1,5 +1,5 @@
-//! Containing panics from user hooks, so that a panicking `Manager` costs a resource, not the
-//! pool's bookkeeping or its background tasks.
+//! Containing panics from user code (hooks, tasks), so that a panic costs one resource or one
+//! task, not a pool's bookkeeping or its background work.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -27,7 +27,7 @@ pub(crate) fn contain<T>(hook: &'static str, call: impl FnOnce() -> T) -> Option
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(value) => Some(value),
         Err(_) => {
-            tracing::error!(hook, "millpond: a Manager hook panicked; the pool carries on");
+            tracing::error!(hook, "millpond: a hook panicked; the pool carries on");
             None
         }
     }
@@ -43,8 +43,19 @@ pub(crate) async fn contain_async<F: Future>(
     match CatchUnwind(Box::pin(future)).await {
         Ok(output) => Some(output),
         Err(()) => {
-            tracing::error!(hook, "millpond: a Manager hook panicked; the pool carries on");
+            tracing::error!(hook, "millpond: a hook panicked; the pool carries on");
             None
         }
+    }
+}
+
+/// The message of a panic payload, for reports: the `&str` or `String` it was raised with.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
     }
 }

@@ -1,0 +1,303 @@
+//! The public [`WorkerPool`] type.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use super::builder::WorkerPoolBuilder;
+use super::error::SubmitError;
+use super::handle::{TaskHandle, tracked};
+use super::inner::Inner;
+use super::job::Job;
+use super::stats::Stats;
+use super::worker;
+use crate::BuildError;
+use crate::sync::Arc;
+
+/// A bounded pool of workers running submitted futures: the goroutine pool of tokio.
+///
+/// At most `max_workers` tasks run at once and at most `queue_capacity` wait, so a burst of work
+/// waits (or is refused) instead of exhausting memory or the service behind it. Each worker is a
+/// tokio task that runs one submitted future at a time; a panicking task is caught and reported,
+/// and its worker carries on.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use millpond::balance::Balance;
+/// use millpond::exec::{Scheduler, WorkerPool};
+///
+/// let pool = WorkerPool::builder()
+///     .workers(8)
+///     .queue_capacity(1024)
+///     .scheduler(Scheduler::per_worker(Balance::PowerOfTwo))
+///     .build()?;
+/// let handle = pool.submit(async { 6 * 7 }).await?; // waits for queue space
+/// assert_eq!(handle.await?, 42);                     // Err if it panicked or was aborted
+/// pool.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct WorkerPool {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerPool").field("stats", &self.stats()).finish()
+    }
+}
+
+impl WorkerPool {
+    /// Starts configuring a pool.
+    pub fn builder() -> WorkerPoolBuilder {
+        WorkerPoolBuilder::default()
+    }
+
+    pub(super) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// Queues a task, waiting for room while the queue is full, and returns its handle.
+    ///
+    /// # Errors
+    ///
+    /// The task comes back in [`SubmitError::Closed`] when the pool is shut down, and in
+    /// [`SubmitError::WouldDeadlock`] when a task of this pool would wait for room in it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling the wait drops the task unqueued and gives its place in line to the next
+    /// submitter.
+    pub async fn submit<F>(&self, task: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.submit_with(task, None, true, None).await
+    }
+
+    /// Queues a task if there is room right now; never waits.
+    ///
+    /// # Errors
+    ///
+    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`].
+    pub fn try_submit<F>(&self, task: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let lane = match self.inner.queues.try_reserve(None) {
+            Ok(lane) => lane,
+            Err((_, no_room)) => return Err(self.inner.reject(no_room.into()).with(task)),
+        };
+        let (task, handle) = tracked(task);
+        self.inner.commit(lane, Job::new(task, false));
+        Ok(handle)
+    }
+
+    /// Like [`submit`](Self::submit), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// As `submit`, plus [`SubmitError::Timeout`] when no room came in time.
+    ///
+    /// # Cancel safety
+    ///
+    /// As `submit`.
+    pub async fn submit_timeout<F>(
+        &self,
+        task: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.submit_with(task, None, true, Some(timeout)).await
+    }
+
+    /// Queues a task that must run after every earlier task with the same `key` (a user id, an
+    /// account, a connection). With per-worker queues all tasks of a key go to one worker, in
+    /// order, and are never stolen; while that worker's queue is full the submit waits rather
+    /// than reorder. With the shared queue, keys are not ordered (tasks start in submission
+    /// order but may overlap): use per-worker queues when order matters.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    ///
+    /// As `submit`.
+    pub async fn submit_keyed<F>(
+        &self,
+        key: u64,
+        task: F,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.submit_with(task, Some(key), true, None).await
+    }
+
+    /// Queues a task without a handle, waiting for room: the cheapest way to run a task. Its
+    /// output is dropped; a panic is counted and goes to the panic hook.
+    ///
+    /// # Errors
+    ///
+    /// As [`submit`](Self::submit).
+    ///
+    /// # Cancel safety
+    ///
+    /// As `submit`.
+    pub async fn execute<F>(&self, task: F) -> Result<(), SubmitError<F>>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.inner.reserve(None, true, None).await {
+            Ok(lane) => {
+                self.inner.commit(lane, Job::new(task, false));
+                Ok(())
+            }
+            Err(why) => Err(why.with(task)),
+        }
+    }
+
+    /// Like [`execute`](Self::execute), but never waits.
+    ///
+    /// # Errors
+    ///
+    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`].
+    pub fn try_execute<F>(&self, task: F) -> Result<(), SubmitError<F>>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.inner.queues.try_reserve(None) {
+            Ok(lane) => {
+                self.inner.commit(lane, Job::new(task, false));
+                Ok(())
+            }
+            Err((_, no_room)) => Err(self.inner.reject(no_room.into()).with(task)),
+        }
+    }
+
+    async fn submit_with<F>(
+        &self,
+        task: F,
+        key: Option<u64>,
+        wait: bool,
+        timeout: Option<Duration>,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.inner.reserve(key, wait, timeout).await {
+            Ok(lane) => {
+                let (task, handle) = tracked(task);
+                self.inner.commit(lane, Job::new(task, key.is_some()));
+                Ok(handle)
+            }
+            Err(why) => Err(why.with(task)),
+        }
+    }
+
+    /// Changes the number of workers of an elastic (shared-queue) pool: at most `max_workers`
+    /// and at least `min(min_workers, max_workers)`. New workers start at once when the minimum
+    /// rises; surplus workers exit after their current task, idle ones at once.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming `max_workers` when it is 0, or when the pool uses per-worker
+    /// queues, whose workers are fixed.
+    pub fn resize(&self, max_workers: usize) -> Result<(), BuildError> {
+        if max_workers == 0 {
+            return Err(BuildError::invalid("max_workers", 0, "a pool needs at least one worker"));
+        }
+        if !self.inner.is_resizable() {
+            return Err(BuildError::invalid(
+                "max_workers",
+                max_workers,
+                "per-worker queues have a fixed number of workers",
+            ));
+        }
+        self.inner.resize(max_workers);
+        Ok(())
+    }
+
+    /// Stops taking tasks and waits until every queued task has run and every worker exited.
+    /// Submits waiting for room fail with [`SubmitError::Closed`].
+    ///
+    /// Called from a task of this pool, it stops intake and returns without waiting (the caller
+    /// is one of the workers it would wait for).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling the wait does not undo the shutdown; the workers finish in the background.
+    pub async fn shutdown(&self) {
+        self.inner.close();
+        if !worker::in_pool(self.inner.id) {
+            self.inner.all_exited().await;
+        }
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but after `timeout` the tasks still queued are dropped
+    /// and the running ones aborted; their handles resolve to
+    /// [`TaskError::Aborted`](super::TaskError::Aborted). Returns `true` when everything finished
+    /// in time.
+    ///
+    /// # Cancel safety
+    ///
+    /// As `shutdown`.
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        self.inner.close();
+        if worker::in_pool(self.inner.id) {
+            return false;
+        }
+        if tokio::time::timeout(timeout, self.inner.all_exited()).await.is_ok() {
+            return true;
+        }
+        drop(self.inner.queues.kill());
+        self.inner.abort_workers();
+        self.inner.all_exited().await;
+        false
+    }
+
+    /// Whether the pool stopped taking tasks.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// A snapshot of the workers, queues and counters.
+    pub fn stats(&self) -> Stats {
+        let lanes = self.inner.queues.lane_count();
+        let occupancy: Vec<(usize, usize)> =
+            (0..lanes).map(|lane| self.inner.queues.lane(lane).occupancy()).collect();
+        let queued_per_worker: Vec<usize> = occupancy.iter().map(|(queued, _)| *queued).collect();
+        let idle: usize = occupancy.iter().map(|(_, idle)| *idle).sum();
+        let workers = self.inner.live();
+        let totals = self.inner.shards.merged();
+        Stats {
+            workers,
+            busy: workers.saturating_sub(idle),
+            idle: idle.min(workers),
+            queued: queued_per_worker.iter().sum(),
+            queued_per_worker: if lanes > 1 { queued_per_worker } else { Vec::new() },
+            completed: totals.completed,
+            panicked: totals.panicked,
+            rejected: self.inner.rejected(),
+            queue_wait: totals.queue_wait,
+        }
+    }
+}
+
+impl Drop for WorkerPool {
+    /// Stops intake; the workers finish the queued tasks in the background and exit.
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}

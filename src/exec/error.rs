@@ -1,0 +1,131 @@
+//! Errors of the worker pool: a task that could not be submitted comes back in the error.
+
+use std::fmt;
+
+/// A submit that did not queue its task. The task comes back inside, untouched, so the caller
+/// can retry, run it elsewhere, or drop it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use millpond::exec::{SubmitError, WorkerPool};
+///
+/// let pool = WorkerPool::builder().workers(1).queue_capacity(1).build()?;
+/// pool.shutdown().await;
+/// match pool.try_submit(async { 7 }) {
+///     Err(SubmitError::Closed(task)) => assert_eq!(task.await, 7),
+///     other => panic!("{other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[non_exhaustive]
+pub enum SubmitError<F> {
+    /// The queue had no room and the submit was not allowed to wait (`try_submit`).
+    Full(F),
+    /// The pool was shut down (or is shutting down): it takes no new tasks.
+    Closed(F),
+    /// `submit_timeout` waited its whole timeout for room.
+    Timeout(F),
+    /// A task of this pool tried to wait for room in this same pool. Every worker could end up
+    /// waiting on a queue that only workers drain, so the pool refuses instead of deadlocking.
+    /// Submit with `try_submit` from inside the pool, or from a task of your own.
+    WouldDeadlock(F),
+}
+
+impl<F> SubmitError<F> {
+    /// The task that was not submitted.
+    pub fn into_inner(self) -> F {
+        match self {
+            Self::Full(task)
+            | Self::Closed(task)
+            | Self::Timeout(task)
+            | Self::WouldDeadlock(task) => task,
+        }
+    }
+
+    /// Whether the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+
+    /// Whether the pool was shut down.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed(_))
+    }
+
+    /// Whether `submit_timeout` ran out of time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout(_))
+    }
+
+    /// Whether the submit came from inside the pool and would have waited on it.
+    pub fn is_would_deadlock(&self) -> bool {
+        matches!(self, Self::WouldDeadlock(_))
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Full(_) => "the worker pool's queue is full",
+            Self::Closed(_) => "the worker pool is shut down",
+            Self::Timeout(_) => "timed out waiting for room in the worker pool's queue",
+            Self::WouldDeadlock(_) => {
+                "a task of the worker pool would wait for room in its own pool, which could deadlock"
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Full(_) => "Full",
+            Self::Closed(_) => "Closed",
+            Self::Timeout(_) => "Timeout",
+            Self::WouldDeadlock(_) => "WouldDeadlock",
+        };
+        f.debug_tuple(name).finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+/// Why a task's handle has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task panicked; the worker caught it and carried on. Holds the panic message.
+    Panicked(String),
+    /// The task was aborted before it finished: by [`TaskHandle::abort`](super::TaskHandle::abort),
+    /// or by a shutdown whose deadline passed (or a pool dropped) before it ran.
+    Aborted,
+}
+
+impl TaskError {
+    /// Whether the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Self::Panicked(_))
+    }
+
+    /// Whether the task was aborted.
+    pub fn is_aborted(&self) -> bool {
+        matches!(self, Self::Aborted)
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Panicked(message) => write!(f, "the task panicked: {message}"),
+            Self::Aborted => f.write_str("the task was aborted before it finished"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}

@@ -1,0 +1,168 @@
+//! The handle of a submitted task, and the wrapper that runs the task and fills it.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use super::error::TaskError;
+use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
+
+/// What a task and its handle share.
+struct Cell<T> {
+    /// Set by `abort`; read by the task at every poll without taking the lock.
+    aborted: AtomicUsize,
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    result: Option<Result<T, TaskError>>,
+    /// The handle's waker, woken when the result is in.
+    handle: Option<Waker>,
+    /// The running task's waker, woken by `abort` so the task stops at once.
+    task: Option<Waker>,
+    /// Whether the result was stored (and possibly taken since).
+    finished: bool,
+}
+
+impl<T> Cell<T> {
+    fn finish(&self, result: Result<T, TaskError>) {
+        let waker = {
+            let mut state = self.state.lock();
+            if state.finished {
+                return;
+            }
+            state.finished = true;
+            state.result = Some(result);
+            state.task = None;
+            state.handle.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire) != 0
+    }
+}
+
+/// The result of a submitted task: await it for the task's output.
+///
+/// Dropping the handle does not cancel the task; it runs to completion and its output is
+/// dropped. [`abort`](Self::abort) cancels it.
+///
+/// # Panics
+///
+/// Polling the handle again after it returned `Ready` panics, as for most futures.
+#[must_use = "dropping a handle detaches the task; await it to get its output"]
+pub struct TaskHandle<T> {
+    cell: Arc<Cell<T>>,
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle").field("finished", &self.is_finished()).finish()
+    }
+}
+
+impl<T> TaskHandle<T> {
+    /// Cancels the task. A queued task never starts; a running one is dropped at its next
+    /// await. Either way the handle resolves to [`TaskError::Aborted`]. A task that already
+    /// finished keeps its result.
+    pub fn abort(&self) {
+        self.cell.aborted.store(1, Ordering::Release);
+        let waker = self.cell.state.lock().task.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether the task has finished (completed, panicked or been aborted).
+    pub fn is_finished(&self) -> bool {
+        self.cell.state.lock().finished
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.cell.state.lock();
+        if let Some(result) = state.result.take() {
+            return Poll::Ready(result);
+        }
+        assert!(!state.finished, "a TaskHandle was polled after it returned its result");
+        match &state.handle {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.handle = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A submitted task with a handle: runs the future, stores its output (or its panic) for the
+    /// handle, stops when aborted, and tells the handle `Aborted` if it is dropped unfinished
+    /// (drained by a shutdown past its deadline, or its worker aborted).
+    pub(crate) struct Tracked<F: Future> {
+        #[pin]
+        future: F,
+        cell: Arc<Cell<F::Output>>,
+    }
+
+    impl<F: Future> PinnedDrop for Tracked<F> {
+        fn drop(this: Pin<&mut Self>) {
+            this.cell.finish(Err(TaskError::Aborted));
+        }
+    }
+}
+
+/// Wraps `future` for submission, with the handle that will receive its output.
+pub(crate) fn tracked<F: Future>(future: F) -> (Tracked<F>, TaskHandle<F::Output>) {
+    let cell = Arc::new(Cell {
+        aborted: AtomicUsize::new(0),
+        state: Mutex::new(State { result: None, handle: None, task: None, finished: false }),
+    });
+    (Tracked { future, cell: Arc::clone(&cell) }, TaskHandle { cell })
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.cell.is_aborted() {
+            this.cell.finish(Err(TaskError::Aborted));
+            return Poll::Ready(());
+        }
+        let future = this.future;
+        match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Ready(output)) => {
+                this.cell.finish(Ok(output));
+                Poll::Ready(())
+            }
+            Ok(Poll::Pending) => {
+                let mut state = this.cell.state.lock();
+                match &state.task {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => state.task = Some(cx.waker().clone()),
+                }
+                drop(state);
+                // An abort between the check above and the waker's registration found no waker
+                // to wake: look again now that it is registered.
+                if this.cell.is_aborted() {
+                    this.cell.finish(Err(TaskError::Aborted));
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+            Err(panic) => {
+                this.cell.finish(Err(TaskError::Panicked(crate::unwind::panic_message(&*panic))));
+                // On to the worker, which counts it and calls the panic hook.
+                resume_unwind(panic)
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Bounded worker pools: a fixed or elastic set of workers (tokio tasks) running submitted
+//! futures, with a bounded queue and backpressure.
+//!
+//! A plain `tokio::spawn` per task has no bound: a burst of a million requests becomes a million
+//! tasks, all holding memory and all hitting the database at once. A [`WorkerPool`] runs at most
+//! `max_workers` tasks at a time and queues at most `queue_capacity` more; a submitter beyond
+//! that waits for room ([`WorkerPool::submit`]) or gets its task back
+//! ([`WorkerPool::try_submit`]).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use millpond::exec::WorkerPool;
+//!
+//! let pool = WorkerPool::builder().workers(4).queue_capacity(100).build()?;
+//! let handles: Vec<_> = futures::future::try_join_all((0..10).map(|n| pool.submit(async move { n * n }))).await?;
+//! let squares = futures::future::try_join_all(handles).await?;
+//! assert_eq!(squares[9], 81);
+//! pool.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Two schedulers
+//!
+//! * [`Scheduler::SharedQueue`] (the default): one queue every worker pulls from. The next task
+//!   goes to whichever worker is free first, so a slow task never holds up the tasks behind it
+//!   while another worker is idle. It is the only scheduler that grows and shrinks (ants-style:
+//!   `min_workers`, `max_workers`, `idle_timeout`, [`WorkerPool::resize`]). Its cost is one lock
+//!   that every submit and every worker meets.
+//! * [`Scheduler::per_worker`]: one queue per worker, and a [balancing
+//!   strategy](crate::balance) picks the queue of each task. Submits and workers spread over
+//!   many locks, and [`WorkerPool::submit_keyed`] gets per-key order (same key, same worker, in
+//!   order). A task can wait behind a slow one on its worker, which least-loaded and
+//!   power-of-two strategies and work stealing (`Scheduler::per_worker(..).stealing(true)`)
+//!   reduce; keyed tasks are never stolen.
+//!
+//! `docs/benchmarks.md` measures both on the same workloads and says when each wins.
+//!
+//! # Failure behaviour
+//!
+//! * A panicking task is caught: its handle returns [`TaskError::Panicked`], the panic hook (or
+//!   a `tracing` warning) reports it, and the worker carries on.
+//! * [`TaskHandle::abort`] cancels a queued or running task; dropping a handle does not.
+//! * A task of the pool that would *wait* on its own full pool gets
+//!   [`SubmitError::WouldDeadlock`] instead: if every worker did that, nothing would drain the
+//!   queue. (Running the task inline instead would break the bound on running tasks and can
+//!   recurse without limit, so the pool refuses and lets the caller decide.)
+//! * [`WorkerPool::shutdown`] stops intake and finishes queued work;
+//!   [`WorkerPool::shutdown_timeout`] aborts what is left at its deadline. Every pending submit
+//!   and every handle resolves: nothing waits forever.
+//!
+//! # When not to use it
+//!
+//! * For a few long-lived background tasks, `tokio::spawn` is simpler.
+//! * For CPU-bound work that never awaits, use a thread pool (`rayon`, `spawn_blocking`): a
+//!   worker here is an async task and blocks its runtime thread while it computes.
+
+mod api;
+mod builder;
+mod error;
+mod handle;
+mod inner;
+mod job;
+mod lane;
+mod queues;
+mod stats;
+mod waiters;
+mod worker;
+
+#[cfg(all(test, millpond_loom))]
+mod loom_models;
+
+pub use api::WorkerPool;
+pub use builder::{DEFAULT_IDLE_TIMEOUT, DEFAULT_QUEUE_CAPACITY, Scheduler, WorkerPoolBuilder};
+pub use error::{SubmitError, TaskError};
+pub use handle::TaskHandle;
+pub use stats::Stats;

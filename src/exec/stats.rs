@@ -1,0 +1,64 @@
+//! Counters and the queue-wait histogram, kept in per-thread shards so that workers on different
+//! cores do not write one cache line per task.
+
+use crate::histogram::DurationHistogram;
+use crate::sync::{CachePadded, Mutex};
+
+/// A snapshot of a worker pool, from [`WorkerPool::stats`](super::WorkerPool::stats).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Workers alive.
+    pub workers: usize,
+    /// Workers running a task.
+    pub busy: usize,
+    /// Workers waiting for a task.
+    pub idle: usize,
+    /// Tasks queued, not yet started.
+    pub queued: usize,
+    /// Tasks queued per worker, for the per-worker scheduler; empty for the shared queue.
+    pub queued_per_worker: Vec<usize>,
+    /// Tasks that ran to the end (panicked ones included).
+    pub completed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Submits refused: full, closed, timed out, or from inside the pool.
+    pub rejected: u64,
+    /// How long tasks waited in the queue before a worker started them.
+    pub queue_wait: DurationHistogram,
+}
+
+#[derive(Default)]
+pub(crate) struct Shard {
+    pub(crate) queue_wait: DurationHistogram,
+    pub(crate) completed: u64,
+    pub(crate) panicked: u64,
+}
+
+pub(crate) struct Shards(Box<[CachePadded<Mutex<Shard>>]>);
+
+impl Shards {
+    pub(crate) fn new() -> Self {
+        let count =
+            std::thread::available_parallelism().map_or(4, |n| n.get() * 2).next_power_of_two();
+        Self((0..count).map(|_| CachePadded(Mutex::new(Shard::default()))).collect())
+    }
+
+    /// The calling thread's shard.
+    #[inline]
+    pub(crate) fn local(&self) -> &Mutex<Shard> {
+        &self.0[crate::sync::thread_index() & (self.0.len() - 1)]
+    }
+
+    /// Every shard's counts, merged.
+    pub(crate) fn merged(&self) -> Shard {
+        let mut total = Shard::default();
+        for shard in &*self.0 {
+            let shard = shard.lock();
+            total.queue_wait.merge(&shard.queue_wait);
+            total.completed += shard.completed;
+            total.panicked += shard.panicked;
+        }
+        total
+    }
+}

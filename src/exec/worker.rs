@@ -1,0 +1,121 @@
+//! A worker: a tokio task that takes jobs from its queue and runs them one at a time.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::inner::Inner;
+use super::job::Job;
+use super::lane::TryPop;
+use super::queues::Next;
+use crate::sync::Arc;
+
+thread_local! {
+    /// The pool whose task this thread is polling right now, if any: how a submit recognises
+    /// that it comes from inside the pool it would wait on.
+    static CURRENT_POOL: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Whether the caller is one of pool `id`'s own tasks.
+pub(crate) fn in_pool(id: u64) -> bool {
+    CURRENT_POOL.with(|current| current.get() == Some(id))
+}
+
+/// Runs a job's future marked as inside the pool, catching a panic.
+struct InPool {
+    pool: u64,
+    future: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Future for InPool {
+    type Output = Result<(), Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let pool = self.pool;
+        let future = self.future.as_mut();
+        let previous = CURRENT_POOL.with(|current| current.replace(Some(pool)));
+        let polled = catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+        CURRENT_POOL.with(|current| current.set(previous));
+        match polled {
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Keeps the count of live workers right however the worker ends: drained, retired, or its task
+/// aborted by a shutdown past its deadline.
+struct Alive {
+    inner: Arc<Inner>,
+    /// Cleared when the worker already took itself off the count (retiring).
+    counted: bool,
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.inner.worker_exited(self.counted);
+    }
+}
+
+/// The worker loop for lane `lane` (always 0 with the shared queue).
+pub(crate) async fn run(inner: Arc<Inner>, lane: usize) {
+    let mut alive = Alive { inner: Arc::clone(&inner), counted: true };
+    loop {
+        // The busy path takes a job without arming a timer.
+        let job = match inner.queues.lane(lane).try_pop() {
+            TryPop::Job(job) => Some(job),
+            TryPop::Closed => return,
+            TryPop::Empty => None,
+        };
+        let job = match job {
+            Some(job) => job,
+            None => {
+                let next = inner.queues.next_job(lane);
+                // Only a worker the pool may lose waits with a deadline.
+                let next = if inner.may_shrink() {
+                    match tokio::time::timeout(inner.idle_timeout, next).await {
+                        Ok(next) => next,
+                        Err(_idle) => Next::Interrupted,
+                    }
+                } else {
+                    next.await
+                };
+                match next {
+                    Next::Job(job) => job,
+                    Next::Closed => return,
+                    Next::Interrupted => {
+                        if inner.may_shrink() && inner.try_retire() {
+                            alive.counted = false;
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        run_job(&inner, job).await;
+        inner.queues.done(lane);
+        if inner.is_over_size() && inner.try_retire() {
+            alive.counted = false;
+            return;
+        }
+    }
+}
+
+async fn run_job(inner: &Inner, job: Job) {
+    let waited = job.queued_at.elapsed();
+    let outcome = InPool { pool: inner.id, future: job.future }.await;
+    {
+        let mut shard = inner.shards.local().lock();
+        shard.queue_wait.record(waited);
+        shard.completed += 1;
+        shard.panicked += u64::from(outcome.is_err());
+    }
+    if let Err(panic) = outcome {
+        inner.report_panic(&*panic);
+    }
+}

@@ -1,0 +1,243 @@
+//! Worker pools: submitting, results, errors that give the task back, keyed order, panics,
+//! abort, statistics and configuration.
+#![allow(clippy::disallowed_types)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use millpond::balance::Balance;
+use millpond::exec::{Scheduler, SubmitError, TaskError, WorkerPool};
+use tokio::sync::oneshot;
+
+fn schedulers() -> Vec<Scheduler> {
+    vec![
+        Scheduler::shared_queue(),
+        Scheduler::per_worker(Balance::RoundRobin),
+        Scheduler::per_worker(Balance::LeastLoaded).stealing(true),
+        Scheduler::per_worker(Balance::PowerOfTwo),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_tasks_return_their_output() {
+    for scheduler in schedulers() {
+        let pool = WorkerPool::builder().workers(4).scheduler(scheduler).build().unwrap();
+        let mut handles = Vec::new();
+        for n in 0..100u64 {
+            handles.push(pool.submit(async move { n * 2 }).await.unwrap());
+        }
+        for (n, handle) in handles.into_iter().enumerate() {
+            assert_eq!(handle.await.unwrap(), n as u64 * 2);
+        }
+        pool.shutdown().await;
+        let stats = pool.stats();
+        assert_eq!(stats.completed, 100);
+        assert_eq!(stats.workers, 0);
+        assert_eq!(stats.queue_wait.count(), 100);
+    }
+}
+
+#[tokio::test]
+async fn try_submit_gives_the_task_back_when_full_or_closed() {
+    let pool = WorkerPool::builder().workers(1).queue_capacity(1).build().unwrap();
+    let (release, blocker) = oneshot::channel::<()>();
+    let (started_tx, started) = oneshot::channel::<()>();
+    let running = pool
+        .submit(async move {
+            started_tx.send(()).unwrap();
+            blocker.await.unwrap();
+        })
+        .await
+        .unwrap();
+    started.await.unwrap(); // the worker is busy, the queue empty
+    let queued = pool.try_submit(async { 1 }).unwrap();
+    match pool.try_submit(async { 2 }) {
+        Err(SubmitError::Full(task)) => assert_eq!(task.await, 2),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(pool.stats().rejected, 1);
+    release.send(()).unwrap();
+    running.await.unwrap();
+    assert_eq!(queued.await.unwrap(), 1);
+    pool.shutdown().await;
+    let err = pool.try_submit(async { 3 }).unwrap_err();
+    assert!(err.is_closed(), "{err}");
+    assert_eq!(err.into_inner().await, 3);
+    assert!(pool.is_shut_down());
+}
+
+#[tokio::test(start_paused = true)]
+async fn submit_waits_for_room_and_submit_timeout_gives_up() {
+    let pool = WorkerPool::builder().workers(1).queue_capacity(1).build().unwrap();
+    let (release, blocker) = oneshot::channel::<()>();
+    let _running = pool.submit(async move { blocker.await.unwrap() }).await.unwrap();
+    tokio::task::yield_now().await;
+    let _queued = pool.submit(async {}).await.unwrap();
+    let err = pool.submit_timeout(async { 5 }, Duration::from_millis(50)).await.unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(err.into_inner().await, 5);
+    let waiting = tokio::spawn({
+        let pool = Arc::new(pool);
+        let waiter = Arc::clone(&pool);
+        async move {
+            let handle = waiter.submit(async { 6 }).await.unwrap();
+            (handle.await.unwrap(), pool)
+        }
+    });
+    tokio::task::yield_now().await;
+    release.send(()).unwrap();
+    let (value, pool) = waiting.await.unwrap();
+    assert_eq!(value, 6);
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_tasks_run_in_order_per_key() {
+    let pool = WorkerPool::builder()
+        .workers(4)
+        .queue_capacity(8)
+        .scheduler(Scheduler::per_worker(Balance::PowerOfTwo).stealing(true))
+        .build()
+        .unwrap();
+    let seen: Arc<Mutex<Vec<Vec<u32>>>> = Arc::new(Mutex::new(vec![Vec::new(); 5]));
+    for step in 0..200u32 {
+        let key = u64::from(step % 5);
+        let seen = Arc::clone(&seen);
+        let _detached = pool
+            .submit_keyed(key, async move {
+                if step % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                seen.lock().unwrap()[key as usize].push(step);
+            })
+            .await
+            .unwrap();
+        // Unkeyed work in between, for the thieves.
+        pool.execute(async { tokio::task::yield_now().await }).await.unwrap();
+    }
+    pool.shutdown().await;
+    for (key, steps) in seen.lock().unwrap().iter().enumerate() {
+        let expected: Vec<u32> = (0..200).filter(|step| step % 5 == key as u32).collect();
+        assert_eq!(steps, &expected, "key {key} out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_is_reported_and_the_worker_survives() {
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let hook_messages = Arc::clone(&messages);
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .panic_hook(move |message| hook_messages.lock().unwrap().push(message.to_owned()))
+        .build()
+        .unwrap();
+    let failed = pool.submit(async { panic!("boom") }).await.unwrap();
+    assert_eq!(failed.await.unwrap_err(), TaskError::Panicked("boom".to_owned()));
+    pool.execute(async { panic!("quiet") }).await.unwrap();
+    let after = pool.submit(async { "still here" }).await.unwrap();
+    assert_eq!(after.await.unwrap(), "still here");
+    pool.shutdown().await;
+    assert_eq!(*messages.lock().unwrap(), ["boom", "quiet"]);
+    let stats = pool.stats();
+    assert_eq!((stats.panicked, stats.completed), (2, 3));
+}
+
+#[tokio::test]
+async fn abort_stops_queued_and_running_tasks_and_dropping_a_handle_does_not() {
+    let pool = WorkerPool::builder().workers(1).queue_capacity(4).build().unwrap();
+    let (_never, pending) = oneshot::channel::<()>();
+    let (started_tx, started) = oneshot::channel::<()>();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let running = pool
+        .submit(async move {
+            started_tx.send(()).unwrap();
+            let _ = pending.await;
+        })
+        .await
+        .unwrap();
+    started.await.unwrap();
+    let counter = Arc::clone(&ran);
+    let queued = pool.submit(async move { counter.fetch_add(1, Ordering::SeqCst) }).await.unwrap();
+    let counter = Arc::clone(&ran);
+    let detached =
+        pool.submit(async move { counter.fetch_add(10, Ordering::SeqCst) }).await.unwrap();
+    drop(detached);
+    queued.abort();
+    running.abort();
+    assert_eq!(running.await.unwrap_err(), TaskError::Aborted);
+    assert_eq!(queued.await.unwrap_err(), TaskError::Aborted);
+    pool.shutdown().await;
+    assert_eq!(ran.load(Ordering::SeqCst), 10, "the aborted task never ran, the detached one did");
+}
+
+#[tokio::test]
+async fn a_task_waiting_on_its_own_full_pool_is_refused() {
+    let pool = Arc::new(WorkerPool::builder().workers(1).queue_capacity(1).build().unwrap());
+    let inner = Arc::clone(&pool);
+    let outcome = pool
+        .submit(async move {
+            let _queued = inner.try_submit(async {}).expect("room for one");
+            // The queue is now full and this task is its only worker.
+            match inner.submit(async {}).await {
+                Err(err) => err.is_would_deadlock(),
+                Ok(_) => false,
+            }
+        })
+        .await
+        .unwrap();
+    assert!(outcome.await.unwrap());
+    pool.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_configurations_name_their_field() {
+    let cases = [
+        (WorkerPool::builder().workers(0).build().unwrap_err(), "max_workers"),
+        (WorkerPool::builder().queue_capacity(0).build().unwrap_err(), "queue_capacity"),
+        (WorkerPool::builder().min_workers(5).max_workers(2).build().unwrap_err(), "min_workers"),
+        (
+            WorkerPool::builder()
+                .min_workers(1)
+                .max_workers(4)
+                .scheduler(Scheduler::per_worker(Balance::RoundRobin))
+                .build()
+                .unwrap_err(),
+            "min_workers",
+        ),
+        (
+            WorkerPool::builder()
+                .workers(4)
+                .queue_capacity(2)
+                .scheduler(Scheduler::per_worker(Balance::RoundRobin))
+                .build()
+                .unwrap_err(),
+            "queue_capacity",
+        ),
+        (
+            WorkerPool::builder()
+                .workers(2)
+                .scheduler(Scheduler::per_worker(Balance::WeightedRoundRobin(vec![])))
+                .build()
+                .unwrap_err(),
+            "weights",
+        ),
+        (
+            WorkerPool::builder()
+                .workers(2)
+                .scheduler(Scheduler::per_worker(Balance::WeightedRandom(vec![0, 0])))
+                .build()
+                .unwrap_err(),
+            "weights",
+        ),
+    ];
+    for (error, field) in cases {
+        assert_eq!(error.field(), Some(field), "{error}");
+        assert!(error.to_string().contains(field), "{error}");
+    }
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error() {
+    assert!(WorkerPool::builder().build().unwrap_err().is_no_runtime());
+}
