@@ -87,6 +87,11 @@ macro_rules! atomic_int {
             }
 
             #[inline]
+            pub(crate) fn fetch_or(&self, value: $int, order: Ordering) -> $int {
+                self.0.fetch_or(value, order)
+            }
+
+            #[inline]
             pub(crate) fn compare_exchange_weak(
                 &self,
                 current: $int,

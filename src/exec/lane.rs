@@ -1,25 +1,35 @@
 //! A bounded FIFO of jobs with async waiting on both ends: the queue of the shared scheduler and
 //! each worker's queue in the per-worker scheduler.
 //!
-//! Everything sits under one mutex: the jobs, the closed flag, and two waiter lists (submitters
-//! waiting for space, workers waiting for a job). Waiters are woken after the lock is released
-//! and re-check under it, so no job is ever handed to a waiter that might be cancelled:
+//! The jobs and the two waiter lists (submitters waiting for room, workers waiting for a job) sit
+//! under one mutex. Room is counted outside it, in `occupied` (jobs queued plus room reserved),
+//! so a submitter claims its room with one compare-and-swap and takes the lock once, to queue.
+//! Waiters are woken after the lock is released and re-check under it, so no job is ever handed
+//! to a waiter that might be cancelled:
 //!
 //! * a submitter first *reserves* room, then builds its job and *commits* it, so that a refused
 //!   task goes back to its caller as it came, never boxed;
-//! * a commit wakes one waiting worker; a pop (or a steal) wakes one waiting submitter;
+//! * a commit wakes a parked worker (unless one is already on its way); a pop (or a steal) frees
+//!   room and wakes one waiting submitter;
 //! * `close` wakes everyone; reservations fail from then on, and pops drain what is left,
 //!   reserved jobs included, before they report the end;
 //! * a waiter dropped after it was woken, but before it used the wake-up, passes it on, so a
 //!   cancelled `submit` or an idle worker that times out never strands a job or a free slot.
 //!
-//! The loom models in `loom_models.rs` check these races (submit vs shutdown, steal vs shutdown).
+//! # Closing against a reservation
+//!
+//! The closed flag is the top bit of the same word that counts the room taken, so a reservation
+//! and a close are two updates of one atomic and are totally ordered: a reservation either comes
+//! first (and the workers, which stop only on "closed and nothing taken", wait for its job) or
+//! sees the flag and fails. A job can never land in a lane whose workers have left. The loom
+//! models in `loom_models.rs` check this and the other races (submit vs shutdown, steal vs
+//! shutdown).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 
 use super::waiters::{Slot, Waiters};
-use crate::sync::Mutex;
+use crate::sync::{AtomicUsize, Mutex, Ordering};
 
 /// What a lane needs to know about a job: whether another worker may take it.
 pub(crate) trait Stealable {
@@ -29,46 +39,53 @@ pub(crate) trait Stealable {
 
 #[derive(Debug)]
 pub(crate) struct Lane<J> {
-    state: Mutex<State<J>>,
     capacity: usize,
+    /// [`CLOSED`] once the lane takes no more reservations, plus the jobs queued and the room
+    /// reserved by submitters still building their job. The count never exceeds `capacity`; it
+    /// is raised by reservations and lowered (under the lock) when a job is taken.
+    occupied: AtomicUsize,
+    state: Mutex<State<J>>,
 }
 
 #[derive(Debug)]
 struct State<J> {
     jobs: VecDeque<J>,
-    /// Room promised to submitters that are building their job: counted against the capacity,
-    /// and a closed lane is not finished while any is outstanding.
-    reserved: usize,
-    closed: bool,
     /// Set by a shutdown past its deadline: jobs committed from now on are dropped at once.
     dead: bool,
     /// Bumped by `interrupt`: parked workers wake and re-check their pool's size.
     interrupts: u64,
     pushers: Waiters,
     poppers: Waiters,
+    /// Workers woken that have not yet looked at the queue. A commit wakes a worker only when
+    /// none is on its way, and a worker that takes a job and sees more wakes the next one: the
+    /// workers ramp up with the backlog instead of every commit waking one to find nothing.
+    waking: usize,
 }
 
 impl<J> State<J> {
-    fn has_room(&self, capacity: usize) -> bool {
-        self.jobs.len() + self.reserved < capacity
-    }
-
-    /// Closed, drained, and no reserved job still to come: workers may stop.
-    fn finished(&self) -> bool {
-        self.closed && self.jobs.is_empty() && self.reserved == 0
-    }
-
-    /// Every parked worker, once the lane has finished: they stop.
-    fn wake_if_finished(&mut self) -> Vec<Waker> {
-        if self.finished() { self.poppers.notify_all() } else { Vec::new() }
-    }
-
-    /// The wake-ups a job taken off the lane causes: a submitter waiting for its room, and every
-    /// parked worker if that was the last job of a closed lane.
-    fn after_take(&mut self) -> Vec<Waker> {
-        let mut woken = self.wake_if_finished();
-        woken.extend(self.pushers.notify_one());
+    /// Wakes one parked worker unless one is already on its way.
+    fn wake_a_worker(&mut self) -> Option<Waker> {
+        if self.waking > 0 {
+            return None;
+        }
+        let woken = self.poppers.notify_one();
+        self.waking += usize::from(woken.is_some());
         woken
+    }
+
+    fn wake_all_workers(&mut self) -> Vec<Waker> {
+        let woken = self.poppers.notify_all();
+        self.waking += woken.len();
+        woken
+    }
+
+    /// Takes a worker's registration off the list; a wake-up it had received is now used.
+    fn unregister_worker(&mut self, slot: &mut Slot) -> bool {
+        let was_woken = self.poppers.remove(slot);
+        if was_woken {
+            self.waking -= 1;
+        }
+        was_woken
     }
 }
 
@@ -88,40 +105,75 @@ pub(crate) enum TryPop<J> {
     Closed,
 }
 
-fn wake(waker: Option<Waker>) {
-    if let Some(waker) = waker {
-        waker.wake();
-    }
+/// The flag bit of `Lane::occupied`.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+fn wake_all(woken: Vec<Waker>) {
+    woken.into_iter().for_each(Waker::wake);
 }
 
 impl<J: Stealable> Lane<J> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
+            capacity,
+            occupied: AtomicUsize::new(0),
             state: Mutex::new(State {
                 jobs: VecDeque::with_capacity(capacity.min(4096)),
-                reserved: 0,
-                closed: false,
                 dead: false,
                 interrupts: 0,
                 pushers: Waiters::default(),
                 poppers: Waiters::default(),
+                waking: 0,
             }),
-            capacity,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.occupied.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Closed, drained, and no reserved job still to come: workers may stop.
+    fn finished(&self) -> bool {
+        self.occupied.load(Ordering::Acquire) == CLOSED
+    }
+
+    fn has_room(&self) -> bool {
+        self.occupied.load(Ordering::Acquire) & !CLOSED < self.capacity
+    }
+
+    /// Every parked worker, once the lane has finished: they stop.
+    fn wake_if_finished(&self, state: &mut State<J>) -> Vec<Waker> {
+        if self.finished() { state.wake_all_workers() } else { Vec::new() }
+    }
+
+    /// Claims one unit of room, without the lock.
+    fn claim(&self) -> Result<(), NoRoom> {
+        // Relaxed start: the compare-and-swap below re-reads the word with its real ordering.
+        let mut occupied = self.occupied.load(Ordering::Relaxed);
+        loop {
+            if occupied & CLOSED != 0 {
+                return Err(NoRoom::Closed);
+            }
+            if occupied >= self.capacity {
+                return Err(NoRoom::Full);
+            }
+            // AcqRel: a successful claim orders after the close it did not see.
+            match self.occupied.compare_exchange_weak(
+                occupied,
+                occupied + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => occupied = actual,
+            }
         }
     }
 
     /// Reserves room for one job if there is any. A submitter reserves before it builds its job,
     /// so a refused task comes back to its caller unboxed.
     pub(crate) fn try_reserve(&self) -> Result<(), NoRoom> {
-        let mut state = self.state.lock();
-        if state.closed {
-            Err(NoRoom::Closed)
-        } else if state.has_room(self.capacity) {
-            state.reserved += 1;
-            Ok(())
-        } else {
-            Err(NoRoom::Full)
-        }
+        self.claim()
     }
 
     /// Reserves room once there is some, registering in `slot` while there is none;
@@ -132,17 +184,16 @@ impl<J: Stealable> Lane<J> {
         slot: &mut Slot,
     ) -> Poll<Result<(), NoRoom>> {
         let mut state = self.state.lock();
-        if state.closed {
-            state.pushers.remove(slot);
-            return Poll::Ready(Err(NoRoom::Closed));
+        match self.claim() {
+            Err(NoRoom::Full) => {
+                state.pushers.register(slot, cx.waker());
+                Poll::Pending
+            }
+            claimed => {
+                state.pushers.remove(slot);
+                Poll::Ready(claimed)
+            }
         }
-        if !state.has_room(self.capacity) {
-            state.pushers.register(slot, cx.waker());
-            return Poll::Pending;
-        }
-        state.pushers.remove(slot);
-        state.reserved += 1;
-        Poll::Ready(Ok(()))
     }
 
     /// Withdraws a waiting reservation, passing on a wake-up it received but did not use.
@@ -153,33 +204,45 @@ impl<J: Stealable> Lane<J> {
         let woken = {
             let mut state = self.state.lock();
             let was_woken = state.pushers.remove(slot);
-            if was_woken && (state.has_room(self.capacity) || state.closed) {
+            if was_woken && (self.has_room() || self.is_closed()) {
                 state.pushers.notify_one()
             } else {
                 None
             }
         };
-        wake(woken);
+        wake_all(woken.into_iter().collect());
     }
 
-    /// Queues a job into reserved room, waking one idle worker. Returns whether a worker was
-    /// waiting for it. A lane killed by an expired shutdown drops the job instead.
+    /// Queues a job into reserved room, waking a parked worker. Returns whether a worker was
+    /// woken for it. A lane killed by an expired shutdown drops the job instead.
     pub(crate) fn commit(&self, job: J) -> bool {
         let (woken, dropped) = {
             let mut state = self.state.lock();
-            state.reserved -= 1;
             if state.dead {
-                (state.wake_if_finished(), Some(job))
+                self.occupied.fetch_sub(1, Ordering::AcqRel);
+                (self.wake_if_finished(&mut state), Some(job))
             } else {
                 state.jobs.push_back(job);
-                (state.poppers.notify_one().into_iter().collect(), None)
+                (state.wake_a_worker().into_iter().collect(), None)
             }
         };
         // Outside the lock: dropping a job runs its destructors, which wake its handle.
         drop(dropped);
-        let worker_waiting = !woken.is_empty();
-        woken.into_iter().for_each(Waker::wake);
-        worker_waiting
+        let woke_worker = !woken.is_empty();
+        wake_all(woken);
+        woke_worker
+    }
+
+    /// The wake-ups a job taken off the lane causes: a submitter waiting for the room, the next
+    /// worker if more jobs wait, and every parked worker if that was the last job of a closed lane.
+    fn after_take(&self, state: &mut State<J>) -> Vec<Waker> {
+        self.occupied.fetch_sub(1, Ordering::AcqRel);
+        let mut woken = self.wake_if_finished(state);
+        woken.extend(state.pushers.notify_one());
+        if !state.jobs.is_empty() {
+            woken.extend(state.wake_a_worker());
+        }
+        woken
     }
 
     /// Takes the oldest job, waking one waiting submitter.
@@ -187,12 +250,12 @@ impl<J: Stealable> Lane<J> {
         let mut state = self.state.lock();
         match state.jobs.pop_front() {
             Some(job) => {
-                let woken = state.after_take();
+                let woken = self.after_take(&mut state);
                 drop(state);
-                woken.into_iter().for_each(Waker::wake);
+                wake_all(woken);
                 TryPop::Job(job)
             }
-            None if state.finished() => TryPop::Closed,
+            None if self.finished() => TryPop::Closed,
             None => TryPop::Empty,
         }
     }
@@ -201,18 +264,15 @@ impl<J: Stealable> Lane<J> {
     /// lane finishes). `Ready(None)` when the lane is closed and drained.
     pub(crate) fn poll_pop(&self, cx: &mut Context<'_>, slot: &mut Slot) -> Poll<Option<J>> {
         let mut state = self.state.lock();
+        state.unregister_worker(slot);
         match state.jobs.pop_front() {
             Some(job) => {
-                state.poppers.remove(slot);
-                let woken = state.after_take();
+                let woken = self.after_take(&mut state);
                 drop(state);
-                woken.into_iter().for_each(Waker::wake);
+                wake_all(woken);
                 Poll::Ready(Some(job))
             }
-            None if state.finished() => {
-                state.poppers.remove(slot);
-                Poll::Ready(None)
-            }
+            None if self.finished() => Poll::Ready(None),
             None => {
                 state.poppers.register(slot, cx.waker());
                 Poll::Pending
@@ -227,11 +287,11 @@ impl<J: Stealable> Lane<J> {
         }
         let woken = {
             let mut state = self.state.lock();
-            let was_woken = state.poppers.remove(slot);
-            let has_job = !state.jobs.is_empty() || state.finished();
-            if was_woken && has_job { state.poppers.notify_one() } else { None }
+            let was_woken = state.unregister_worker(slot);
+            let has_job = !state.jobs.is_empty() || self.finished();
+            if was_woken && has_job { state.wake_a_worker() } else { None }
         };
-        wake(woken);
+        wake_all(woken.into_iter().collect());
     }
 
     /// Takes the oldest job another worker may run (not keyed), waking one waiting submitter.
@@ -239,38 +299,39 @@ impl<J: Stealable> Lane<J> {
         let mut state = self.state.lock();
         let index = state.jobs.iter().position(Stealable::stealable)?;
         let job = state.jobs.remove(index);
-        let woken = state.after_take();
+        let woken = self.after_take(&mut state);
         drop(state);
-        woken.into_iter().for_each(Waker::wake);
+        wake_all(woken);
         job
     }
 
     /// Refuses new jobs from now on and wakes every waiter: submitters to fail, workers to drain
     /// what is left and stop.
     pub(crate) fn close(&self) {
+        self.occupied.fetch_or(CLOSED, Ordering::AcqRel);
         let woken = {
             let mut state = self.state.lock();
-            state.closed = true;
             let mut woken = state.pushers.notify_all();
-            woken.extend(state.poppers.notify_all());
+            woken.extend(state.wake_all_workers());
             woken
         };
-        woken.into_iter().for_each(Waker::wake);
+        wake_all(woken);
     }
 
     /// Closes the lane for good (a shutdown past its deadline): takes every queued job, and
     /// jobs committed into room reserved earlier are dropped as they arrive.
     pub(crate) fn kill(&self) -> Vec<J> {
+        self.occupied.fetch_or(CLOSED, Ordering::AcqRel);
         let (jobs, woken) = {
             let mut state = self.state.lock();
-            state.closed = true;
             state.dead = true;
             let jobs: Vec<J> = state.jobs.drain(..).collect();
+            self.occupied.fetch_sub(jobs.len(), Ordering::AcqRel);
             let mut woken = state.pushers.notify_all();
-            woken.extend(state.poppers.notify_all());
+            woken.extend(state.wake_all_workers());
             (jobs, woken)
         };
-        woken.into_iter().for_each(Waker::wake);
+        wake_all(woken);
         jobs
     }
 
@@ -279,9 +340,9 @@ impl<J: Stealable> Lane<J> {
         let woken = {
             let mut state = self.state.lock();
             state.interrupts += 1;
-            state.poppers.notify_all()
+            state.wake_all_workers()
         };
-        woken.into_iter().for_each(Waker::wake);
+        wake_all(woken);
     }
 
     /// How many interrupts there have been.
