@@ -7,6 +7,19 @@ use millpond::balance::Balance;
 use millpond::exec::{Scheduler, WorkerPool};
 use tokio::sync::Barrier;
 
+/// Runs `count` tasks that can only finish together, so they need `count` workers at once.
+async fn run_together(pool: &WorkerPool, count: usize) {
+    let barrier = std::sync::Arc::new(Barrier::new(count));
+    let mut handles = Vec::new();
+    for _ in 0..count {
+        let barrier = std::sync::Arc::clone(&barrier);
+        handles.push(pool.submit(async move { barrier.wait().await }).await.unwrap());
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn workers_start_under_load_and_exit_after_the_idle_timeout() {
     let pool = WorkerPool::builder()
@@ -16,22 +29,7 @@ async fn workers_start_under_load_and_exit_after_the_idle_timeout() {
         .build()
         .unwrap();
     assert_eq!(pool.stats().workers, 1);
-    // Four tasks that only finish together: they need four workers at once.
-    let barrier = std::sync::Arc::new(Barrier::new(4));
-    let mut handles = Vec::new();
-    for _ in 0..4 {
-        let barrier = std::sync::Arc::clone(&barrier);
-        handles.push(
-            pool.submit(async move {
-                barrier.wait().await;
-            })
-            .await
-            .unwrap(),
-        );
-    }
-    for handle in handles {
-        handle.await.unwrap();
-    }
+    run_together(&pool, 4).await;
     assert_eq!(pool.stats().workers, 4);
 
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -46,21 +44,7 @@ async fn resize_grows_and_shrinks_a_running_pool() {
     let pool = WorkerPool::builder().workers(2).build().unwrap();
     pool.resize(6).unwrap();
     // The maximum rose; workers start as load needs them.
-    let barrier = std::sync::Arc::new(Barrier::new(6));
-    let mut handles = Vec::new();
-    for _ in 0..6 {
-        let barrier = std::sync::Arc::clone(&barrier);
-        handles.push(
-            pool.submit(async move {
-                barrier.wait().await;
-            })
-            .await
-            .unwrap(),
-        );
-    }
-    for handle in handles {
-        handle.await.unwrap();
-    }
+    run_together(&pool, 6).await;
     assert_eq!(pool.stats().workers, 6);
     pool.resize(1).unwrap();
     tokio::task::yield_now().await;
