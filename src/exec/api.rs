@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::builder::WorkerPoolBuilder;
 use super::error::SubmitError;
 use super::handle::{TaskHandle, tracked};
-use super::inner::Inner;
+use super::inner::{Inner, Refused};
 use super::job::Job;
 use super::stats::Stats;
 use super::worker;
@@ -76,7 +76,8 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.submit_with(task, None, true, None).await
+        let lane = self.inner.reserve(None, None).await;
+        self.enqueue(lane, task, with_handle(false))
     }
 
     /// Queues a task if there is room right now; never waits.
@@ -89,13 +90,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let lane = match self.inner.queues.try_reserve(None) {
-            Ok(lane) => lane,
-            Err((_, no_room)) => return Err(self.inner.reject(no_room.into()).with(task)),
-        };
-        let (task, handle) = tracked(task);
-        self.inner.commit(lane, Job::new(task, false));
-        Ok(handle)
+        self.enqueue(self.inner.try_reserve(None), task, with_handle(false))
     }
 
     /// Like [`submit`](Self::submit), waiting at most `timeout` for room.
@@ -116,7 +111,8 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.submit_with(task, None, true, Some(timeout)).await
+        let lane = self.inner.reserve(None, Some(timeout)).await;
+        self.enqueue(lane, task, with_handle(false))
     }
 
     /// Queues a task that must run after every earlier task with the same `key` (a user id, an
@@ -141,7 +137,8 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.submit_with(task, Some(key), true, None).await
+        let lane = self.inner.reserve(Some(key), None).await;
+        self.enqueue(lane, task, with_handle(true))
     }
 
     /// Queues a task without a handle, waiting for room: the cheapest way to run a task. Its
@@ -158,13 +155,8 @@ impl WorkerPool {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        match self.inner.reserve(None, true, None).await {
-            Ok(lane) => {
-                self.inner.commit(lane, Job::new(task, false));
-                Ok(())
-            }
-            Err(why) => Err(why.with(task)),
-        }
+        let lane = self.inner.reserve(None, None).await;
+        self.enqueue(lane, task, |task| (Job::new(task, false), ()))
     }
 
     /// Like [`execute`](Self::execute), but never waits.
@@ -176,31 +168,22 @@ impl WorkerPool {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        match self.inner.queues.try_reserve(None) {
-            Ok(lane) => {
-                self.inner.commit(lane, Job::new(task, false));
-                Ok(())
-            }
-            Err((_, no_room)) => Err(self.inner.reject(no_room.into()).with(task)),
-        }
+        self.enqueue(self.inner.try_reserve(None), task, |task| (Job::new(task, false), ()))
     }
 
-    async fn submit_with<F>(
+    /// Queues `task` into the room `lane` reserved, as the job `make` builds from it; gives the
+    /// task back, untouched, when the reservation was refused.
+    fn enqueue<F, R>(
         &self,
+        lane: Result<usize, Refused>,
         task: F,
-        key: Option<u64>,
-        wait: bool,
-        timeout: Option<Duration>,
-    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match self.inner.reserve(key, wait, timeout).await {
+        make: impl FnOnce(F) -> (Job, R),
+    ) -> Result<R, SubmitError<F>> {
+        match lane {
             Ok(lane) => {
-                let (task, handle) = tracked(task);
-                self.inner.commit(lane, Job::new(task, key.is_some()));
-                Ok(handle)
+                let (job, result) = make(task);
+                self.inner.commit(lane, job);
+                Ok(result)
             }
             Err(why) => Err(why.with(task)),
         }
@@ -299,5 +282,17 @@ impl Drop for WorkerPool {
     /// Stops intake; the workers finish the queued tasks in the background and exit.
     fn drop(&mut self) {
         self.inner.close();
+    }
+}
+
+/// Builds a job that reports to a [`TaskHandle`]; `keyed` jobs are never stolen.
+fn with_handle<F>(keyed: bool) -> impl FnOnce(F) -> (Job, TaskHandle<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    move |task| {
+        let (task, handle) = tracked(task);
+        (Job::new(task, keyed), handle)
     }
 }

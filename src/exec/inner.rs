@@ -29,7 +29,6 @@ pub(crate) struct Inner {
     /// Whether workers come and go (the shared queue with `min < max`, or after a resize).
     elastic: bool,
     rejected: AtomicU64,
-    closed: AtomicUsize,
     panic_hook: Option<PanicHook>,
     runtime: Handle,
     workers: Mutex<Workers>,
@@ -92,7 +91,6 @@ impl Inner {
             max_workers: AtomicUsize::new(settings.max_workers),
             elastic: settings.elastic,
             rejected: AtomicU64::new(0),
-            closed: AtomicUsize::new(0),
             panic_hook: settings.panic_hook,
             runtime: settings.runtime,
             workers: Mutex::new(Workers { handles: Vec::new(), exits: Waiters::default() }),
@@ -103,6 +101,23 @@ impl Inner {
             inner.spawn_worker(index % lanes);
         }
         inner
+    }
+
+    /// Counts one more live worker if fewer than `below` are alive; the caller then starts it.
+    fn add_worker_below(&self, below: usize) -> bool {
+        let mut live = self.live.load(Ordering::Acquire);
+        while live < below {
+            match self.live.compare_exchange_weak(
+                live,
+                live + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => live = actual,
+            }
+        }
+        false
     }
 
     fn spawn_worker(self: &Arc<Self>, lane: usize) {
@@ -119,21 +134,8 @@ impl Inner {
 
     /// Starts one more worker if none is idle and the pool may grow (the shared queue only).
     pub(crate) fn grow(self: &Arc<Self>) {
-        if !self.elastic {
-            return;
-        }
-        let max = self.max_workers.load(Ordering::Acquire);
-        let mut live = self.live.load(Ordering::Acquire);
-        while live < max {
-            match self.live.compare_exchange_weak(
-                live,
-                live + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return self.spawn_worker(0),
-                Err(actual) => live = actual,
-            }
+        if self.elastic && self.add_worker_below(self.max_workers.load(Ordering::Acquire)) {
+            self.spawn_worker(0);
         }
     }
 
@@ -160,46 +162,31 @@ impl Inner {
         self.live.load(Ordering::Relaxed) > self.max_workers.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_size(self: &Arc<Self>, min: usize, max: usize) {
-        self.min_workers.store(min, Ordering::Release);
-        self.max_workers.store(max, Ordering::Release);
-        // Grow to the new minimum at once; extra workers retire after their current task.
-        loop {
-            let live = self.live.load(Ordering::Acquire);
-            if live >= min {
-                break;
-            }
-            if self
-                .live
-                .compare_exchange_weak(live, live + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.spawn_worker(0);
-            }
-        }
-        if self.live.load(Ordering::Acquire) > max {
-            // Parked workers wake, see the pool above its size, and retire.
-            (0..self.queues.lane_count()).for_each(|lane| self.queues.lane(lane).interrupt());
-        }
-    }
-
     pub(crate) fn is_resizable(&self) -> bool {
         self.elastic
     }
 
+    /// Sets a new maximum (and lowers the minimum to it if needed). Extra workers retire after
+    /// their current task; parked ones are interrupted so they retire at once.
     pub(crate) fn resize(self: &Arc<Self>, max: usize) {
         let min = self.min_workers.load(Ordering::Acquire).min(max);
-        self.set_size(min, max);
+        self.min_workers.store(min, Ordering::Release);
+        self.max_workers.store(max, Ordering::Release);
+        while self.add_worker_below(min) {
+            self.spawn_worker(0);
+        }
+        if self.live.load(Ordering::Acquire) > max {
+            (0..self.queues.lane_count()).for_each(|lane| self.queues.lane(lane).interrupt());
+        }
     }
 
     /// Stops intake.
     pub(crate) fn close(&self) {
-        self.closed.store(1, Ordering::Release);
         self.queues.close();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) != 0
+        self.queues.is_closed()
     }
 
     pub(crate) fn worker_exited(&self, counted: bool) {
@@ -249,12 +236,16 @@ impl Inner {
         }
     }
 
-    /// Reserves room for a job: at once, or waiting (up to `timeout`) when `wait`. Returns the
-    /// lane to commit to.
+    /// Reserves room for a job without waiting. Returns the lane to commit to.
+    pub(crate) fn try_reserve(&self, key: Option<u64>) -> Result<usize, Refused> {
+        self.queues.try_reserve(key).map_err(|(_, no_room)| self.reject(no_room.into()))
+    }
+
+    /// Reserves room for a job, waiting (up to `timeout`) while there is none. Returns the lane
+    /// to commit to.
     pub(crate) async fn reserve(
         &self,
         key: Option<u64>,
-        wait: bool,
         timeout: Option<Duration>,
     ) -> Result<usize, Refused> {
         let lane = match self.queues.try_reserve(key) {
@@ -262,9 +253,6 @@ impl Inner {
             Err((_, NoRoom::Closed)) => return Err(self.reject(Refused::Closed)),
             Err((lane, NoRoom::Full)) => lane,
         };
-        if !wait {
-            return Err(self.reject(Refused::Full));
-        }
         if worker::in_pool(self.id) {
             return Err(self.reject(Refused::WouldDeadlock));
         }

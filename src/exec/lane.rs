@@ -115,7 +115,7 @@ impl<J: Stealable> Lane<J> {
         }
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.occupied.load(Ordering::Acquire) & CLOSED != 0
     }
 

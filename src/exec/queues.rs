@@ -174,6 +174,11 @@ impl Queues {
         NextJob { queues: self, lane, interrupts, own: None, thief: None }
     }
 
+    /// Whether the queues take no more jobs.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lane(0).is_closed()
+    }
+
     pub(crate) fn close(&self) {
         (0..self.lane_count()).for_each(|lane| self.lane(lane).close());
         if let Self::PerWorker(per_worker) = self {
