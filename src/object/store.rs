@@ -105,6 +105,13 @@ impl<T> Shelf<T> {
         );
     }
 
+    /// Takes the `count` least recently returned values off the shelf, for dropping.
+    fn take_oldest(&mut self, count: usize) -> Vec<T> {
+        let taken = self.values.drain(..count.min(self.values.len())).collect();
+        self.low_water = self.low_water.min(self.values.len());
+        taken
+    }
+
     fn take_top(&mut self) -> Option<T> {
         let value = self.values.pop();
         self.low_water = self.low_water.min(self.values.len());
@@ -229,8 +236,7 @@ impl<T> Store<T> {
         // Release: a cache that sees the new epoch also sees the target written before it.
         self.epoch.fetch_add(1, Ordering::Release);
         let excess = shelf.values.len().saturating_sub(target);
-        let dropped: Vec<T> = shelf.values.drain(..excess).collect();
-        shelf.low_water = shelf.low_water.min(shelf.values.len());
+        let dropped = shelf.take_oldest(excess);
         drop(shelf);
         self.count_discarded(dropped.len());
         dropped
@@ -242,7 +248,7 @@ impl<T> Store<T> {
     pub(crate) fn release_unused(&self, keep: usize) -> Vec<T> {
         let mut shelf = self.shelf.lock();
         let unused = shelf.low_water.min(shelf.values.len().saturating_sub(keep));
-        let dropped: Vec<T> = shelf.values.drain(..unused).collect();
+        let dropped = shelf.take_oldest(unused);
         shelf.low_water = shelf.values.len();
         shelf.trim_target = self.limits.max_idle;
         self.epoch.fetch_add(1, Ordering::Release);
@@ -382,8 +388,7 @@ impl<T> LocalCache<T> {
         shelf.reserved -= self.reservation;
         self.reservation = 0;
         let excess = shelf.values.len().saturating_sub(shelf.trim_target);
-        let dropped: Vec<T> = shelf.values.drain(..excess).collect();
-        shelf.low_water = shelf.low_water.min(shelf.values.len());
+        let dropped = shelf.take_oldest(excess);
         shelf.check(&store.limits);
         self.stats.publish(0, self.reused);
         drop(shelf);
