@@ -77,17 +77,22 @@ async fn submit_waits_for_room_and_submit_timeout_gives_up() {
     let err = pool.submit_timeout(async { 5 }, Duration::from_millis(50)).await.unwrap_err();
     assert!(err.is_timeout());
     assert_eq!(err.into_inner().await, 5);
+    let pool = Arc::new(pool);
+    let (submitted_tx, submitted) = oneshot::channel::<()>();
     let waiting = tokio::spawn({
-        let pool = Arc::new(pool);
         let waiter = Arc::clone(&pool);
         async move {
             let handle = waiter.submit(async { 6 }).await.unwrap();
-            (handle.await.unwrap(), pool)
+            submitted_tx.send(()).unwrap();
+            handle.await.unwrap()
         }
     });
+    // The waiter runs until its submit blocks; nothing it could do would finish on its own now.
     tokio::task::yield_now().await;
+    assert_eq!(pool.stats().queued, 1, "the queue is full and the waiter has not got in");
     release.send(()).unwrap();
-    let (value, pool) = waiting.await.unwrap();
+    submitted.await.unwrap();
+    let value = waiting.await.unwrap();
     assert_eq!(value, 6);
     pool.shutdown().await;
 }
