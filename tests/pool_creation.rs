@@ -6,8 +6,10 @@ mod support;
 use std::error::Error as _;
 use std::time::Duration;
 
-use millpond::pool::{CreateError, Error, Pool};
-use support::{Behavior, TestManager, assert_settled, eventually};
+use std::sync::Arc;
+
+use millpond::pool::{CreateError, Error, Pool, Pooled};
+use support::{Behavior, Probe, TestManager, assert_settled, eventually};
 
 #[tokio::test(start_paused = true)]
 async fn a_spike_is_served_by_returning_resources_not_fifty_new_ones() {
@@ -114,35 +116,16 @@ async fn the_breaker_fails_fast_with_the_real_cause_then_closes_on_recovery() {
     assert_settled(&pool, &probe);
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_open_breaker_still_serves_callers_that_a_return_can_serve() {
-    let (manager, probe) = TestManager::new();
-    let pool = Pool::builder(manager)
-        .max_size(2)
-        .backoff(Duration::from_millis(10), Duration::from_millis(10))
-        .breaker(1, Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let held = pool.get().await.unwrap();
-    probe.set_create(Behavior::Fail);
-
-    // This caller's creation fails and trips the breaker, but one resource is out and will come
-    // back: the caller keeps its place instead of failing.
-    let waiter = support::spawn_get(&pool);
-    eventually("the creation failed", Duration::from_secs(1), || probe.create_calls() == 2).await;
-    assert_eq!(pool.status().waiters, 1);
-
-    // A second caller could only be served by a creation: it fails at once.
-    assert!(matches!(pool.get().await, Err(Error::Unavailable(_))));
-
-    drop(held);
-    assert_eq!(waiter.await.unwrap().unwrap(), 0, "served by the returned resource");
-    assert!(pool.get().await.is_ok(), "an idle resource needs no creation");
-    assert_eq!(probe.create_calls(), 2, "no creation while open");
+/// A pool of two with one resource held, creations failing, and a caller whose creation just
+/// tripped the breaker, kept in line because the held resource could still serve it.
+struct KeptCaller {
+    pool: Pool<TestManager>,
+    probe: Arc<Probe>,
+    held: Pooled<TestManager>,
+    waiter: tokio::task::JoinHandle<Result<usize, Error<support::TestError>>>,
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_caller_kept_for_a_return_fails_once_that_return_cannot_come() {
+async fn kept_caller() -> KeptCaller {
     let (manager, probe) = TestManager::new();
     let pool = Pool::builder(manager)
         .max_size(2)
@@ -156,6 +139,27 @@ async fn a_caller_kept_for_a_return_fails_once_that_return_cannot_come() {
     let waiter = support::spawn_get(&pool);
     eventually("the breaker opened", Duration::from_secs(1), || probe.create_calls() == 2).await;
     assert_eq!(pool.status().waiters, 1, "kept: the held resource could serve it");
+    KeptCaller { pool, probe, held, waiter }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_still_serves_callers_that_a_return_can_serve() {
+    // This caller's creation fails and trips the breaker, but one resource is out and will come
+    // back: the caller keeps its place instead of failing.
+    let KeptCaller { pool, probe, held, waiter } = kept_caller().await;
+
+    // A second caller could only be served by a creation: it fails at once.
+    assert!(matches!(pool.get().await, Err(Error::Unavailable(_))));
+
+    drop(held);
+    assert_eq!(waiter.await.unwrap().unwrap(), 0, "served by the returned resource");
+    assert!(pool.get().await.is_ok(), "an idle resource needs no creation");
+    assert_eq!(probe.create_calls(), 2, "no creation while open");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_kept_for_a_return_fails_once_that_return_cannot_come() {
+    let KeptCaller { pool: _pool, held, waiter, .. } = kept_caller().await;
 
     // The held resource leaves the pool for good: nothing can serve the waiter any more.
     let started = tokio::time::Instant::now();
