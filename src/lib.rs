@@ -90,6 +90,10 @@ pub mod exec;
 mod histogram;
 pub mod object;
 pub mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod sync;
 mod time;
 mod unwind;

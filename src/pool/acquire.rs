@@ -121,7 +121,12 @@ pub(crate) async fn acquire<M: Manager>(
         match step {
             Step::Handed(entry, queued_at, granted_at) => {
                 let waited = Some(granted_at.saturating_duration_since(queued_at));
-                return Ok(Checkout { entry, acquired_at: granted_at, waited, pool });
+                if !shared.manager_needs_check(&entry) {
+                    return Ok(Checkout { entry, acquired_at: granted_at, waited, pool });
+                }
+                if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
+                    return Ok(Checkout { entry, acquired_at: checked_at, waited, pool });
+                }
             }
             Step::Expired(entry) => {
                 shared.close_resource(entry, CloseReason::Lifetime);

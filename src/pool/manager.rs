@@ -9,7 +9,7 @@ use std::future::Future;
 /// | hook | when | on failure |
 /// |---|---|---|
 /// | [`create`](Manager::create) | in a background task, when the pool needs a resource | retried with backoff; repeated failures open the circuit breaker |
-/// | [`check`](Manager::check) | before handing out a resource that sat idle longer than the check window | the resource is closed and `get()` moves on |
+/// | [`check`](Manager::check) | before handing out a resource that sat idle longer than the check window, or that [`needs_check`](Manager::needs_check) flags | the resource is closed and `get()` moves on |
 /// | [`is_reusable`](Manager::is_reusable) | synchronously, when a resource comes back | `false` closes it and frees its slot |
 /// | [`on_close`](Manager::on_close) | whenever the pool closes a resource, with the reason | — |
 ///
@@ -70,6 +70,19 @@ pub trait Manager: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send {
         let _ = resource;
         async { Ok(()) }
+    }
+
+    /// Whether `get()` must run [`check`](Manager::check) on this resource before handing it out,
+    /// however recently it was used.
+    ///
+    /// For a resource that came back in a state `check` can repair: a database connection left
+    /// inside a transaction, say, which `check` rolls back. Called on every checkout, including a
+    /// hand-off from a returning caller to a waiter, so it must be cheap (no I/O). It applies even
+    /// with [`check_on_get`](super::Builder::check_on_get) off, which only turns off the checks
+    /// of resources that sat idle. A panic counts as `true`. The default is `false`.
+    fn needs_check(&self, resource: &Self::Resource) -> bool {
+        let _ = resource;
+        false
     }
 
     /// Decides, synchronously and cheaply, whether a returned resource may be used again.

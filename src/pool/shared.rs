@@ -88,8 +88,15 @@ impl<M: Manager> Shared<M> {
 
     /// Whether `get()` must run `check` on this idle resource before handing it out.
     pub(crate) fn needs_check(&self, entry: &Entry<M::Resource>, now: Instant) -> bool {
-        self.config.check_on_get
-            && now.saturating_duration_since(entry.meta.last_active()) >= self.config.check_window
+        (self.config.check_on_get
+            && now.saturating_duration_since(entry.meta.last_active()) >= self.config.check_window)
+            || self.manager_needs_check(entry)
+    }
+
+    /// Whether the manager flags this resource for a check whatever the window says; a resource
+    /// handed straight from a returning caller to a waiter is asked only this.
+    pub(crate) fn manager_needs_check(&self, entry: &Entry<M::Resource>) -> bool {
+        contain("needs_check", || self.manager.needs_check(&entry.resource)).unwrap_or(true)
     }
 
     /// The cache as the engine sees it, when it caches values.

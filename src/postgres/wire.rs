@@ -1,0 +1,491 @@
+//! Watching the PostgreSQL wire protocol as it passes, to know when a connection is safe to reuse.
+//!
+//! tokio-postgres does not say whether a connection still has a query in flight (a caller
+//! dropped the future mid-way) or sits inside a transaction (a caller sent `BEGIN` and left).
+//! The server does say: every request cycle ends with a `ReadyForQuery` message carrying the
+//! transaction status. [`Watched`] wraps the byte stream under tokio-postgres, splits both
+//! directions into messages by their length prefix (it never buffers or alters a byte), and
+//! keeps three facts in a [`Wire`] the pool reads on checkout:
+//!
+//! - the request cycles in flight: the startup message, each simple `Query` and each `Sync`
+//!   get exactly one `ReadyForQuery`, even after an error, so a FIFO of sent cycles popped at
+//!   each `ReadyForQuery` is exact;
+//! - which of those do the caller's work (an `Execute`, or a simple query) rather than
+//!   tokio-postgres's own housekeeping (closing a dropped statement, rolling back a dropped
+//!   transaction), which the next user can safely queue behind;
+//! - the transaction status of the last `ReadyForQuery`.
+//!
+//! pgx makes the same checks (busy, transaction status) before reusing a connection. Here they
+//! cost a few byte comparisons per message.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use crate::sync::{Arc, AtomicU64, Ordering};
+
+/// Where a connection stands with respect to transactions, as of its last completed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionStatus {
+    /// Not inside a transaction block.
+    Idle,
+    /// Inside a transaction block that can still commit.
+    InTransaction,
+    /// Inside a transaction block that failed; only a rollback gets out of it.
+    Failed,
+}
+
+impl TransactionStatus {
+    fn from_byte(byte: u8) -> Self {
+        match byte {
+            b'I' => Self::Idle,
+            b'T' => Self::InTransaction,
+            // `E`, and anything a future server might add, is treated as needing a rollback.
+            _ => Self::Failed,
+        }
+    }
+
+    fn to_word(self) -> u64 {
+        match self {
+            Self::Idle => 0,
+            Self::InTransaction => 1,
+            Self::Failed => 2,
+        }
+    }
+
+    fn from_word(word: u64) -> Self {
+        match word {
+            0 => Self::Idle,
+            1 => Self::InTransaction,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// What the watcher has seen on one connection; shared between the stream (written by the
+/// connection task) and the pooled connection (read when it is checked out).
+#[derive(Debug, Default)]
+pub(crate) struct Wire {
+    /// Request cycles sent and not yet answered.
+    in_flight: AtomicU64,
+    /// Of those, the ones doing the caller's work (an `Execute`, or a simple query other than
+    /// the `ROLLBACK` tokio-postgres sends for a dropped transaction). Closing a dropped
+    /// statement or preparing one is housekeeping that the next user can safely queue behind.
+    work_in_flight: AtomicU64,
+    status: AtomicU64,
+    /// Woken when the last unit of work in flight is answered.
+    settled: Notify,
+}
+
+impl Wire {
+    /// Whether a request doing the caller's work is still waiting for its `ReadyForQuery`.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.work_in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether any request, housekeeping included, is still waiting for its answer.
+    #[cfg(test)]
+    pub(crate) fn has_requests_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// The transaction status the last `ReadyForQuery` reported.
+    pub(crate) fn status(&self) -> TransactionStatus {
+        TransactionStatus::from_word(self.status.load(Ordering::Acquire))
+    }
+
+    /// Waits up to `grace` for the work in flight to be answered; whether it was.
+    ///
+    /// tokio-postgres hands rows to the caller as they arrive, so a caller can finish (and return
+    /// the connection) a moment before the server's closing `ReadyForQuery` is read. A short
+    /// grace tells that apart from a query abandoned mid-way.
+    pub(crate) async fn settle(&self, grace: Duration) -> bool {
+        let settled = async {
+            loop {
+                let notified = self.settled.notified();
+                if !self.is_busy() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(grace, settled).await.is_ok()
+    }
+
+    fn publish(&self, pending: &VecDeque<bool>, status: Option<u8>) {
+        if let Some(status) = status {
+            self.status.store(TransactionStatus::from_byte(status).to_word(), Ordering::Release);
+        }
+        let work = pending.iter().filter(|&&is_work| is_work).count() as u64;
+        self.in_flight.store(pending.len() as u64, Ordering::Release);
+        let before = self.work_in_flight.load(Ordering::Relaxed);
+        self.work_in_flight.store(work, Ordering::Release);
+        if work == 0 && before > 0 {
+            self.settled.notify_waiters();
+        }
+    }
+}
+
+/// `SSLRequest` and `GSSENCRequest`: untyped messages the server answers with a single byte.
+const SSL_REQUEST_CODE: u32 = 80_877_103;
+const GSSENC_REQUEST_CODE: u32 = 80_877_104;
+
+/// The simple query tokio-postgres sends for a transaction dropped without commit or rollback.
+const ROLLBACK: &[u8] = b"ROLLBACK";
+
+/// Splits one direction of the protocol into messages.
+///
+/// A typed message is a type byte and a big-endian `i32` length that counts itself; the first
+/// messages a client sends are untyped (length, then a code). The splitter reports each header
+/// and each run of body bytes.
+#[derive(Debug)]
+struct Splitter {
+    header: [u8; 8],
+    header_filled: usize,
+    /// Whether the next message is untyped (a client's startup phase).
+    untyped: bool,
+    /// The current typed message's type.
+    kind: u8,
+    /// Body bytes of the current message seen so far, and still to pass.
+    body_seen: usize,
+    body_left: usize,
+}
+
+/// What a splitter found in a run of bytes.
+enum Frame<'a> {
+    /// A typed message's header.
+    Typed(u8),
+    /// An untyped message's header, with its code.
+    Untyped(u32),
+    /// Body bytes of the current message, `offset` bytes into its body.
+    Body { kind: u8, offset: usize, bytes: &'a [u8] },
+}
+
+impl Splitter {
+    fn new(untyped: bool) -> Self {
+        Self { header: [0; 8], header_filled: 0, untyped, kind: 0, body_seen: 0, body_left: 0 }
+    }
+
+    fn header_len(&self) -> usize {
+        if self.untyped { 8 } else { 5 }
+    }
+
+    /// Feeds bytes that passed, reporting what they contained.
+    fn feed<'a>(&mut self, mut bytes: &'a [u8], mut on: impl FnMut(&mut Self, Frame<'a>)) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let (body, rest) = bytes.split_at(self.body_left.min(bytes.len()));
+                let frame = Frame::Body { kind: self.kind, offset: self.body_seen, bytes: body };
+                self.body_seen += body.len();
+                self.body_left -= body.len();
+                bytes = rest;
+                on(self, frame);
+                continue;
+            }
+            let want = self.header_len() - self.header_filled;
+            let take = want.min(bytes.len());
+            self.header[self.header_filled..self.header_filled + take]
+                .copy_from_slice(&bytes[..take]);
+            self.header_filled += take;
+            bytes = &bytes[take..];
+            if self.header_filled < self.header_len() {
+                continue;
+            }
+            self.header_filled = 0;
+            self.body_seen = 0;
+            if self.untyped {
+                let len = be_u32(&self.header[0..4]) as usize;
+                self.body_left = len.saturating_sub(8);
+                self.kind = 0;
+                on(self, Frame::Untyped(be_u32(&self.header[4..8])));
+            } else {
+                self.kind = self.header[0];
+                let len = be_u32(&self.header[1..5]) as usize;
+                self.body_left = len.saturating_sub(4);
+                on(self, Frame::Typed(self.kind));
+            }
+        }
+    }
+}
+
+fn be_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// A stream that reports the protocol passing through it to a [`Wire`].
+///
+/// Used under tokio-postgres twice over when TLS is on: around the socket, where it sees the
+/// plaintext `SSLRequest` and then stops at the server's `S`, and around the TLS stream, where
+/// it sees the session itself.
+#[derive(Debug)]
+pub struct Watched<S> {
+    inner: S,
+    wire: Arc<Wire>,
+    outgoing: Splitter,
+    incoming: Splitter,
+    /// The request cycles awaiting a `ReadyForQuery`, oldest first: whether each is work.
+    pending: VecDeque<bool>,
+    /// Whether the cycle being sent (up to its `Sync`) has an `Execute`.
+    cycle_has_work: bool,
+    /// The client asked for encryption; the server's next byte is a bare `S` or `N`.
+    encryption_reply_next: bool,
+    /// Encryption took over below this layer: the bytes are no longer the protocol.
+    stopped: bool,
+}
+
+impl<S> Watched<S> {
+    pub(crate) fn new(inner: S, wire: Arc<Wire>) -> Self {
+        Self {
+            inner,
+            wire,
+            outgoing: Splitter::new(true),
+            incoming: Splitter::new(false),
+            pending: VecDeque::new(),
+            cycle_has_work: false,
+            encryption_reply_next: false,
+            stopped: false,
+        }
+    }
+
+    /// The stream and its wire, for the TLS layer to take over.
+    pub(crate) fn into_parts(self) -> (S, Arc<Wire>) {
+        (self.inner, self.wire)
+    }
+
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    fn saw_outgoing(&mut self, bytes: &[u8]) {
+        if self.stopped || bytes.is_empty() {
+            return;
+        }
+        let pending = &mut self.pending;
+        let cycle_has_work = &mut self.cycle_has_work;
+        let mut asked_for_encryption = false;
+        self.outgoing.feed(bytes, |splitter, frame| match frame {
+            Frame::Untyped(SSL_REQUEST_CODE | GSSENC_REQUEST_CODE) => asked_for_encryption = true,
+            Frame::Untyped(_) => {
+                // The startup message: the server ends the startup with a ReadyForQuery.
+                splitter.untyped = false;
+                pending.push_back(false);
+            }
+            // A simple query is a cycle of its own; it counts as work until its text shows it
+            // is the rollback of a dropped transaction.
+            Frame::Typed(b'Q') => pending.push_back(true),
+            Frame::Body { kind: b'Q', offset, bytes } if offset < ROLLBACK.len() => {
+                let end = ROLLBACK.len().min(offset + bytes.len());
+                let matches = bytes[..end - offset] == ROLLBACK[offset..end];
+                if let Some(is_work) = pending.back_mut() {
+                    if !matches {
+                        *is_work = true;
+                    } else if end == ROLLBACK.len() {
+                        *is_work = false;
+                    }
+                }
+            }
+            Frame::Typed(b'E') => *cycle_has_work = true,
+            Frame::Typed(b'S') => pending.push_back(std::mem::take(cycle_has_work)),
+            Frame::Typed(_) | Frame::Body { .. } => {}
+        });
+        if asked_for_encryption {
+            self.encryption_reply_next = true;
+        }
+        self.wire.publish(&self.pending, None);
+    }
+
+    fn saw_incoming(&mut self, mut bytes: &[u8]) {
+        if self.stopped || bytes.is_empty() {
+            return;
+        }
+        if self.encryption_reply_next {
+            self.encryption_reply_next = false;
+            if bytes[0] != b'N' {
+                // `S` (or `G`): encryption starts under this layer; a layer above takes over.
+                self.stopped = true;
+                return;
+            }
+            bytes = &bytes[1..];
+        }
+        let pending = &mut self.pending;
+        let mut status = None;
+        self.incoming.feed(bytes, |_, frame| match frame {
+            Frame::Typed(b'Z') => {
+                pending.pop_front();
+            }
+            Frame::Body { kind: b'Z', offset: 0, bytes } => status = Some(bytes[0]),
+            Frame::Typed(_) | Frame::Untyped(_) | Frame::Body { .. } => {}
+        });
+        self.wire.publish(&self.pending, status);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            let this = &mut *self;
+            this.saw_incoming(&buf.filled()[before..]);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = poll {
+            self.saw_outgoing(&buf[..written]);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut message = vec![kind];
+        message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        message.extend_from_slice(body);
+        message
+    }
+
+    fn untyped(code: u32, body: &[u8]) -> Vec<u8> {
+        let mut message = (body.len() as u32 + 8).to_be_bytes().to_vec();
+        message.extend_from_slice(&code.to_be_bytes());
+        message.extend_from_slice(body);
+        message
+    }
+
+    /// Feeds `bytes` in every split into two runs, and checks the wire after each.
+    fn each_split(outgoing: &[u8], incoming: &[u8], check: impl Fn(&Wire)) {
+        for cut_out in 0..=outgoing.len() {
+            for cut_in in [0, 1, incoming.len() / 2, incoming.len()] {
+                let wire = Arc::new(Wire::default());
+                let mut watched = Watched::new((), Arc::clone(&wire));
+                watched.saw_outgoing(&outgoing[..cut_out]);
+                watched.saw_outgoing(&outgoing[cut_out..]);
+                watched.saw_incoming(&incoming[..cut_in]);
+                watched.saw_incoming(&incoming[cut_in..]);
+                check(&wire);
+            }
+        }
+    }
+
+    fn startup() -> Vec<u8> {
+        untyped(196_608, b"user\0postgres\0\0")
+    }
+
+    #[test]
+    fn a_completed_startup_and_query_leave_the_connection_idle() {
+        let mut outgoing = startup();
+        outgoing.extend(typed(b'Q', b"SELECT 1\0"));
+        let mut incoming = typed(b'R', &[0, 0, 0, 0]);
+        incoming.extend(typed(b'Z', b"I"));
+        incoming.extend(typed(b'T', &[0; 12]));
+        incoming.extend(typed(b'C', b"SELECT 1\0"));
+        incoming.extend(typed(b'Z', b"I"));
+        each_split(&outgoing, &incoming, |wire| {
+            assert!(!wire.is_busy());
+            assert_eq!(wire.status(), TransactionStatus::Idle);
+        });
+    }
+
+    #[test]
+    fn an_unanswered_sync_is_busy() {
+        let mut outgoing = startup();
+        outgoing.extend(typed(b'B', &[0; 10]));
+        outgoing.extend(typed(b'E', &[0; 5]));
+        outgoing.extend(typed(b'S', b""));
+        let incoming = typed(b'Z', b"I");
+        each_split(&outgoing, &incoming, |wire| assert!(wire.is_busy()));
+    }
+
+    #[test]
+    fn housekeeping_in_flight_is_not_busy() {
+        let mut outgoing = startup();
+        outgoing.extend(typed(b'C', b"Ss1\0"));
+        outgoing.extend(typed(b'S', b""));
+        outgoing.extend(typed(b'Q', b"ROLLBACK\0"));
+        let incoming = typed(b'Z', b"T");
+        each_split(&outgoing, &incoming, |wire| {
+            assert!(!wire.is_busy());
+            assert!(wire.has_requests_in_flight());
+        });
+    }
+
+    #[test]
+    fn a_simple_query_in_flight_is_busy_whatever_its_length() {
+        for query in [&b"SELECT pg_sleep(60)\0"[..], b"BEGIN\0", b"ROLL\0"] {
+            let mut outgoing = startup();
+            outgoing.extend(typed(b'Q', query));
+            let incoming = typed(b'Z', b"I");
+            each_split(&outgoing, &incoming, |wire| assert!(wire.is_busy()));
+        }
+    }
+
+    #[test]
+    fn the_last_status_is_kept() {
+        let mut outgoing = startup();
+        outgoing.extend(typed(b'Q', b"BEGIN\0"));
+        outgoing.extend(typed(b'Q', b"SELECT x\0"));
+        let mut incoming = typed(b'Z', b"I");
+        incoming.extend(typed(b'C', b"BEGIN\0"));
+        incoming.extend(typed(b'Z', b"T"));
+        incoming.extend(typed(b'E', b"Sfail\0\0"));
+        incoming.extend(typed(b'Z', b"E"));
+        each_split(&outgoing, &incoming, |wire| {
+            assert!(!wire.is_busy());
+            assert_eq!(wire.status(), TransactionStatus::Failed);
+        });
+    }
+
+    #[test]
+    fn a_refused_encryption_request_is_followed_by_a_plain_session() {
+        let mut outgoing = untyped(SSL_REQUEST_CODE, b"");
+        outgoing.extend(startup());
+        outgoing.extend(typed(b'Q', b"BEGIN\0"));
+        let mut incoming = b"N".to_vec();
+        incoming.extend(typed(b'Z', b"I"));
+        incoming.extend(typed(b'Z', b"T"));
+        each_split(&outgoing, &incoming, |wire| {
+            assert!(!wire.is_busy());
+            assert_eq!(wire.status(), TransactionStatus::InTransaction);
+        });
+    }
+
+    #[test]
+    fn an_accepted_encryption_request_stops_the_watch_below_tls() {
+        let wire = Arc::new(Wire::default());
+        let mut watched = Watched::new((), Arc::clone(&wire));
+        watched.saw_outgoing(&untyped(SSL_REQUEST_CODE, b""));
+        watched.saw_incoming(b"S\x16\x03\x01");
+        watched.saw_outgoing(&[0x16, 0x03, 0x01, 0x00, 0x10]);
+        assert!(!wire.is_busy(), "ciphertext must not count as requests");
+    }
+}

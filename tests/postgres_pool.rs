@@ -1,0 +1,210 @@
+//! The PostgreSQL manager against a real, throwaway server: reuse, prepared statements, what the
+//! next user gets after a dropped query or an abandoned transaction, and `max_size` / `min_idle`
+//! as the server counts sessions.
+
+#![cfg(feature = "postgres")]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::postgres::{PgServer, wait_until};
+use millpond::pool::Pool;
+use millpond::postgres::{PgManager, PgPool, TransactionStatus};
+
+fn pool(server: &PgServer, name: &str, max_size: usize) -> PgPool {
+    Pool::builder(PgManager::new(server.config(name)))
+        .max_size(max_size)
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .expect("a valid pool")
+}
+
+/// Sessions the server has open for `application_name`.
+async fn sessions(admin: &tokio_postgres::Client, application_name: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+async fn backend_pid(conn: &tokio_postgres::Client) -> i32 {
+    conn.query_one("SELECT pg_backend_pid()", &[]).await.expect("pg_backend_pid").get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_and_statements_prepared_once() {
+    let Some(server) = PgServer::start() else { return };
+    let pool = pool(&server, "reuse", 2);
+
+    let first_pid = {
+        let conn = pool.get().await.unwrap();
+        let statement = conn.prepare_cached("SELECT $1::int + 1").await.unwrap();
+        let again = conn.prepare_cached("SELECT $1::int + 1").await.unwrap();
+        assert_eq!(statement.columns().len(), again.columns().len());
+        assert_eq!(conn.cached_statements(), 1);
+        let prepared: i64 = conn
+            .query_one("SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql", &[])
+            .await
+            .unwrap()
+            .get(0);
+        // The cached statement, and the one this count runs as.
+        assert_eq!(prepared, 2, "the second prepare came from the cache, not the server");
+        let row = conn.query_one(&statement, &[&41_i32]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 42);
+        backend_pid(&conn).await
+    };
+    for _ in 0..5 {
+        let conn = pool.get().await.unwrap();
+        assert_eq!(backend_pid(&conn).await, first_pid, "the same session serves again");
+        assert_eq!(conn.cached_statements(), 1, "its statement cache survives the return");
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
+    }
+    let metrics = pool.metrics();
+    assert_eq!(metrics.created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_transaction_is_rolled_back_before_the_next_user() {
+    let Some(server) = PgServer::start() else { return };
+    let pool = pool(&server, "abandoned-tx", 1);
+    pool.get().await.unwrap().batch_execute("CREATE TABLE t (n int)").await.unwrap();
+
+    // A typed transaction dropped without commit, on the error path of the user's code.
+    {
+        let mut conn = pool.get().await.unwrap();
+        let tx = conn.transaction().await.unwrap();
+        tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+        drop(tx);
+    }
+    // A plain BEGIN, left open.
+    {
+        let conn = pool.get().await.unwrap();
+        conn.batch_execute("BEGIN; INSERT INTO t VALUES (2)").await.unwrap();
+        assert_eq!(conn.transaction_status(), TransactionStatus::InTransaction);
+    }
+    // A failed transaction: every statement after the error fails until a rollback.
+    {
+        let conn = pool.get().await.unwrap();
+        conn.batch_execute("BEGIN; INSERT INTO t VALUES (3)").await.unwrap();
+        assert!(conn.batch_execute("SELECT 1/0").await.is_err());
+        // The error reaches the caller before the server's ReadyForQuery may have.
+        wait_until("the failed request completes", Duration::from_secs(10), || async {
+            !conn.is_busy()
+        })
+        .await;
+        assert_eq!(conn.transaction_status(), TransactionStatus::Failed);
+    }
+
+    let conn = pool.get().await.unwrap();
+    assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
+    let pid = backend_pid(&conn).await;
+    let state: String = server
+        .admin()
+        .await
+        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "idle", "the next user starts outside any transaction");
+    let rows: i64 = conn.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 0, "none of the abandoned inserts was committed");
+    drop(conn);
+    let metrics = pool.metrics();
+    assert_eq!(metrics.created, 1, "rolled back, not reconnected: {metrics:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_dropped_mid_way_never_reaches_the_next_user() {
+    let Some(server) = PgServer::start() else { return };
+    let admin = server.admin().await;
+    let pool = pool(&server, "dropped-query", 1);
+
+    let abandoned_pid = {
+        let conn = pool.get().await.unwrap();
+        let pid = backend_pid(&conn).await;
+        let sleeping = conn.batch_execute("SELECT pg_sleep(60)");
+        // Give up on the query once the server is running it.
+        tokio::select! {
+            _ = sleeping => panic!("the sleep finished"),
+            () = wait_until("the sleep runs", Duration::from_secs(10), || async {
+                admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    == 1
+            }) => {}
+        }
+        assert!(conn.is_busy());
+        pid
+    };
+
+    // The next user gets another session at once, not one stuck behind a 60 s sleep.
+    let conn = tokio::time::timeout(Duration::from_secs(20), pool.get())
+        .await
+        .expect("get() does not wait for the abandoned query")
+        .unwrap();
+    assert!(!conn.is_busy());
+    assert_ne!(backend_pid(&conn).await, abandoned_pid);
+    drop(conn);
+
+    // And the server was told to stop the query nobody waits for.
+    wait_until("the abandoned session is gone", Duration::from_secs(20), || async {
+        admin
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&abandoned_pid])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+    assert_eq!(pool.metrics().closed.broken, 1, "{:?}", pool.metrics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_size_holds_and_min_idle_is_kept_as_the_server_counts() {
+    let Some(server) = PgServer::start() else { return };
+    let admin = server.admin().await;
+    let pool = Pool::builder(PgManager::new(server.config("bounds")))
+        .max_size(5)
+        .min_idle(3)
+        .build()
+        .unwrap();
+
+    wait_until("min_idle sessions are open", Duration::from_secs(20), || async {
+        sessions(&admin, "bounds").await == 3
+    })
+    .await;
+
+    let mut peak = 0;
+    let load: Vec<_> = (0..32)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let conn = pool.get().await.unwrap();
+                    conn.batch_execute("SELECT pg_sleep(0.002)").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut finished = false;
+    while !finished {
+        peak = peak.max(sessions(&admin, "bounds").await);
+        finished = load.iter().all(tokio::task::JoinHandle::is_finished);
+    }
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(peak, 5, "the server never saw more than max_size sessions, and saw all of them");
+    assert_eq!(sessions(&admin, "bounds").await, 5);
+    assert_eq!(pool.status().size, 5);
+}
