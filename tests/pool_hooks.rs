@@ -168,3 +168,68 @@ async fn try_get_finds_resources_returned_on_other_threads() {
     ids.sort_unstable();
     assert_eq!(ids, (0..9).collect::<Vec<_>>());
 }
+
+/// A resource its user can leave dirty, and a manager that flags dirty ones for `check`, which
+/// cleans them: the shape of a database connection left inside a transaction.
+struct Cleaning {
+    checks: Arc<AtomicUsize>,
+}
+
+struct Slate {
+    dirty: bool,
+}
+
+impl Manager for Cleaning {
+    type Resource = Slate;
+    type Error = TestError;
+
+    async fn create(&self) -> Result<Slate, TestError> {
+        Ok(Slate { dirty: false })
+    }
+
+    async fn check(&self, slate: &mut Slate) -> Result<(), TestError> {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        slate.dirty = false;
+        Ok(())
+    }
+
+    fn needs_check(&self, slate: &Slate) -> bool {
+        slate.dirty
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resource_the_manager_flags_is_checked_on_every_path_even_with_checks_off() {
+    let checks = Arc::new(AtomicUsize::new(0));
+    let pool = Pool::builder(Cleaning { checks: Arc::clone(&checks) })
+        .max_size(1)
+        .check_on_get(false)
+        .build()
+        .unwrap();
+
+    // Returned dirty, taken again at once: the check window and `check_on_get(false)` would skip
+    // the check; the flag does not.
+    pool.get().await.unwrap().dirty = true;
+    let slate = pool.get().await.unwrap();
+    assert!(!slate.dirty);
+    assert_eq!(checks.load(Ordering::SeqCst), 1);
+    drop(slate);
+
+    // Handed straight from a returning caller to a queued one.
+    let mut held = pool.get().await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|slate| slate.dirty) }
+    });
+    eventually("the second caller queues", Duration::from_secs(5), || pool.status().waiters == 1)
+        .await;
+    held.dirty = true;
+    drop(held);
+    assert_eq!(waiter.await.unwrap().unwrap(), false, "the waiter got it cleaned");
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.metrics().created, 1, "cleaned, not replaced");
+
+    // A clean resource costs no check.
+    drop(pool.get().await.unwrap());
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+}
