@@ -11,8 +11,9 @@ use super::socket::Endpoint;
 use super::wire::{TransactionStatus, Wire};
 use crate::sync::{Arc, Mutex};
 
-/// How long a best-effort cancel request may take to reach the server.
-const CANCEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a best-effort cancel request may take, connecting included: a frozen server would
+/// otherwise keep the task waiting forever.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection from a [`PgManager`](super::PgManager): derefs to [`tokio_postgres::Client`], so
 /// every query method is there.
@@ -100,10 +101,13 @@ impl PgConnection {
         let endpoint = self.endpoint.clone();
         runtime.spawn(async move {
             let cancelled = async {
-                let socket = endpoint.connect(Some(CANCEL_CONNECT_TIMEOUT)).await?;
+                let socket = endpoint.connect(None).await?;
                 token.cancel_query_raw(socket, NoTls).await.map_err(std::io::Error::other)
             };
-            if let Err(err) = cancelled.await {
+            let outcome = tokio::time::timeout(CANCEL_TIMEOUT, cancelled)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            if let Err(err) = outcome {
                 tracing::debug!(error = %err, "millpond: could not cancel an abandoned query");
             }
         });

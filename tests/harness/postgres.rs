@@ -244,7 +244,8 @@ impl PgServer {
     fn signal(&self, signal: &str) {
         let pids: Vec<String> = self.processes().iter().map(u32::to_string).collect();
         if !pids.is_empty() {
-            let _ = Command::new("kill").arg(signal).args(&pids).status();
+            // A child may have exited since the listing; that is not an error here.
+            let _ = Command::new("kill").arg(signal).args(&pids).stderr(Stdio::null()).status();
         }
     }
 
