@@ -225,7 +225,7 @@ async fn a_resource_the_manager_flags_is_checked_on_every_path_even_with_checks_
         .await;
     held.dirty = true;
     drop(held);
-    assert_eq!(waiter.await.unwrap().unwrap(), false, "the waiter got it cleaned");
+    assert!(!waiter.await.unwrap().unwrap(), "the waiter got it cleaned");
     assert_eq!(checks.load(Ordering::SeqCst), 2);
     assert_eq!(pool.metrics().created, 1, "cleaned, not replaced");
 

@@ -5,6 +5,7 @@
 //! --nocapture`); the figures are in `docs/benchmarks.md`.
 
 #![cfg(feature = "postgres")]
+#![allow(clippy::disallowed_types)]
 
 mod harness;
 

@@ -3,6 +3,7 @@
 //! as the server counts sessions.
 
 #![cfg(feature = "postgres")]
+#![allow(clippy::disallowed_types)]
 
 mod harness;
 
@@ -207,4 +208,41 @@ async fn max_size_holds_and_min_idle_is_kept_as_the_server_counts() {
     assert_eq!(peak, 5, "the server never saw more than max_size sessions, and saw all of them");
     assert_eq!(sessions(&admin, "bounds").await, 5);
     assert_eq!(pool.status().size, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiplexed_view_pipelines_many_tasks_over_few_sessions() {
+    let Some(server) = PgServer::start() else { return };
+    let admin = server.admin().await;
+    let pool = pool(&server, "multiplexed", 2);
+    let view = pool.multiplexed(16).unwrap();
+
+    let tasks: Vec<_> = (0..32_i32)
+        .map(|task| {
+            let view = view.clone();
+            tokio::spawn(async move {
+                for round in 0..20_i32 {
+                    let conn = view.get().await.unwrap();
+                    let statement =
+                        conn.prepare_cached("SELECT $1::int * 1000 + $2::int").await.unwrap();
+                    let row = conn.query_one(&statement, &[&task, &round]).await.unwrap();
+                    assert_eq!(
+                        row.get::<_, i32>(0),
+                        task * 1000 + round,
+                        "each task gets its own answer"
+                    );
+                }
+            })
+        })
+        .collect();
+    let mut peak = 0;
+    while !tasks.iter().all(tokio::task::JoinHandle::is_finished) {
+        peak = peak.max(sessions(&admin, "multiplexed").await);
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(peak <= 2, "32 tasks shared at most max_size sessions, saw {peak}");
+    assert!(view.borrowers().is_empty());
+    assert_eq!(pool.status().in_use, 0, "every connection went back to the pool");
 }

@@ -2,6 +2,7 @@
 //! the next user gets after a panic, an open transaction or an abandoned call.
 
 #![cfg(feature = "sqlite")]
+#![allow(clippy::disallowed_types)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

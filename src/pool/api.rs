@@ -64,6 +64,11 @@ impl<M: Manager> Pool<M> {
         Self { shared }
     }
 
+    /// The acquire timeout `get()` uses.
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        self.shared.config.acquire_timeout
+    }
+
     /// Takes a resource, waiting up to the pool's acquire timeout.
     ///
     /// An idle resource is handed out at once (after [`Manager::check`] if it sat idle longer

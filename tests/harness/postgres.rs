@@ -8,6 +8,8 @@
 //! `None` (the test skips), unless `MILLPOND_REQUIRE_PG=1`, where it panics: CI cannot pass by
 //! skipping.
 
+#![allow(clippy::disallowed_types)]
+
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
