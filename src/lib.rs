@@ -46,6 +46,10 @@
 //!   queues fed by a balancing strategy: [`WorkerPool`](exec::WorkerPool).
 //! * [`object`]: synchronous pools of reusable values (buffers, encoders):
 //!   [`ObjectPool`](object::ObjectPool), with a per-thread fast path.
+//! * `postgres` (feature `postgres`): a [`Manager`](pool::Manager) over tokio-postgres that
+//!   never hands out a busy or in-transaction connection, with a prepared-statement cache.
+//! * `sqlite` (feature `sqlite`): a [`Manager`](pool::Manager) over rusqlite running SQLite on
+//!   blocking threads, with WAL files and one shared `:memory:` database.
 //!
 //! # Comparison with similar crates
 //!
@@ -59,6 +63,8 @@
 //! | idle timeout, lifetime (jittered), keepalive, `min_idle` | all | via `retain` only | all but jitter and keepalive | all but jitter and keepalive |
 //! | leak detection with call site | yes | no | no | no |
 //! | concurrency model-checked | loom | no | no | no |
+//! | a PostgreSQL connection returned mid-query or mid-transaction | closed (query cancelled) or rolled back | reused as is with the default `Fast` recycling; the other methods add a round trip per checkout and do not roll back | reused as is | n/a |
+//! | one connection shared by several tasks (pipelining) | [`Pool::multiplexed`](pool::Pool::multiplexed) | no | no | no |
 //!
 //! Checkout throughput on a 2-core machine is in `docs/benchmarks.md`: far ahead of deadpool and
 //! bb8 when callers rarely wait (each thread keeps a returned resource at hand), on par with

@@ -105,12 +105,14 @@ where
     /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let pool = Pool::builder(Clients).max_size(2).build()?;
+    /// let pool = Pool::builder(Clients).max_size(1).build()?;
     /// let shared = pool.multiplexed(8)?;
     /// let first = shared.get().await?;
     /// let second = shared.get().await?;
-    /// assert_eq!(pool.status().in_use, 2, "an idle resource is preferred to sharing");
-    /// # drop((first, second));
+    /// assert_eq!(shared.borrowers(), [2], "one client, two borrowers");
+    /// assert_eq!(pool.status().in_use, 1);
+    /// drop((first, second));
+    /// assert_eq!(pool.status().idle, 1, "back in the pool with its last borrower");
     /// # Ok(())
     /// # }
     /// ```

@@ -47,7 +47,7 @@ pub use connection::PgConnection;
 pub use error::Error;
 pub use manager::PgManager;
 pub use socket::Socket;
-pub use wire::{TransactionStatus, Watched};
+pub use wire::TransactionStatus;
 
 /// A pool of PostgreSQL connections.
 pub type PgPool<T = tokio_postgres::NoTls> = crate::pool::Pool<PgManager<T>>;

@@ -217,13 +217,14 @@ fn be_u32(bytes: &[u8]) -> u32 {
     u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
-/// A stream that reports the protocol passing through it to a [`Wire`].
+/// The stream under a pooled connection's session: it reports the protocol passing through it
+/// (requests sent, `ReadyForQuery` received, the transaction status) to the connection.
 ///
 /// Used under tokio-postgres twice over when TLS is on: around the socket, where it sees the
 /// plaintext `SSLRequest` and then stops at the server's `S`, and around the TLS stream, where
 /// it sees the session itself.
 #[derive(Debug)]
-pub struct Watched<S> {
+pub(crate) struct Watched<S> {
     inner: S,
     wire: Arc<Wire>,
     outgoing: Splitter,
@@ -258,7 +259,7 @@ impl<S> Watched<S> {
     }
 
     /// The stream underneath.
-    pub fn get_ref(&self) -> &S {
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 
