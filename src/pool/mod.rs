@@ -96,4 +96,4 @@ pub use error::{CreateError, DrainError, Error, TimeoutPhase};
 pub use guard::{Metadata, Pooled};
 pub use manager::{CloseReason, Manager};
 pub use metrics::{ClosedCounts, DurationHistogram, Metrics, Status};
-pub use multiplex::{Multiplexed, Shared};
+pub use multiplex::{Borrowed, Multiplexed};

@@ -24,7 +24,8 @@ use crate::build_error::BuildError;
 use crate::sync::{Arc, Mutex};
 
 /// A view of a [`Pool`] that lends each resource to several callers at once; from
-/// [`Pool::multiplexed`].
+/// [`Pool::multiplexed`]. Its bound, `max_size × per_resource` borrowers, is fixed when it is
+/// made: a later [`Pool::resize`] does not change it.
 ///
 /// Cloning is cheap and shares the view.
 pub struct Multiplexed<M: Manager> {
@@ -53,6 +54,9 @@ struct Lender<M: Manager> {
     /// One permit per borrower the view can serve at once: the FIFO queue for callers.
     admission: Arc<Semaphore>,
     state: Mutex<LendState<M>>,
+    /// The pool's `max_size` when the view was made: with this many lent, the pool has none
+    /// idle to give.
+    max_size: usize,
 }
 
 struct LendState<M: Manager> {
@@ -70,7 +74,7 @@ struct Slot<M: Manager> {
 
 /// A resource lent by a [`Multiplexed`] view: derefs to `&M::Resource`, shared with other
 /// borrowers. The resource goes back to the pool when its last borrower drops the handle.
-pub struct Shared<M: Manager> {
+pub struct Borrowed<M: Manager> {
     resource: Arc<Pooled<M>>,
     slot: u64,
     lender: Arc<Lender<M>>,
@@ -120,14 +124,15 @@ where
         if per_resource == 0 {
             return Err(BuildError::invalid("per_resource", per_resource, "must be at least 1"));
         }
-        let permits =
-            self.status().max_size.saturating_mul(per_resource).min(Semaphore::MAX_PERMITS);
+        let max_size = self.status().max_size;
+        let permits = max_size.saturating_mul(per_resource).min(Semaphore::MAX_PERMITS);
         Ok(Multiplexed {
             lender: Arc::new(Lender {
                 pool: self.clone(),
                 per_resource,
                 admission: Arc::new(Semaphore::new(permits)),
                 state: Mutex::new(LendState { slots: Vec::new(), opening: false, next_id: 0 }),
+                max_size,
             }),
         })
     }
@@ -154,7 +159,7 @@ where
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future gives up its place in the queue and lends nothing.
-    pub async fn get(&self) -> Result<Shared<M>, Error<M::Error>> {
+    pub async fn get(&self) -> Result<Borrowed<M>, Error<M::Error>> {
         let lender = &self.lender;
         let deadline = crate::time::after(Instant::now(), lender.pool.acquire_timeout());
         let admitted =
@@ -176,7 +181,7 @@ where
                 state.lend(index)
             }
         };
-        Ok(Shared { resource, slot, lender: Arc::clone(lender), _permit: permit })
+        Ok(Borrowed { resource, slot, lender: Arc::clone(lender), _permit: permit })
     }
 
     /// How many borrowers each lent resource has now.
@@ -196,24 +201,30 @@ where
             let (slot, resource) = state.lend(index);
             return Ok(Pick::Lent(slot, resource));
         }
-        // Every lent resource has a borrower: spread onto an idle one if the pool has it.
-        match self.pool.try_get() {
-            Ok(pooled) => {
-                let index = state.add(pooled);
-                let (slot, resource) = state.lend(index);
-                return Ok(Pick::Lent(slot, resource));
+        // Every lent resource has a borrower: spread onto an idle one if the pool may have it.
+        // (With all of the pool's resources lent, the busy steady state, the pool is not asked.)
+        let pool_may_have_more = state.slots.len() < self.max_size;
+        if pool_may_have_more {
+            match self.pool.try_get() {
+                Ok(pooled) => {
+                    let index = state.add(pooled);
+                    let (slot, resource) = state.lend(index);
+                    return Ok(Pick::Lent(slot, resource));
+                }
+                Err(Error::Exhausted) => {}
+                Err(err) => return Err(err),
             }
-            Err(Error::Exhausted) => {}
-            Err(err) => return Err(err),
         }
         match least.filter(|&index| state.slots[index].users < self.per_resource) {
             Some(index) => {
                 // Share the least busy now rather than wait for a creation, and have one more
                 // resource checked out in the background if the pool has room for it.
-                let status = self.pool.status();
-                if !state.opening && status.size < status.max_size {
-                    state.opening = true;
-                    self.open_one();
+                if pool_may_have_more && !state.opening {
+                    let status = self.pool.status();
+                    if status.size < status.max_size {
+                        state.opening = true;
+                        self.open_one();
+                    }
                 }
                 let (slot, resource) = state.lend(index);
                 Ok(Pick::Lent(slot, resource))
@@ -271,7 +282,7 @@ impl<M: Manager> LendState<M> {
     }
 }
 
-impl<M: Manager> Deref for Shared<M> {
+impl<M: Manager> Deref for Borrowed<M> {
     type Target = M::Resource;
 
     fn deref(&self) -> &M::Resource {
@@ -279,16 +290,16 @@ impl<M: Manager> Deref for Shared<M> {
     }
 }
 
-impl<M: Manager> fmt::Debug for Shared<M>
+impl<M: Manager> fmt::Debug for Borrowed<M>
 where
     M::Resource: fmt::Debug,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Shared").field(&**self).finish()
+        f.debug_tuple("Borrowed").field(&**self).finish()
     }
 }
 
-impl<M: Manager> Drop for Shared<M> {
+impl<M: Manager> Drop for Borrowed<M> {
     fn drop(&mut self) {
         self.lender.release(self.slot);
     }
