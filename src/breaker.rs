@@ -72,6 +72,13 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker at once, whatever the count: for a failure that says the backend is gone
+    /// (a timeout), not merely flaky.
+    pub(crate) fn trip(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        self.state = State::Open { until: crate::time::after(now, self.cooldown) };
+    }
+
     pub(crate) fn on_success(&mut self) {
         self.failures = 0;
         self.state = State::Closed;

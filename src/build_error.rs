@@ -27,6 +27,8 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildError {
     kind: Kind,
+    /// Where the field sits, for a nested configuration: "backend `b`".
+    context: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +43,18 @@ impl BuildError {
         value: impl fmt::Debug,
         reason: impl Into<String>,
     ) -> Self {
-        Self { kind: Kind::Invalid { field, value: format!("{value:?}"), reason: reason.into() } }
+        let kind = Kind::Invalid { field, value: format!("{value:?}"), reason: reason.into() };
+        Self { kind, context: None }
     }
 
     pub(crate) fn no_runtime() -> Self {
-        Self { kind: Kind::NoRuntime }
+        Self { kind: Kind::NoRuntime, context: None }
+    }
+
+    /// The same error, said of a part of a larger configuration ("backend `b`").
+    pub(crate) fn within(mut self, context: String) -> Self {
+        self.context = Some(context);
+        self
     }
 
     /// The configuration field that was rejected, or `None` when the problem is the environment
@@ -65,6 +74,9 @@ impl BuildError {
 
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(context) = &self.context {
+            write!(f, "{context}: ")?;
+        }
         match &self.kind {
             Kind::Invalid { field, value, reason } => {
                 write!(f, "invalid `{field}` ({value}): {reason}")

@@ -42,6 +42,8 @@
 //!   trait, builder, errors, status and metrics.
 //! * [`balance`]: load-balancing strategies (round-robin, weighted, key hash, least-loaded,
 //!   power of two choices) behind one [`Balancer`](balance::Balancer) trait.
+//! * [`cluster`]: pools over several backends (primary and replicas, or peers) with balancing,
+//!   failover and failback: [`Cluster`](cluster::Cluster).
 //! * [`exec`]: bounded worker pools running futures on tokio, with a shared queue or per-worker
 //!   queues fed by a balancing strategy: [`WorkerPool`](exec::WorkerPool).
 //! * [`object`]: synchronous pools of reusable values (buffers, encoders):
@@ -92,6 +94,7 @@ mod backoff;
 pub mod balance;
 mod breaker;
 mod build_error;
+pub mod cluster;
 pub mod exec;
 mod histogram;
 pub mod object;

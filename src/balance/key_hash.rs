@@ -34,8 +34,9 @@ impl KeyHash {
     }
 }
 
-/// A well-mixed 64-bit score of (key, target): splitmix64's finaliser over both.
-fn score(key: u64, target: u64) -> u64 {
+/// A well-mixed 64-bit score of (key, target): splitmix64's finaliser over both. The target with
+/// the highest score owns the key, so dropping a target from a set moves only its own keys.
+pub(crate) fn score(key: u64, target: u64) -> u64 {
     let mut z = key ^ target.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

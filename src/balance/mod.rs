@@ -21,7 +21,7 @@
 //! assert_eq!(LeastLoaded::new().pick(&loads, None), 1);
 //! ```
 
-mod key_hash;
+pub(crate) mod key_hash;
 mod least_loaded;
 mod random;
 mod round_robin;

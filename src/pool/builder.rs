@@ -69,6 +69,12 @@ impl<M: Manager> Builder<M> {
         Self { manager, config: Config::default() }
     }
 
+    /// The same configuration around another manager made from this one: how a cluster wraps
+    /// each backend's manager to watch its creations.
+    pub(crate) fn map_manager<N: Manager>(self, wrap: impl FnOnce(M) -> N) -> Builder<N> {
+        Builder { manager: wrap(self.manager), config: self.config }
+    }
+
     /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;

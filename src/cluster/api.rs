@@ -1,0 +1,361 @@
+//! [`Cluster`]: a pool over several backends that routes each call to a healthy one.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use super::builder::{ClusterBuilder, Role};
+use super::error::Error;
+use super::guard::ClusterConn;
+use super::health::{Cause, Health, Watch};
+use super::status::{BackendStatus, ClusterStatus};
+use crate::balance::{Balance, Balancer, Loads};
+use crate::build_error::BuildError;
+use crate::pool::{self, Manager, Pool};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Weak};
+
+/// A pool over several backends (a primary and replicas, or equal peers), each with its own
+/// pool and its own health; start from [`Cluster::builder`].
+///
+/// Each call goes to a backend in rotation, chosen by the configured [`Balance`]. A backend
+/// whose creations fail (its breaker opens) or time out leaves the rotation at once, and calls
+/// already waiting on it move to another; a probe brings it back when it recovers, and the
+/// strategy gives it its share again.
+///
+/// # Examples
+///
+/// ```
+/// use millpond::cluster::{Backend, Cluster};
+/// use millpond::pool::{Manager, Pool};
+/// # struct Db(&'static str);
+/// # impl Manager for Db {
+/// #     type Resource = &'static str;
+/// #     type Error = std::io::Error;
+/// #     async fn create(&self) -> Result<&'static str, std::io::Error> { Ok(self.0) }
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = Cluster::builder()
+///     .backend(Backend::primary("a", Pool::builder(Db("a")).max_size(8)))
+///     .backend(Backend::replica("b", Pool::builder(Db("b")).max_size(8)))
+///     .build()?;
+/// let write = cluster.get_primary().await?;
+/// assert_eq!(*write, "a");
+/// let read = cluster.get_replica().await?;
+/// assert_eq!(*read, "b");
+/// # Ok(())
+/// # }
+/// ```
+pub struct Cluster<M: Manager> {
+    pub(crate) shared: Arc<Shared<M>>,
+}
+
+impl<M: Manager> std::fmt::Debug for Cluster<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut backends = f.debug_map();
+        for member in &self.shared.members {
+            let state = if member.health.is_down() { "out" } else { "in rotation" };
+            backends.entry(&member.name, &format_args!("{:?}, {state}", member.role));
+        }
+        backends.finish()
+    }
+}
+
+impl<M: Manager> Clone for Cluster<M> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+pub(crate) struct Shared<M: Manager> {
+    pub(crate) members: Vec<Member<M>>,
+    pub(crate) any: Route,
+    pub(crate) primaries: Route,
+    pub(crate) replicas: Route,
+    pub(crate) reads_fall_back_to_primary: bool,
+    pub(crate) probe_interval: Duration,
+    pub(crate) failovers: AtomicU64,
+}
+
+/// One backend as the cluster runs it.
+pub(crate) struct Member<M: Manager> {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) pool: Pool<Watch<M>>,
+    pub(crate) health: Arc<Health>,
+    /// Connections handed out and not yet returned: what the load-reading strategies read.
+    pub(crate) in_use: AtomicUsize,
+    pub(crate) served: AtomicU64,
+}
+
+/// The backends one kind of call may use, and the strategy that picks among them.
+pub(crate) struct Route {
+    label: &'static str,
+    /// Indices into the cluster's members.
+    members: Vec<usize>,
+    balancer: Arc<dyn Balancer>,
+}
+
+impl Route {
+    pub(crate) fn new(
+        label: &'static str,
+        members: Vec<usize>,
+        balance: &Balance,
+    ) -> Result<Self, BuildError> {
+        // Weighted strategies get the weights of this route's own backends.
+        let subset = |weights: &Vec<u32>| -> Result<Vec<u32>, BuildError> {
+            members
+                .iter()
+                .map(|&index| {
+                    weights.get(index).copied().ok_or_else(|| {
+                        BuildError::invalid("balance", weights, "needs one weight per backend")
+                    })
+                })
+                .collect()
+        };
+        let balance = match balance {
+            Balance::WeightedRoundRobin(weights) => Balance::WeightedRoundRobin(subset(weights)?),
+            Balance::WeightedRandom(weights) => Balance::WeightedRandom(subset(weights)?),
+            other => other.clone(),
+        };
+        // A route with no backend never picks; any strategy will do.
+        let targets = members.len().max(1);
+        let balance = if members.is_empty() { Balance::RoundRobin } else { balance };
+        let balancer = balance.build(targets, "balance")?;
+        Ok(Self { label, members, balancer })
+    }
+}
+
+/// The loads of a route's backends as its strategy sees them: connections in use, and "full"
+/// for a backend out of rotation or already tried by this call.
+struct RouteLoads<'a, M: Manager> {
+    shared: &'a Shared<M>,
+    route: &'a Route,
+    tried: &'a [bool],
+}
+
+impl<M: Manager> RouteLoads<'_, M> {
+    fn usable(&self, position: usize) -> bool {
+        let index = self.route.members[position];
+        !self.tried[index] && !self.shared.members[index].health.is_down()
+    }
+}
+
+impl<M: Manager> Loads for RouteLoads<'_, M> {
+    fn count(&self) -> usize {
+        self.route.members.len()
+    }
+
+    fn load(&self, position: usize) -> usize {
+        if self.usable(position) {
+            self.shared.members[self.route.members[position]].in_use.load(Ordering::Relaxed)
+        } else {
+            usize::MAX
+        }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// The backend for the next call on `route`, skipping those out of rotation or `tried`.
+    fn pick(&self, route: &Route, key: Option<u64>, tried: &[bool]) -> Option<usize> {
+        let loads = RouteLoads { shared: self, route, tried };
+        let usable = (0..route.members.len()).filter(|&p| loads.usable(p));
+        if let Some(key) = key {
+            // Rendezvous over the usable backends: a key moves only when its own backend leaves.
+            return usable
+                .max_by_key(|&p| crate::balance::key_hash::score(key, route.members[p] as u64))
+                .map(|p| route.members[p]);
+        }
+        let usable: Vec<usize> = usable.collect();
+        if usable.is_empty() {
+            return None;
+        }
+        // The strategy may land on a backend out of rotation; each pick moves a rotating
+        // strategy on, so a few tries find a usable one. A fixed pick falls to the least loaded.
+        for _ in 0..2 * route.members.len() {
+            let position = route.balancer.pick(&loads, None);
+            if loads.usable(position) {
+                return Some(route.members[position]);
+            }
+        }
+        usable.into_iter().min_by_key(|&p| loads.load(p)).map(|p| route.members[p])
+    }
+
+    /// Takes a connection from a backend of `route`, moving to the next when one fails.
+    async fn acquire(
+        self: &Arc<Self>,
+        route: &Route,
+        key: Option<u64>,
+    ) -> Result<ClusterConn<M>, Error<M::Error>> {
+        let mut tried = vec![false; self.members.len()];
+        let mut last: Option<(String, Cause)> = None;
+        while let Some(index) = self.pick(route, key, &tried) {
+            let member = &self.members[index];
+            tried[index] = true;
+            let mut went_down = pin!(member.health.went_down.notified());
+            went_down.as_mut().enable();
+            if member.health.is_down() {
+                continue;
+            }
+            // The pool's get, abandoned (cancel safe) if the backend leaves the rotation meanwhile.
+            let mut get = pin!(member.pool.get());
+            let attempt = std::future::poll_fn(|cx| {
+                if let Poll::Ready(got) = get.as_mut().poll(cx) {
+                    return Poll::Ready(Some(got));
+                }
+                went_down.as_mut().poll(cx).map(|()| None)
+            })
+            .await;
+            match attempt {
+                Some(Ok(pooled)) => return Ok(ClusterConn::new(pooled, Arc::clone(self), index)),
+                Some(Err(error)) if is_backend_failure(&error) => {
+                    let cause: Cause =
+                        Arc::new(super::health::Reported(super::health::chain(&error)));
+                    member.health.failed(Arc::clone(&cause), true);
+                    last = Some((member.name.clone(), cause));
+                }
+                Some(Err(error)) => {
+                    return Err(Error::Pool { backend: member.name.clone(), error });
+                }
+                None => {
+                    last = member.health.last_error().map(|cause| (member.name.clone(), cause));
+                }
+            }
+            self.failovers.fetch_add(1, Ordering::Relaxed);
+        }
+        if last.is_none() {
+            // Nothing was tried: every backend of the route is out; say why the last one left.
+            last = route.members.iter().rev().find_map(|&index| {
+                let member = &self.members[index];
+                member.health.last_error().map(|cause| (member.name.clone(), cause))
+            });
+        }
+        Err(Error::Unavailable { route: route.label, last })
+    }
+}
+
+/// Whether a pool's error says its backend is unreachable (so another should be tried), rather
+/// than busy or closed.
+fn is_backend_failure<E>(error: &pool::Error<E>) -> bool {
+    match error {
+        pool::Error::Unavailable(_) => true,
+        pool::Error::Timeout { phase, .. } => *phase != pool::TimeoutPhase::Wait,
+        _ => false,
+    }
+}
+
+impl<M: Manager> Cluster<M> {
+    /// Starts configuring a cluster.
+    pub fn builder() -> ClusterBuilder<M> {
+        ClusterBuilder::default()
+    }
+
+    /// A connection from any backend in rotation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] with the last real cause when no backend could serve the call;
+    /// [`Error::Pool`] when a healthy backend's pool failed it (its acquire timeout, or closed).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Pool::get`].
+    pub async fn get(&self) -> Result<ClusterConn<M>, Error<M::Error>> {
+        self.shared.acquire(&self.shared.any, None).await
+    }
+
+    /// A connection from the backend that owns `key` (a user or tenant id), among those in
+    /// rotation. Rendezvous hashing: a key moves only when its backend leaves the rotation, and
+    /// comes back with it.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub async fn get_keyed(&self, key: u64) -> Result<ClusterConn<M>, Error<M::Error>> {
+        self.shared.acquire(&self.shared.any, Some(key)).await
+    }
+
+    /// A connection from a primary, for writes. With every primary out of rotation this fails at
+    /// once, with the cause.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub async fn get_primary(&self) -> Result<ClusterConn<M>, Error<M::Error>> {
+        self.shared.acquire(&self.shared.primaries, None).await
+    }
+
+    /// A connection from a replica, for reads; from a primary when no replica is in rotation and
+    /// the cluster allows it ([`reads_fall_back_to_primary`](ClusterBuilder::reads_fall_back_to_primary)).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    pub async fn get_replica(&self) -> Result<ClusterConn<M>, Error<M::Error>> {
+        let shared = &self.shared;
+        match shared.acquire(&shared.replicas, None).await {
+            Err(Error::Unavailable { .. }) if shared.reads_fall_back_to_primary => {
+                shared.acquire(&shared.primaries, None).await
+            }
+            other => other,
+        }
+    }
+
+    /// Every backend's health and pool status, and the totals.
+    pub fn status(&self) -> ClusterStatus {
+        let backends: Vec<BackendStatus> = self
+            .shared
+            .members
+            .iter()
+            .map(|member| BackendStatus {
+                name: member.name.clone(),
+                role: member.role,
+                in_rotation: !member.health.is_down(),
+                in_use: member.in_use.load(Ordering::Relaxed),
+                served: member.served.load(Ordering::Relaxed),
+                ejections: member.health.ejections.load(Ordering::Relaxed),
+                readmissions: member.health.readmissions.load(Ordering::Relaxed),
+                last_error: member.health.last_error().map(|cause| cause.to_string()),
+                pool: member.pool.status(),
+            })
+            .collect();
+        ClusterStatus {
+            in_rotation: backends.iter().filter(|backend| backend.in_rotation).count(),
+            in_use: backends.iter().map(|backend| backend.in_use).sum(),
+            served: backends.iter().map(|backend| backend.served).sum(),
+            failovers: self.shared.failovers.load(Ordering::Relaxed),
+            backends,
+        }
+    }
+
+    /// Each backend's pool metrics, by name.
+    pub fn metrics(&self) -> Vec<(String, pool::Metrics)> {
+        self.shared
+            .members
+            .iter()
+            .map(|member| (member.name.clone(), member.pool.metrics()))
+            .collect()
+    }
+}
+
+/// The health probe: every interval, tries each backend out of rotation once; a connection
+/// handed out (an idle one that passes its check, or a new one) brings it back. Ends with the
+/// cluster.
+pub(crate) async fn probe<M: Manager>(cluster: Weak<Shared<M>>) {
+    loop {
+        let interval = match cluster.upgrade() {
+            Some(shared) => shared.probe_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        let Some(shared) = cluster.upgrade() else { return };
+        for member in shared.members.iter().filter(|member| member.health.is_down()) {
+            if let Ok(conn) = member.pool.get_timeout(interval).await {
+                drop(conn);
+                member.health.succeeded();
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! [`ClusterBuilder`] and [`Backend`]: the backends of a cluster, their roles, and how calls are
+//! spread and moved between them.
+
+use std::time::Duration;
+
+use super::api::{Cluster, Member, Route, Shared};
+use super::health::{Health, Watch};
+use crate::balance::Balance;
+use crate::build_error::BuildError;
+use crate::pool::{self, Manager};
+use crate::sync::{Arc, AtomicU64};
+
+/// What a backend is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Takes writes: [`Cluster::get_primary`] goes here.
+    Primary,
+    /// Serves reads: [`Cluster::get_replica`] goes here. Equal backends (shards of a read-only
+    /// set, identical services) are all replicas.
+    Replica,
+}
+
+/// One backend of a cluster: a name for logs and status, a role, and its pool's configuration.
+#[must_use = "a backend does nothing until added to a cluster"]
+pub struct Backend<M: Manager> {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) pool: pool::Builder<M>,
+}
+
+impl<M: Manager> Backend<M> {
+    /// A primary, whose connections come from a pool built by `pool`.
+    pub fn primary(name: impl Into<String>, pool: pool::Builder<M>) -> Self {
+        Self { name: name.into(), role: Role::Primary, pool }
+    }
+
+    /// A replica, whose connections come from a pool built by `pool`.
+    pub fn replica(name: impl Into<String>, pool: pool::Builder<M>) -> Self {
+        Self { name: name.into(), role: Role::Replica, pool }
+    }
+}
+
+/// Configures and builds a [`Cluster`]; start from [`Cluster::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`balance`](Self::balance) | [`Balance::RoundRobin`] |
+/// | [`failures_to_eject`](Self::failures_to_eject) | 1 |
+/// | [`probe_interval`](Self::probe_interval) | 1 s |
+/// | [`reads_fall_back_to_primary`](Self::reads_fall_back_to_primary) | on |
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct ClusterBuilder<M: Manager> {
+    backends: Vec<Backend<M>>,
+    balance: Balance,
+    failures_to_eject: u32,
+    probe_interval: Duration,
+    reads_fall_back_to_primary: bool,
+}
+
+impl<M: Manager> Default for ClusterBuilder<M> {
+    fn default() -> Self {
+        Self {
+            backends: Vec::new(),
+            balance: Balance::RoundRobin,
+            failures_to_eject: 1,
+            probe_interval: Duration::from_secs(1),
+            reads_fall_back_to_primary: true,
+        }
+    }
+}
+
+impl<M: Manager> ClusterBuilder<M> {
+    /// Adds a backend.
+    pub fn backend(mut self, backend: Backend<M>) -> Self {
+        self.backends.push(backend);
+        self
+    }
+
+    /// How calls are spread over the backends in rotation. Weights, for the weighted strategies,
+    /// are one per backend in the order they were added. [`Balance::LeastLoaded`] and
+    /// [`Balance::PowerOfTwo`] count connections in use. Keyed calls
+    /// ([`Cluster::get_keyed`]) always go by key.
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// Consecutive failed creations that take a backend out of rotation (1 by default: at once).
+    /// A creation that hits its create timeout takes it out at once whatever this says.
+    pub fn failures_to_eject(mut self, failures: u32) -> Self {
+        self.failures_to_eject = failures;
+        self
+    }
+
+    /// How often a backend out of rotation is probed, and how long it stays out at least.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
+    /// Whether [`Cluster::get_replica`] may use a primary when no replica is in rotation.
+    pub fn reads_fall_back_to_primary(mut self, enabled: bool) -> Self {
+        self.reads_fall_back_to_primary = enabled;
+        self
+    }
+
+    /// Checks the configuration, builds every backend's pool and starts the health probe.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the field: `backends` when there are none or two share a name,
+    /// `balance` when weights do not match the backends or a role's weights are all zero,
+    /// `failures_to_eject` or `probe_interval` when zero; a backend pool's own error, said of
+    /// that backend; or no tokio runtime.
+    pub fn build(self) -> Result<Cluster<M>, BuildError> {
+        if self.backends.is_empty() {
+            return Err(BuildError::invalid("backends", 0, "a cluster needs at least one backend"));
+        }
+        for (index, backend) in self.backends.iter().enumerate() {
+            if self.backends[..index].iter().any(|other| other.name == backend.name) {
+                return Err(BuildError::invalid(
+                    "backends",
+                    &backend.name,
+                    "two backends have this name",
+                ));
+            }
+        }
+        if self.failures_to_eject == 0 {
+            return Err(BuildError::invalid("failures_to_eject", 0, "must be at least 1"));
+        }
+        if self.probe_interval.is_zero() {
+            return Err(BuildError::invalid(
+                "probe_interval",
+                self.probe_interval,
+                "must be above 0",
+            ));
+        }
+        if let Balance::WeightedRoundRobin(weights) | Balance::WeightedRandom(weights) =
+            &self.balance
+        {
+            if weights.len() != self.backends.len() {
+                return Err(BuildError::invalid(
+                    "balance",
+                    weights,
+                    format!(
+                        "needs one weight per backend: {} weights for {} backends",
+                        weights.len(),
+                        self.backends.len()
+                    ),
+                ));
+            }
+        }
+        let roles: Vec<Role> = self.backends.iter().map(|backend| backend.role).collect();
+        let all: Vec<usize> = (0..roles.len()).collect();
+        let of_role = |role| all.iter().copied().filter(|&i| roles[i] == role).collect::<Vec<_>>();
+        let any = Route::new("any", all.clone(), &self.balance)?;
+        let primaries = Route::new("primary", of_role(Role::Primary), &self.balance)?;
+        let replicas = Route::new("replica", of_role(Role::Replica), &self.balance)?;
+
+        let mut members = Vec::with_capacity(self.backends.len());
+        for backend in self.backends {
+            let health = Arc::new(Health::new(self.failures_to_eject, self.probe_interval));
+            let watched = Arc::clone(&health);
+            let pool = backend
+                .pool
+                .map_manager(|inner| Watch { inner, health: watched })
+                .build()
+                .map_err(|err| err.within(format!("backend `{}`", backend.name)))?;
+            members.push(Member {
+                name: backend.name,
+                role: backend.role,
+                pool,
+                health,
+                in_use: crate::sync::AtomicUsize::new(0),
+                served: AtomicU64::new(0),
+            });
+        }
+        let shared = Arc::new(Shared {
+            members,
+            any,
+            primaries,
+            replicas,
+            reads_fall_back_to_primary: self.reads_fall_back_to_primary,
+            probe_interval: self.probe_interval,
+            failovers: AtomicU64::new(0),
+        });
+        tokio::spawn(super::api::probe(Arc::downgrade(&shared)));
+        Ok(Cluster { shared })
+    }
+}

@@ -1,0 +1,62 @@
+//! [`ClusterConn`]: a connection from a cluster, counted against its backend while it is out.
+
+use std::ops::{Deref, DerefMut};
+
+use super::api::Shared;
+use super::health::Watch;
+use crate::pool::{Manager, Pooled};
+use crate::sync::{Arc, Ordering};
+
+/// A connection a [`Cluster`](super::Cluster) handed out: derefs to the resource, and goes back
+/// to its backend's pool when dropped.
+pub struct ClusterConn<M: Manager> {
+    pooled: Pooled<Watch<M>>,
+    cluster: Arc<Shared<M>>,
+    backend: usize,
+}
+
+impl<M: Manager> ClusterConn<M> {
+    pub(crate) fn new(pooled: Pooled<Watch<M>>, cluster: Arc<Shared<M>>, backend: usize) -> Self {
+        let member = &cluster.members[backend];
+        member.in_use.fetch_add(1, Ordering::Relaxed);
+        member.served.fetch_add(1, Ordering::Relaxed);
+        Self { pooled, cluster, backend }
+    }
+
+    /// The name of the backend this connection belongs to.
+    pub fn backend(&self) -> &str {
+        &self.cluster.members[self.backend].name
+    }
+}
+
+impl<M: Manager> std::fmt::Debug for ClusterConn<M>
+where
+    M::Resource: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConn")
+            .field("backend", &self.backend())
+            .field("resource", &**self)
+            .finish()
+    }
+}
+
+impl<M: Manager> Deref for ClusterConn<M> {
+    type Target = M::Resource;
+
+    fn deref(&self) -> &M::Resource {
+        &self.pooled
+    }
+}
+
+impl<M: Manager> DerefMut for ClusterConn<M> {
+    fn deref_mut(&mut self) -> &mut M::Resource {
+        &mut self.pooled
+    }
+}
+
+impl<M: Manager> Drop for ClusterConn<M> {
+    fn drop(&mut self) {
+        self.cluster.members[self.backend].in_use.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,205 @@
+//! Clusters over mock backends, on tokio's paused clock: routing by role, failover at once,
+//! failback by the probe, key affinity, load-aware picks, and configuration errors.
+#![allow(clippy::disallowed_types)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use millpond::balance::Balance;
+use millpond::cluster::{Backend, Cluster, ClusterConn};
+use millpond::pool::Pool;
+use support::{Behavior, Probe, TestManager, eventually};
+
+/// A backend named `name` over a fresh mock, and the mock's probe.
+fn mock(name: &str, primary: bool) -> (Backend<TestManager>, Arc<Probe>) {
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(manager)
+        .max_size(4)
+        .create_timeout(Duration::from_secs(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .disable_breaker();
+    let backend = if primary { Backend::primary(name, pool) } else { Backend::replica(name, pool) };
+    (backend, probe)
+}
+
+fn names(conns: &[ClusterConn<TestManager>]) -> Vec<&str> {
+    conns.iter().map(ClusterConn::backend).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_go_to_the_primary_and_reads_to_replicas_with_a_fallback() {
+    let (a, _) = mock("a", true);
+    let (b, _) = mock("b", false);
+    let cluster = Cluster::builder().backend(a).backend(b).build().unwrap();
+    assert_eq!(cluster.get_primary().await.unwrap().backend(), "a");
+    assert_eq!(cluster.get_replica().await.unwrap().backend(), "b");
+
+    // The only replica is down: reads fall back to the primary.
+    let (c, c_probe) = mock("c", false);
+    let (a2, _) = mock("a", true);
+    let cluster = Cluster::builder().backend(a2).backend(c).build().unwrap();
+    c_probe.set_create(Behavior::Fail);
+    assert_eq!(cluster.get_replica().await.unwrap().backend(), "a");
+
+    // Without the fallback, reads fail with the replica's own error.
+    let (a3, _) = mock("a", true);
+    let (d, d_probe) = mock("d", false);
+    d_probe.set_create(Behavior::Fail);
+    let strict = Cluster::builder()
+        .backend(a3)
+        .backend(d)
+        .reads_fall_back_to_primary(false)
+        .build()
+        .unwrap();
+    let err = strict.get_replica().await.unwrap_err();
+    assert!(err.is_unavailable());
+    assert!(err.to_string().contains("connection refused"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_backend_leaves_the_rotation_at_once_and_the_probe_brings_it_back() {
+    let (a, _) = mock("a", false);
+    let (b, b_probe) = mock("b", false);
+    let cluster = Cluster::builder()
+        .backend(a)
+        .backend(b)
+        .probe_interval(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    b_probe.set_create(Behavior::Fail);
+
+    // Every call succeeds: the one routed to `b` moves to `a`.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(cluster.get().await.unwrap());
+    }
+    assert_eq!(names(&held), ["a", "a", "a", "a"]);
+    let status = cluster.status();
+    assert_eq!(status.in_rotation, 1);
+    assert!(!status.backends[1].in_rotation);
+    assert_eq!(status.failovers, 1);
+    assert!(status.backends[1].last_error.as_deref().unwrap().contains("connection refused"));
+    drop(held);
+
+    // `b` recovers: the probe readmits it, and round-robin gives it its share again.
+    b_probe.set_create(Behavior::Succeed);
+    eventually("the probe readmits b", Duration::from_secs(10), || {
+        cluster.status().in_rotation == 2
+    })
+    .await;
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        served.push(cluster.get().await.unwrap());
+    }
+    let on_b = names(&served).iter().filter(|name| **name == "b").count();
+    assert_eq!(on_b, 2, "round-robin over both again: {:?}", names(&served));
+    assert_eq!(cluster.status().backends[1].readmissions, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_waiting_on_a_hung_backend_moves_when_its_create_times_out() {
+    let (a, _) = mock("a", false);
+    let (b, b_probe) = mock("b", false);
+    let cluster = Cluster::builder().backend(b).backend(a).build().unwrap();
+    b_probe.set_create(Behavior::Hang);
+    let started = tokio::time::Instant::now();
+    let conn = cluster.get().await.unwrap();
+    assert_eq!(conn.backend(), "a");
+    // The pool's create timeout (1 s) moved it, not its acquire timeout (30 s).
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert!(!cluster.status().backends[0].in_rotation);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_stays_on_its_backend_and_moves_only_with_it() {
+    let (a, _) = mock("a", false);
+    let (b, _) = mock("b", false);
+    let (c, c_probe) = mock("c", false);
+    let cluster = Cluster::builder().backend(a).backend(b).backend(c).build().unwrap();
+    let mut owner = Vec::new();
+    for key in 0..60_u64 {
+        owner.push(cluster.get_keyed(key).await.unwrap().backend().to_owned());
+        assert_eq!(cluster.get_keyed(key).await.unwrap().backend(), owner[key as usize]);
+    }
+    assert!(["a", "b", "c"].iter().all(|name| owner.iter().any(|o| o == name)));
+
+    // `c` leaves: only its keys move.
+    // `c` goes away: its idle connections fail their next check, and it cannot make more.
+    c_probe.set_create(Behavior::Fail);
+    c_probe.set_check(Behavior::Fail);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for key in 0..60_u64 {
+        let now = cluster.get_keyed(key).await.unwrap().backend().to_owned();
+        if owner[key as usize] == "c" {
+            assert_ne!(now, "c");
+        } else {
+            assert_eq!(now, owner[key as usize], "key {key} stayed");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn least_loaded_sends_the_next_call_to_the_backend_with_fewest_in_use() {
+    let (a, _) = mock("a", false);
+    let (b, _) = mock("b", false);
+    let cluster =
+        Cluster::builder().backend(a).backend(b).balance(Balance::LeastLoaded).build().unwrap();
+    let first = cluster.get().await.unwrap();
+    let second = cluster.get().await.unwrap();
+    assert_ne!(first.backend(), second.backend());
+    let busy = first.backend().to_owned();
+    drop(second);
+    for _ in 0..5 {
+        assert_ne!(cluster.get().await.unwrap().backend(), busy);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_configurations_are_rejected_naming_the_field() {
+    let none = Cluster::<TestManager>::builder().build().unwrap_err();
+    assert_eq!(none.field(), Some("backends"));
+
+    let (a, _) = mock("a", true);
+    let (a2, _) = mock("a", false);
+    let twins = Cluster::builder().backend(a).backend(a2).build().unwrap_err();
+    assert_eq!(twins.field(), Some("backends"));
+
+    let (a, _) = mock("a", true);
+    let (b, _) = mock("b", false);
+    let short = Cluster::builder()
+        .backend(a)
+        .backend(b)
+        .balance(Balance::WeightedRoundRobin(vec![1]))
+        .build()
+        .unwrap_err();
+    assert_eq!(short.field(), Some("balance"));
+
+    let (a, _) = mock("a", true);
+    let (b, _) = mock("b", false);
+    let zero_replicas = Cluster::builder()
+        .backend(a)
+        .backend(b)
+        .balance(Balance::WeightedRoundRobin(vec![1, 0]))
+        .build()
+        .unwrap_err();
+    assert_eq!(zero_replicas.field(), Some("balance"));
+
+    let (a, _) = mock("a", true);
+    let eager = Cluster::builder().backend(a).failures_to_eject(0).build().unwrap_err();
+    assert_eq!(eager.field(), Some("failures_to_eject"));
+
+    let (a, _) = mock("a", true);
+    let no_probe =
+        Cluster::builder().backend(a).probe_interval(Duration::ZERO).build().unwrap_err();
+    assert_eq!(no_probe.field(), Some("probe_interval"));
+
+    let (manager, _) = TestManager::new();
+    let bad_pool = Cluster::builder()
+        .backend(Backend::replica("b", Pool::builder(manager).max_size(0)))
+        .build()
+        .unwrap_err();
+    assert_eq!(bad_pool.field(), Some("max_size"));
+    assert!(bad_pool.to_string().contains("backend `b`"), "{bad_pool}");
+}
