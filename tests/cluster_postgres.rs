@@ -1,0 +1,134 @@
+//! A cluster over three real, throwaway PostgreSQL servers: one is killed under load and brought
+//! back. Prints how many calls failed, how long until traffic had moved, and how long until the
+//! returning server served its share again
+//! (`cargo test --all-features --test cluster_postgres -- --nocapture`).
+
+#![cfg(feature = "postgres")]
+#![allow(clippy::disallowed_types)]
+
+mod harness;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harness::postgres::{PgServer, wait_until};
+use millpond::cluster::{Backend, Cluster};
+use millpond::pool::Pool;
+use millpond::postgres::PgManager;
+use tokio::time::Instant;
+
+/// One call of the load: when it ended, and the backend that served it (`None` if it failed).
+type Outcome = (Instant, Option<String>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_is_left_at_once_and_rejoins_with_its_share() {
+    let Some(first) = PgServer::start() else { return };
+    let servers: Vec<Arc<PgServer>> = [Some(first), PgServer::start(), PgServer::start()]
+        .into_iter()
+        .map(|server| Arc::new(server.expect("the first server started, so can the others")))
+        .collect();
+    let mut builder = Cluster::builder().probe_interval(Duration::from_millis(200));
+    for (index, server) in servers.iter().enumerate() {
+        let pool = Pool::builder(PgManager::new(server.config("cluster")))
+            .max_size(4)
+            .create_timeout(Duration::from_secs(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .breaker(3, Duration::from_millis(200));
+        builder = builder.backend(Backend::replica(format!("pg{index}"), pool));
+    }
+    let cluster = builder.build().unwrap();
+
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (cluster, outcomes, stop) = (cluster.clone(), outcomes.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let call = async {
+                        let conn = cluster.get().await.map_err(|err| err.to_string())?;
+                        let statement =
+                            conn.prepare_cached("SELECT 1").await.map_err(|e| e.to_string())?;
+                        conn.query_one(&statement, &[]).await.map_err(|e| e.to_string())?;
+                        Ok::<_, String>(conn.backend().to_owned())
+                    };
+                    let served = tokio::time::timeout(Duration::from_secs(10), call)
+                        .await
+                        .expect("no call hangs");
+                    let failed = served.is_err();
+                    outcomes.lock().unwrap().push((Instant::now(), served.ok()));
+                    if failed {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let served_by = |name: &str, since: Instant| {
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, by)| *at >= since && by.as_deref() == Some(name))
+            .count()
+    };
+    let started = Instant::now();
+    wait_until("every backend serves", Duration::from_secs(20), || async {
+        ["pg0", "pg1", "pg2"].iter().all(|name| served_by(name, started) > 0)
+    })
+    .await;
+
+    // Kill pg1 (immediate shutdown: its sessions drop mid-query).
+    let killed_at = Instant::now();
+    let server = Arc::clone(&servers[1]);
+    tokio::task::spawn_blocking(move || server.stop("immediate")).await.unwrap();
+    wait_until("pg1 leaves the rotation", Duration::from_secs(10), || async {
+        !cluster.status().backends[1].in_rotation
+    })
+    .await;
+    let ejected_after = killed_at.elapsed();
+    // Let the load run on the two others for a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (failed, last_failure) = {
+        let outcomes = outcomes.lock().unwrap();
+        let failures: Vec<Instant> = outcomes
+            .iter()
+            .filter(|(at, by)| *at >= killed_at && by.is_none())
+            .map(|(at, _)| *at)
+            .collect();
+        (failures.len(), failures.iter().max().copied())
+    };
+    let moved_after = last_failure.map_or(Duration::ZERO, |at| at - killed_at);
+    assert_eq!(served_by("pg1", killed_at + moved_after + Duration::from_millis(1)), 0);
+
+    // Bring pg1 back.
+    let server = Arc::clone(&servers[1]);
+    tokio::task::spawn_blocking(move || server.start_again()).await.unwrap();
+    let back_at = Instant::now();
+    wait_until("pg1 rejoins the rotation", Duration::from_secs(10), || async {
+        cluster.status().backends[1].in_rotation
+    })
+    .await;
+    let readmitted_after = back_at.elapsed();
+    // Its share of the calls in the following half second.
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_window =
+        outcomes.lock().unwrap().iter().filter(|(at, by)| *at >= window && by.is_some()).count();
+    let share = served_by("pg1", window) as f64 / in_window as f64;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = outcomes.lock().unwrap().len();
+    println!(
+        "cluster of 3, 32 tasks: pg1 killed; out of rotation after {ejected_after:?}; {failed} of \
+         {total} calls failed, the last {moved_after:?} after the kill; back {readmitted_after:?} \
+         after its restart, then served {:.0} % of the calls (a third is its share)",
+        share * 100.0
+    );
+    assert!(share > 0.2, "pg1 serves its share again: {share:.2}");
+    assert_eq!(cluster.status().backends[1].readmissions, 1);
+}
