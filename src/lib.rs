@@ -42,6 +42,8 @@
 //!   trait, builder, errors, status and metrics.
 //! * [`balance`]: load-balancing strategies (round-robin, weighted, key hash, least-loaded,
 //!   power of two choices) behind one [`Balancer`](balance::Balancer) trait.
+//! * [`breaker`]: a circuit breaker for any async call, on error-rate, slow-call or
+//!   consecutive-failure rules: [`CircuitBreaker`](breaker::CircuitBreaker).
 //! * [`cluster`]: pools over several backends (primary and replicas, or peers) with balancing,
 //!   failover and failback: [`Cluster`](cluster::Cluster).
 //! * [`exec`]: bounded worker pools running futures on tokio, with a shared queue or per-worker
@@ -92,7 +94,7 @@
 
 mod backoff;
 pub mod balance;
-mod breaker;
+pub mod breaker;
 mod build_error;
 pub mod cluster;
 pub mod exec;

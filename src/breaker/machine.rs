@@ -1,7 +1,10 @@
 //! The circuit breaker state machine: closed, open for a cool-down, then half-open for one probe.
 //!
-//! It is a plain value driven under its owner's lock, with time passed in, so the same machine can
-//! be model-checked and reused around any fallible backend.
+//! It is a plain value driven under its owner's lock, with time passed in. The resource pool
+//! drives it with its creations, a cluster with each backend's, and [`CircuitBreaker`] with any
+//! call a user wraps.
+//!
+//! [`CircuitBreaker`]: super::CircuitBreaker
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -49,6 +52,14 @@ impl Breaker {
     /// Whether the breaker is open (refusing, or waiting for its probe) rather than closed.
     pub(crate) fn is_tripped(&self) -> bool {
         !matches!(self.state, State::Closed)
+    }
+
+    /// When an open breaker lets its probe through, or `None` when it is not open.
+    pub(crate) fn reopens_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until } => Some(until),
+            State::Closed | State::HalfOpen => None,
+        }
     }
 
     /// Whether callers should be refused outright at `now`.
