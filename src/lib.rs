@@ -103,6 +103,7 @@ pub mod object;
 pub mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod rate;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod sync;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
+use super::admission::Priority;
 use super::builder::WorkerPoolBuilder;
 use super::error::SubmitError;
 use super::handle::{TaskHandle, tracked};
@@ -76,8 +77,51 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let lane = self.inner.reserve(None, None).await;
-        self.enqueue(lane, task, with_handle(false))
+        self.submit_with(Priority::High, task).await
+    }
+
+    /// Like [`submit`](Self::submit), for a task of `priority`. While the pool is overloaded
+    /// (see [`WorkerPoolBuilder::overload_queue_len`](super::WorkerPoolBuilder::overload_queue_len)),
+    /// low-priority tasks are refused, and those already queued are shed when a worker reaches
+    /// them; high-priority tasks never are.
+    ///
+    /// # Errors
+    ///
+    /// As `submit`, plus [`SubmitError::Overloaded`] for a low-priority task under overload and
+    /// [`SubmitError::RateLimited`] when a rate limit refuses it.
+    ///
+    /// # Cancel safety
+    ///
+    /// As `submit`.
+    pub async fn submit_with<F>(
+        &self,
+        priority: Priority,
+        task: F,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let lane = self.inner.reserve(None, priority, None).await;
+        self.enqueue(lane, task, self.with_handle(false, priority))
+    }
+
+    /// Like [`try_submit`](Self::try_submit), for a task of `priority`.
+    ///
+    /// # Errors
+    ///
+    /// As `try_submit`, plus [`SubmitError::Overloaded`] and [`SubmitError::RateLimited`].
+    pub fn try_submit_with<F>(
+        &self,
+        priority: Priority,
+        task: F,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let lane = self.inner.try_reserve(None, priority);
+        self.enqueue(lane, task, self.with_handle(false, priority))
     }
 
     /// Queues a task if there is room right now; never waits.
@@ -90,7 +134,7 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.enqueue(self.inner.try_reserve(None), task, with_handle(false))
+        self.try_submit_with(Priority::High, task)
     }
 
     /// Like [`submit`](Self::submit), waiting at most `timeout` for room.
@@ -111,8 +155,8 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let lane = self.inner.reserve(None, Some(timeout)).await;
-        self.enqueue(lane, task, with_handle(false))
+        let lane = self.inner.reserve(None, Priority::High, Some(timeout)).await;
+        self.enqueue(lane, task, self.with_handle(false, Priority::High))
     }
 
     /// Queues a task that must run after every earlier task with the same `key` (a user id, an
@@ -137,8 +181,8 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let lane = self.inner.reserve(Some(key), None).await;
-        self.enqueue(lane, task, with_handle(true))
+        let lane = self.inner.reserve(Some(key), Priority::High, None).await;
+        self.enqueue(lane, task, self.with_handle(true, Priority::High))
     }
 
     /// Queues a task without a handle, waiting for room: the cheapest way to run a task. Its
@@ -155,7 +199,7 @@ impl WorkerPool {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let lane = self.inner.reserve(None, None).await;
+        let lane = self.inner.reserve(None, Priority::High, None).await;
         self.enqueue(lane, task, |task| (Job::new(task, false), ()))
     }
 
@@ -168,7 +212,31 @@ impl WorkerPool {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.enqueue(self.inner.try_reserve(None), task, |task| (Job::new(task, false), ()))
+        let lane = self.inner.try_reserve(None, Priority::High);
+        self.enqueue(lane, task, |task| (Job::new(task, false), ()))
+    }
+
+    /// Builds a tracked job and its handle; the job can tell the handle it was shed when the
+    /// pool may shed.
+    fn with_handle<F>(
+        &self,
+        keyed: bool,
+        priority: Priority,
+    ) -> impl FnOnce(F) -> (Job, TaskHandle<F::Output>) + use<F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let sheddable = self.inner.admission.may_shed();
+        move |task| {
+            let (task, handle) = tracked(task);
+            let mut job = Job::new(task, keyed);
+            job.priority = priority;
+            if sheddable {
+                job.shed = Some(handle.shed_hook());
+            }
+            (job, handle)
+        }
     }
 
     /// Queues `task` into the room `lane` reserved, as the job `make` builds from it; gives the
@@ -273,6 +341,7 @@ impl WorkerPool {
             completed: totals.completed,
             panicked: totals.panicked,
             rejected: self.inner.rejected(),
+            shed: self.inner.admission.shed_count(),
             queue_wait: totals.queue_wait,
         }
     }
@@ -282,17 +351,5 @@ impl Drop for WorkerPool {
     /// Stops intake; the workers finish the queued tasks in the background and exit.
     fn drop(&mut self) {
         self.inner.close();
-    }
-}
-
-/// Builds a job that reports to a [`TaskHandle`]; `keyed` jobs are never stolen.
-fn with_handle<F>(keyed: bool) -> impl FnOnce(F) -> (Job, TaskHandle<F::Output>)
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    move |task| {
-        let (task, handle) = tracked(task);
-        (Job::new(task, keyed), handle)
     }
 }

@@ -3,11 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::admission::{Admission, Overload};
 use super::api::WorkerPool;
 use super::inner::{Inner, PanicHook, Settings};
 use super::queues::Queues;
 use crate::BuildError;
 use crate::balance::Balance;
+use crate::rate::{KeyedBuckets, Shape, TokenBucket};
 
 /// Which queues the workers take their tasks from. See the [module docs](super) for when each
 /// wins.
@@ -64,6 +66,10 @@ pub struct WorkerPoolBuilder {
     scheduler: Scheduler,
     idle_timeout: Duration,
     panic_hook: Option<PanicHook>,
+    rate_limit: Option<(f64, u32)>,
+    rate_limit_per_key: Option<(f64, u32)>,
+    max_queue_wait: Option<Duration>,
+    overload: Overload,
 }
 
 impl fmt::Debug for WorkerPoolBuilder {
@@ -74,6 +80,10 @@ impl fmt::Debug for WorkerPoolBuilder {
             .field("queue_capacity", &self.queue_capacity)
             .field("scheduler", &self.scheduler)
             .field("idle_timeout", &self.idle_timeout)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_limit_per_key", &self.rate_limit_per_key)
+            .field("max_queue_wait", &self.max_queue_wait)
+            .field("overload", &self.overload)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +97,10 @@ impl Default for WorkerPoolBuilder {
             scheduler: Scheduler::SharedQueue,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             panic_hook: None,
+            rate_limit: None,
+            rate_limit_per_key: None,
+            max_queue_wait: None,
+            overload: Overload::default(),
         }
     }
 }
@@ -137,6 +151,48 @@ impl WorkerPoolBuilder {
     /// a hook, panics are logged with `tracing` at warn level. A hook that panics is contained.
     pub fn panic_hook(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.panic_hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Admits at most `per_second` tasks a second on average, and `burst` at once, over the
+    /// whole pool; a submit beyond it gets its task back in [`SubmitError::RateLimited`] at once,
+    /// without waiting. A token bucket: idle time refills it up to `burst`.
+    ///
+    /// [`SubmitError::RateLimited`]: super::SubmitError::RateLimited
+    pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate_limit = Some((per_second, burst));
+        self
+    }
+
+    /// Like [`rate_limit`](Self::rate_limit), for each key of
+    /// [`submit_keyed`](super::WorkerPool::submit_keyed) separately: per user, per tenant, per
+    /// source address.
+    pub fn rate_limit_per_key(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate_limit_per_key = Some((per_second, burst));
+        self
+    }
+
+    /// Drops a task that waited in the queue longer than this, when a worker reaches it, instead
+    /// of running it late; its handle resolves to [`TaskError::Shed`](super::TaskError::Shed).
+    /// Off by default.
+    pub fn max_queue_wait(mut self, max_wait: Duration) -> Self {
+        self.max_queue_wait = Some(max_wait);
+        self
+    }
+
+    /// Counts the pool as overloaded while more than `queued` tasks wait: low-priority tasks
+    /// ([`Priority::Low`](super::Priority::Low)) are then refused at submit and shed from the
+    /// queue, until it is back under. Off by default.
+    pub fn overload_queue_len(mut self, queued: usize) -> Self {
+        self.overload.queue_len = Some(queued);
+        self
+    }
+
+    /// Counts the pool as overloaded while the tasks workers start have waited longer than
+    /// `wait` (a standing queue), with the same effect as
+    /// [`overload_queue_len`](Self::overload_queue_len). Off by default.
+    pub fn overload_queue_wait(mut self, wait: Duration) -> Self {
+        self.overload.queue_wait = Some(wait);
         self
     }
 
@@ -210,6 +266,7 @@ impl WorkerPoolBuilder {
         };
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| BuildError::no_runtime())?;
+        let admission = self.admission()?;
         let inner = Inner::start(Settings {
             queues,
             min_workers: if elastic { min_workers } else { max_workers },
@@ -218,7 +275,56 @@ impl WorkerPoolBuilder {
             idle_timeout: self.idle_timeout,
             panic_hook: self.panic_hook,
             runtime,
+            admission,
         });
         Ok(WorkerPool::from_inner(inner))
+    }
+}
+
+impl WorkerPoolBuilder {
+    /// Checks the admission settings (`build()` has checked the queue capacity) and builds them.
+    fn admission(&self) -> Result<Admission, BuildError> {
+        let rate = match self.rate_limit {
+            Some((per_second, burst)) => {
+                Some(TokenBucket::new(Shape::new(per_second, burst, "rate_limit")?))
+            }
+            None => None,
+        };
+        let per_key = match self.rate_limit_per_key {
+            Some((per_second, burst)) => {
+                Some(KeyedBuckets::new(Shape::new(per_second, burst, "rate_limit_per_key")?))
+            }
+            None => None,
+        };
+        if let Some(max_wait) = self.max_queue_wait.filter(|wait| wait.is_zero()) {
+            return Err(BuildError::invalid("max_queue_wait", max_wait, "must be above 0"));
+        }
+        if let Some(queued) = self.overload.queue_len {
+            if queued == 0 || queued >= self.queue_capacity {
+                return Err(BuildError::invalid(
+                    "overload_queue_len",
+                    queued,
+                    format!(
+                        "must be at least 1 and below queue_capacity ({}), or the pool is \
+                         always or never overloaded",
+                        self.queue_capacity
+                    ),
+                ));
+            }
+        }
+        if let Some(wait) = self.overload.queue_wait {
+            if wait.is_zero() {
+                return Err(BuildError::invalid("overload_queue_wait", wait, "must be above 0"));
+            }
+            if self.max_queue_wait.is_some_and(|max_wait| wait >= max_wait) {
+                return Err(BuildError::invalid(
+                    "overload_queue_wait",
+                    wait,
+                    "must be below max_queue_wait, or every task is shed before the pool \
+                     counts as overloaded",
+                ));
+            }
+        }
+        Ok(Admission::new(rate, per_key, self.overload, self.max_queue_wait))
     }
 }

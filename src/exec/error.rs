@@ -31,6 +31,10 @@ pub enum SubmitError<F> {
     /// waiting on a queue that only workers drain, so the pool refuses instead of deadlocking.
     /// Submit with `try_submit` from inside the pool, or from a task of your own.
     WouldDeadlock(F),
+    /// The pool's rate limit (overall, or the key's) has no token for it now.
+    RateLimited(F),
+    /// The pool is overloaded and refuses low-priority work until the load falls.
+    Overloaded(F),
 }
 
 impl<F> SubmitError<F> {
@@ -40,7 +44,9 @@ impl<F> SubmitError<F> {
             Self::Full(task)
             | Self::Closed(task)
             | Self::Timeout(task)
-            | Self::WouldDeadlock(task) => task,
+            | Self::WouldDeadlock(task)
+            | Self::RateLimited(task)
+            | Self::Overloaded(task) => task,
         }
     }
 
@@ -64,6 +70,16 @@ impl<F> SubmitError<F> {
         matches!(self, Self::WouldDeadlock(_))
     }
 
+    /// Whether a rate limit refused the task.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Self::RateLimited(_))
+    }
+
+    /// Whether the task was refused as low-priority work under overload.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Self::Overloaded(_))
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             Self::Full(_) => "the worker pool's queue is full",
@@ -72,6 +88,8 @@ impl<F> SubmitError<F> {
             Self::WouldDeadlock(_) => {
                 "a task of the worker pool would wait for room in its own pool, which could deadlock"
             }
+            Self::RateLimited(_) => "the worker pool's rate limit refused the task",
+            Self::Overloaded(_) => "the worker pool is overloaded and refuses low-priority work",
         }
     }
 }
@@ -83,6 +101,8 @@ impl<F> fmt::Debug for SubmitError<F> {
             Self::Closed(_) => "Closed",
             Self::Timeout(_) => "Timeout",
             Self::WouldDeadlock(_) => "WouldDeadlock",
+            Self::RateLimited(_) => "RateLimited",
+            Self::Overloaded(_) => "Overloaded",
         };
         f.debug_tuple(name).finish_non_exhaustive()
     }
@@ -105,6 +125,9 @@ pub enum TaskError {
     /// The task was aborted before it finished: by [`TaskHandle::abort`](super::TaskHandle::abort),
     /// or by a shutdown whose deadline passed (or a pool dropped) before it ran.
     Aborted,
+    /// The task was dropped before it started: it waited in the queue past the pool's
+    /// `max_queue_wait`, or it was low-priority work queued when the pool became overloaded.
+    Shed,
 }
 
 impl TaskError {
@@ -117,6 +140,11 @@ impl TaskError {
     pub fn is_aborted(&self) -> bool {
         matches!(self, Self::Aborted)
     }
+
+    /// Whether the task was shed before it started.
+    pub fn is_shed(&self) -> bool {
+        matches!(self, Self::Shed)
+    }
 }
 
 impl fmt::Display for TaskError {
@@ -124,6 +152,7 @@ impl fmt::Display for TaskError {
         match self {
             Self::Panicked(message) => write!(f, "the task panicked: {message}"),
             Self::Aborted => f.write_str("the task was aborted before it finished"),
+            Self::Shed => f.write_str("the task was shed before it started, under load"),
         }
     }
 }

@@ -119,6 +119,24 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// Tells a task's handle it was shed, whatever its output type.
+pub(crate) trait Shed: Send + Sync {
+    fn shed(&self);
+}
+
+impl<T: Send> Shed for Cell<T> {
+    fn shed(&self) {
+        self.finish(Err(TaskError::Shed));
+    }
+}
+
+impl<T: Send + 'static> TaskHandle<T> {
+    /// What a worker calls to tell this handle its task was shed.
+    pub(crate) fn shed_hook(&self) -> Arc<dyn Shed> {
+        Arc::clone(&self.cell) as Arc<dyn Shed>
+    }
+}
+
 /// Wraps `future` for submission, with the handle that will receive its output.
 pub(crate) fn tracked<F: Future>(future: F) -> (Tracked<F>, TaskHandle<F::Output>) {
     let cell = Arc::new(Cell {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use super::admission::{Admission, Priority};
 use super::error::SubmitError;
 use super::job::Job;
 use super::lane::NoRoom;
@@ -22,6 +23,7 @@ pub(crate) struct Inner {
     pub(crate) queues: Queues,
     pub(crate) idle_timeout: Duration,
     pub(crate) shards: Shards,
+    pub(crate) admission: Admission,
     /// Live workers.
     live: AtomicUsize,
     min_workers: AtomicUsize,
@@ -47,6 +49,8 @@ pub(crate) enum Refused {
     Closed,
     Timeout,
     WouldDeadlock,
+    RateLimited,
+    Overloaded,
 }
 
 impl Refused {
@@ -56,6 +60,8 @@ impl Refused {
             Self::Closed => SubmitError::Closed(task),
             Self::Timeout => SubmitError::Timeout(task),
             Self::WouldDeadlock => SubmitError::WouldDeadlock(task),
+            Self::RateLimited => SubmitError::RateLimited(task),
+            Self::Overloaded => SubmitError::Overloaded(task),
         }
     }
 }
@@ -77,6 +83,7 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout: Duration,
     pub(crate) panic_hook: Option<PanicHook>,
     pub(crate) runtime: Handle,
+    pub(crate) admission: Admission,
 }
 
 impl Inner {
@@ -86,6 +93,7 @@ impl Inner {
             queues: settings.queues,
             idle_timeout: settings.idle_timeout,
             shards: Shards::new(),
+            admission: settings.admission,
             live: AtomicUsize::new(0),
             min_workers: AtomicUsize::new(settings.min_workers),
             max_workers: AtomicUsize::new(settings.max_workers),
@@ -236,8 +244,18 @@ impl Inner {
         }
     }
 
+    /// Admits a job of `priority` (rate limits, overload) before it takes queue room.
+    fn admit(&self, key: Option<u64>, priority: Priority) -> Result<(), Refused> {
+        self.admission.admit(key, priority, || self.queues.queued()).map_err(|why| self.reject(why))
+    }
+
     /// Reserves room for a job without waiting. Returns the lane to commit to.
-    pub(crate) fn try_reserve(&self, key: Option<u64>) -> Result<usize, Refused> {
+    pub(crate) fn try_reserve(
+        &self,
+        key: Option<u64>,
+        priority: Priority,
+    ) -> Result<usize, Refused> {
+        self.admit(key, priority)?;
         self.queues.try_reserve(key).map_err(|(_, no_room)| self.reject(no_room.into()))
     }
 
@@ -246,8 +264,10 @@ impl Inner {
     pub(crate) async fn reserve(
         &self,
         key: Option<u64>,
+        priority: Priority,
         timeout: Option<Duration>,
     ) -> Result<usize, Refused> {
+        self.admit(key, priority)?;
         let lane = match self.queues.try_reserve(key) {
             Ok(lane) => return Ok(lane),
             Err((_, NoRoom::Closed)) => return Err(self.reject(Refused::Closed)),

@@ -335,6 +335,11 @@ impl<J: Stealable> Lane<J> {
     }
 
     /// `(queued jobs, parked workers)`, for stats.
+    /// Jobs queued plus room reserved, read without the lock: what overload checks count.
+    pub(crate) fn occupied(&self) -> usize {
+        self.occupied.load(Ordering::Relaxed) & !CLOSED
+    }
+
     pub(crate) fn occupancy(&self) -> (usize, usize) {
         let state = self.state.lock();
         (state.jobs.len(), state.poppers.len())

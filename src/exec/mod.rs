@@ -56,6 +56,7 @@
 //! * For CPU-bound work that never awaits, use a thread pool (`rayon`, `spawn_blocking`): a
 //!   worker here is an async task and blocks its runtime thread while it computes.
 
+mod admission;
 mod api;
 mod builder;
 mod error;
@@ -71,6 +72,7 @@ mod worker;
 #[cfg(all(test, millpond_loom))]
 mod loom_models;
 
+pub use admission::Priority;
 pub use api::WorkerPool;
 pub use builder::{DEFAULT_IDLE_TIMEOUT, DEFAULT_QUEUE_CAPACITY, Scheduler, WorkerPoolBuilder};
 pub use error::{SubmitError, TaskError};

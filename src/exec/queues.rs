@@ -197,6 +197,11 @@ impl Queues {
         jobs
     }
 
+    /// Tasks queued (or about to be) over every lane, read without locks.
+    pub(crate) fn queued(&self) -> usize {
+        (0..self.lane_count()).map(|lane| self.lane(lane).occupied()).sum()
+    }
+
     /// The load counters, for the loom model of their balance.
     #[cfg(all(test, millpond_loom))]
     pub(crate) fn loads(&self) -> Vec<usize> {

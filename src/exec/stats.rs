@@ -22,8 +22,11 @@ pub struct Stats {
     pub completed: u64,
     /// Tasks that panicked.
     pub panicked: u64,
-    /// Submits refused: full, closed, timed out, or from inside the pool.
+    /// Submits refused: full, closed, timed out, from inside the pool, rate-limited, or
+    /// low-priority under overload.
     pub rejected: u64,
+    /// Tasks dropped before they started: past `max_queue_wait`, or low-priority under overload.
+    pub shed: u64,
     /// How long tasks waited in the queue before a worker started them.
     pub queue_wait: DurationHistogram,
 }

@@ -108,6 +108,12 @@ pub(crate) async fn run(inner: Arc<Inner>, lane: usize) {
 
 async fn run_job(inner: &Inner, job: Job) {
     let waited = job.queued_at.elapsed();
+    if inner.admission.should_shed(&job, waited, || inner.queues.queued()) {
+        if let Some(handle) = &job.shed {
+            handle.shed();
+        }
+        return;
+    }
     let outcome = InPool { pool: inner.id, future: job.future }.await;
     {
         let mut shard = inner.shards.local().lock();

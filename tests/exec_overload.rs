@@ -1,0 +1,162 @@
+//! Worker pools under overload, on tokio's paused clock: rate limits at submit, stale tasks
+//! shed, and low-priority work refused and shed while the pool is over its limits, then
+//! admitted again.
+
+#![allow(clippy::disallowed_types)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use millpond::exec::{Priority, SubmitError, TaskError, WorkerPool};
+use tokio::sync::oneshot;
+
+/// Occupies the pool's only worker, once it has started, until the returned sender is used
+/// (or dropped).
+async fn block_worker(pool: &WorkerPool) -> oneshot::Sender<()> {
+    let (release, released) = oneshot::channel::<()>();
+    let (started, running) = oneshot::channel::<()>();
+    pool.try_execute(async move {
+        let _ = started.send(());
+        let _ = released.await;
+    })
+    .expect("the blocker is admitted");
+    running.await.expect("the blocker starts");
+    release
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_refuses_beyond_the_burst_and_refills_at_the_rate() {
+    let pool = WorkerPool::builder().workers(1).rate_limit(10.0, 3).build().unwrap();
+    for _ in 0..3 {
+        pool.try_execute(async {}).unwrap();
+    }
+    let refused = pool.try_submit(async { 7 }).unwrap_err();
+    assert!(refused.is_rate_limited(), "{refused}");
+    let task = refused.into_inner();
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let handle = pool.try_submit(task).expect("one token came back after 100 ms");
+    assert_eq!(handle.await.unwrap(), 7);
+    assert_eq!(pool.stats().rejected, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_key_has_its_own_rate() {
+    let pool = WorkerPool::builder().workers(1).rate_limit_per_key(1.0, 2).build().unwrap();
+    drop(pool.submit_keyed(1, async {}).await.unwrap());
+    drop(pool.submit_keyed(1, async {}).await.unwrap());
+    assert!(matches!(pool.submit_keyed(1, async {}).await, Err(SubmitError::RateLimited(_))));
+    drop(pool.submit_keyed(2, async {}).await.expect("another key is not held back"));
+    drop(pool.submit(async {}).await.expect("tasks without a key are not limited per key"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_waited_too_long_is_shed_not_run() {
+    let pool =
+        WorkerPool::builder().workers(1).max_queue_wait(Duration::from_millis(50)).build().unwrap();
+    let release = block_worker(&pool).await;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let stale = pool
+        .submit({
+            let ran = Arc::clone(&ran);
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_millis(60)).await;
+    release.send(()).unwrap();
+    assert_eq!(stale.await.unwrap_err(), TaskError::Shed);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(pool.stats().shed, 1);
+
+    // A task that did not wait long runs.
+    assert_eq!(pool.submit(async { 1 }).await.unwrap().await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn low_priority_work_gives_way_under_overload_and_comes_back_after() {
+    let pool =
+        WorkerPool::builder().workers(1).queue_capacity(16).overload_queue_len(2).build().unwrap();
+    let release = block_worker(&pool).await;
+    // Queued before the overload: shed when the worker reaches it while still overloaded.
+    let early_low = pool.submit_with(Priority::Low, async { "low" }).await.unwrap();
+    let high: Vec<_> = (0..3).map(|n| pool.try_submit(async move { n }).unwrap()).collect();
+
+    // 4 queued > 2: low priority is refused, high priority is not.
+    let refused = pool.try_submit_with(Priority::Low, async { "late low" }).unwrap_err();
+    assert!(refused.is_overloaded(), "{refused}");
+    let late_high =
+        pool.try_submit_with(Priority::High, async { 3 }).expect("core work is admitted");
+
+    release.send(()).unwrap();
+    assert_eq!(early_low.await.unwrap_err(), TaskError::Shed);
+    for (n, handle) in high.into_iter().enumerate() {
+        assert_eq!(handle.await.unwrap(), n);
+    }
+    assert_eq!(late_high.await.unwrap(), 3);
+
+    // The queue drained: low priority is welcome again.
+    let low = pool.submit_with(Priority::Low, async { "low again" }).await.unwrap();
+    assert_eq!(low.await.unwrap(), "low again");
+    let stats = pool.stats();
+    assert_eq!((stats.shed, stats.rejected), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standing_queue_counts_as_overload_too() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .overload_queue_wait(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let release = block_worker(&pool).await;
+    let waited = pool.submit(async {}).await.unwrap();
+    let blocker_two = {
+        let (tx, rx) = oneshot::channel::<()>();
+        (
+            pool.submit(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap(),
+            tx,
+        )
+    };
+    tokio::time::advance(Duration::from_millis(30)).await;
+    release.send(()).unwrap();
+    waited.await.unwrap();
+    // The worker just started a task that had waited 30 ms: a standing queue.
+    assert!(pool.try_submit_with(Priority::Low, async {}).unwrap_err().is_overloaded());
+    blocker_two.1.send(()).unwrap();
+    blocker_two.0.await.unwrap();
+    // The next task a worker starts waited no time: the overload is over.
+    pool.submit(async {}).await.unwrap().await.unwrap();
+    pool.try_submit_with(Priority::Low, async {}).expect("admitted again").await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_admission_settings_are_rejected_naming_the_field() {
+    let field = |builder: millpond::exec::WorkerPoolBuilder| builder.build().unwrap_err().field();
+    assert_eq!(field(WorkerPool::builder().rate_limit(0.0, 1)), Some("rate_limit"));
+    assert_eq!(field(WorkerPool::builder().rate_limit(10.0, 0)), Some("rate_limit"));
+    assert_eq!(
+        field(WorkerPool::builder().rate_limit_per_key(f64::NAN, 1)),
+        Some("rate_limit_per_key")
+    );
+    assert_eq!(field(WorkerPool::builder().max_queue_wait(Duration::ZERO)), Some("max_queue_wait"));
+    assert_eq!(
+        field(WorkerPool::builder().queue_capacity(8).overload_queue_len(8)),
+        Some("overload_queue_len")
+    );
+    assert_eq!(field(WorkerPool::builder().overload_queue_len(0)), Some("overload_queue_len"));
+    assert_eq!(
+        field(
+            WorkerPool::builder()
+                .max_queue_wait(Duration::from_millis(10))
+                .overload_queue_wait(Duration::from_millis(20))
+        ),
+        Some("overload_queue_wait")
+    );
+}
