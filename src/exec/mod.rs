@@ -50,6 +50,20 @@
 //!   [`WorkerPool::shutdown_timeout`] aborts what is left at its deadline. Every pending submit
 //!   and every handle resolves: nothing waits forever.
 //!
+//! # Overload protection
+//!
+//! * **Rate limits** at admission: [`WorkerPoolBuilder::rate_limit`] for the pool and
+//!   [`WorkerPoolBuilder::rate_limit_per_key`] for each key of `submit_keyed` (per user, per
+//!   tenant). A refused task comes back in [`SubmitError::RateLimited`] at once.
+//! * **Stale work**: with [`WorkerPoolBuilder::max_queue_wait`], a task that waited longer is
+//!   dropped when a worker reaches it; its handle says [`TaskError::Shed`].
+//! * **Priorities**: [`WorkerPool::submit_with`] takes a [`Priority`]. While the pool is
+//!   overloaded ([`WorkerPoolBuilder::overload_queue_len`],
+//!   [`WorkerPoolBuilder::overload_queue_wait`]), low-priority submits get
+//!   [`SubmitError::Overloaded`] and queued low-priority tasks are shed, so core work keeps its
+//!   latency; they are admitted again as soon as the load falls. The queue stays first in,
+//!   first out, so low priority is never starved under normal load.
+//!
 //! # When not to use it
 //!
 //! * For a few long-lived background tasks, `tokio::spawn` is simpler.
