@@ -128,18 +128,32 @@ impl Route {
     }
 }
 
+/// The backends one call has tried: a bit per backend (a cluster has at most 64).
+#[derive(Clone, Copy, Default)]
+struct Tried(u64);
+
+impl Tried {
+    fn has(self, index: usize) -> bool {
+        self.0 & (1 << index) != 0
+    }
+
+    fn add(&mut self, index: usize) {
+        self.0 |= 1 << index;
+    }
+}
+
 /// The loads of a route's backends as its strategy sees them: connections in use, and "full"
 /// for a backend out of rotation or already tried by this call.
 struct RouteLoads<'a, M: Manager> {
     shared: &'a Shared<M>,
     route: &'a Route,
-    tried: &'a [bool],
+    tried: Tried,
 }
 
 impl<M: Manager> RouteLoads<'_, M> {
     fn usable(&self, position: usize) -> bool {
         let index = self.route.members[position];
-        !self.tried[index] && !self.shared.members[index].health.is_down()
+        !self.tried.has(index) && !self.shared.members[index].health.is_down()
     }
 }
 
@@ -159,19 +173,16 @@ impl<M: Manager> Loads for RouteLoads<'_, M> {
 
 impl<M: Manager> Shared<M> {
     /// The backend for the next call on `route`, skipping those out of rotation or `tried`.
-    fn pick(&self, route: &Route, key: Option<u64>, tried: &[bool]) -> Option<usize> {
+    fn pick(&self, route: &Route, key: Option<u64>, tried: Tried) -> Option<usize> {
         let loads = RouteLoads { shared: self, route, tried };
-        let usable = (0..route.members.len()).filter(|&p| loads.usable(p));
+        let mut usable = (0..route.members.len()).filter(|&p| loads.usable(p));
         if let Some(key) = key {
             // Rendezvous over the usable backends: a key moves only when its own backend leaves.
             return usable
                 .max_by_key(|&p| crate::balance::key_hash::score(key, route.members[p] as u64))
                 .map(|p| route.members[p]);
         }
-        let usable: Vec<usize> = usable.collect();
-        if usable.is_empty() {
-            return None;
-        }
+        usable.next()?;
         // The strategy may land on a backend out of rotation; each pick moves a rotating
         // strategy on, so a few tries find a usable one. A fixed pick falls to the least loaded.
         for _ in 0..2 * route.members.len() {
@@ -180,7 +191,10 @@ impl<M: Manager> Shared<M> {
                 return Some(route.members[position]);
             }
         }
-        usable.into_iter().min_by_key(|&p| loads.load(p)).map(|p| route.members[p])
+        (0..route.members.len())
+            .filter(|&p| loads.usable(p))
+            .min_by_key(|&p| loads.load(p))
+            .map(|p| route.members[p])
     }
 
     /// Takes a connection from a backend of `route`, moving to the next when one fails.
@@ -189,11 +203,11 @@ impl<M: Manager> Shared<M> {
         route: &Route,
         key: Option<u64>,
     ) -> Result<ClusterConn<M>, Error<M::Error>> {
-        let mut tried = vec![false; self.members.len()];
+        let mut tried = Tried::default();
         let mut last: Option<(String, Cause)> = None;
-        while let Some(index) = self.pick(route, key, &tried) {
+        while let Some(index) = self.pick(route, key, tried) {
             let member = &self.members[index];
-            tried[index] = true;
+            tried.add(index);
             let mut went_down = pin!(member.health.went_down.notified());
             went_down.as_mut().enable();
             if member.health.is_down() {

@@ -10,6 +10,9 @@ use crate::build_error::BuildError;
 use crate::pool::{self, Manager};
 use crate::sync::{Arc, AtomicU64};
 
+/// The most backends a cluster takes (a call keeps the backends it tried in one word).
+pub const MAX_BACKENDS: usize = 64;
+
 /// What a backend is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -108,13 +111,21 @@ impl<M: Manager> ClusterBuilder<M> {
     ///
     /// # Errors
     ///
-    /// A [`BuildError`] naming the field: `backends` when there are none or two share a name,
+    /// A [`BuildError`] naming the field: `backends` when there are none, more than
+    /// [`MAX_BACKENDS`], or two share a name,
     /// `balance` when weights do not match the backends or a role's weights are all zero,
     /// `failures_to_eject` or `probe_interval` when zero; a backend pool's own error, said of
     /// that backend; or no tokio runtime.
     pub fn build(self) -> Result<Cluster<M>, BuildError> {
         if self.backends.is_empty() {
             return Err(BuildError::invalid("backends", 0, "a cluster needs at least one backend"));
+        }
+        if self.backends.len() > MAX_BACKENDS {
+            return Err(BuildError::invalid(
+                "backends",
+                self.backends.len(),
+                format!("a cluster has at most {MAX_BACKENDS} backends"),
+            ));
         }
         for (index, backend) in self.backends.iter().enumerate() {
             if self.backends[..index].iter().any(|other| other.name == backend.name) {

@@ -27,7 +27,7 @@ mod health;
 mod status;
 
 pub use api::Cluster;
-pub use builder::{Backend, ClusterBuilder, Role};
+pub use builder::{Backend, ClusterBuilder, MAX_BACKENDS, Role};
 pub use error::Error;
 pub use guard::ClusterConn;
 pub use status::{BackendStatus, ClusterStatus};
