@@ -8,14 +8,16 @@
 //!   when a worker reaches it, before it runs; its handle says `TaskError::Shed`. During a spike
 //!   that work is usually no longer wanted, and running it only lengthens the spike.
 //! - **Priorities.** While the pool is overloaded (more than `overload_queue_len` tasks queued,
-//!   or the last task a worker started had waited longer than `overload_queue_wait`: a standing
-//!   queue), low-priority submits are refused with `SubmitError::Overloaded` and low-priority
-//!   tasks already queued are shed when reached. High-priority work is never refused for load.
+//!   or a queue-wait p99 above `overload_queue_wait`: more than 1 % of the tasks started in the
+//!   last 100–200 ms waited longer), low-priority submits are refused with
+//!   `SubmitError::Overloaded` and low-priority tasks already queued are shed when reached. High-priority work is never refused for load.
 //!   The queue stays first in, first out, so under normal load a low-priority task waits no
 //!   longer than a high-priority one: it is never starved, only shed when the pool is over its
 //!   limits, and admitted again as soon as it is back under them.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::inner::Refused;
 use super::job::Job;
@@ -51,8 +53,8 @@ pub(crate) struct Admission {
     pub(crate) per_key: Option<KeyedBuckets>,
     pub(crate) overload: Overload,
     pub(crate) max_queue_wait: Option<Duration>,
-    /// How long the last task a worker started had waited, in nanoseconds.
-    last_wait_ns: AtomicU64,
+    /// The waits of the tasks workers started lately, against `overload.queue_wait`.
+    tail: WaitTail,
     shed: AtomicU64,
 }
 
@@ -91,10 +93,8 @@ impl Admission {
     }
 
     fn is_overloaded(&self, queued: impl FnOnce() -> usize) -> bool {
-        let waiting_too_long = self.overload.queue_wait.is_some_and(|limit| {
-            self.last_wait_ns.load(Ordering::Relaxed)
-                > u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX)
-        });
+        let waiting_too_long =
+            self.overload.queue_wait.is_some() && self.tail.p99_above(Instant::now());
         waiting_too_long || self.overload.queue_len.is_some_and(|limit| queued() > limit)
     }
 
@@ -105,9 +105,8 @@ impl Admission {
         waited: Duration,
         queued: impl FnOnce() -> usize,
     ) -> bool {
-        if self.overload.queue_wait.is_some() {
-            let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
-            self.last_wait_ns.store(nanos, Ordering::Relaxed);
+        if let Some(limit) = self.overload.queue_wait {
+            self.tail.record(Instant::now(), waited > limit);
         }
         let stale = self.max_queue_wait.is_some_and(|limit| waited > limit);
         let shed = stale || (job.priority == Priority::Low && self.is_overloaded(queued));
@@ -119,5 +118,110 @@ impl Admission {
 
     pub(crate) fn shed_count(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// How long a window of the wait tail lasts; a verdict covers the current window and the last.
+const TAIL_WINDOW: Duration = Duration::from_millis(100);
+
+/// Counts, per 100 ms window, the tasks workers started and how many of them had waited past
+/// the limit: more than 1 % over it means the queue-wait p99 is above it. One word per window
+/// (window number, started, over), updated with one atomic add, or a compare-and-swap when a
+/// window ends. A count lost at a window's edge only blurs a heuristic.
+#[derive(Debug)]
+struct WaitTail {
+    origin: Instant,
+    current: AtomicU64,
+    previous: AtomicU64,
+}
+
+impl Default for WaitTail {
+    fn default() -> Self {
+        Self { origin: Instant::now(), current: AtomicU64::new(0), previous: AtomicU64::new(0) }
+    }
+}
+
+/// Bits of a window's word: 16 of window number, 24 of tasks started, 24 of tasks over.
+const COUNT_MASK: u64 = 0xff_ffff;
+const WINDOW_MASK: u64 = 0xffff;
+
+fn tail_word(window: u64, started: u64, over: u64) -> u64 {
+    ((window & WINDOW_MASK) << 48) | ((started & COUNT_MASK) << 24) | (over & COUNT_MASK)
+}
+
+fn tail_fields(word: u64) -> (u64, u64, u64) {
+    (word >> 48, (word >> 24) & COUNT_MASK, word & COUNT_MASK)
+}
+
+impl WaitTail {
+    fn window(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(elapsed / TAIL_WINDOW.as_nanos()).unwrap_or(u64::MAX) & WINDOW_MASK
+    }
+
+    fn record(&self, now: Instant, over: bool) {
+        let window = self.window(now);
+        let mut word = self.current.load(Ordering::Acquire);
+        loop {
+            let (number, started, _) = tail_fields(word);
+            if number == window {
+                if started < COUNT_MASK {
+                    self.current.fetch_add(tail_word(0, 1, u64::from(over)), Ordering::AcqRel);
+                }
+                return;
+            }
+            let fresh = tail_word(window, 1, u64::from(over));
+            match self.current.compare_exchange_weak(
+                word,
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    // The window that just ended is the previous one only if it was the last.
+                    let ended = if (number + 1) & WINDOW_MASK == window { word } else { 0 };
+                    self.previous.store(ended, Ordering::Release);
+                    return;
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Whether more than 1 % of the tasks started in this window and the last waited too long.
+    fn p99_above(&self, now: Instant) -> bool {
+        let window = self.window(now);
+        let recent = |number: u64| number == window || (number + 1) & WINDOW_MASK == window;
+        let (mut started, mut over) = (0, 0);
+        for word in [self.current.load(Ordering::Acquire), self.previous.load(Ordering::Acquire)] {
+            let (number, count, late) = tail_fields(word);
+            if count > 0 && recent(number) {
+                started += count;
+                over += late;
+            }
+        }
+        over * 100 > started
+    }
+}
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_judges_the_last_two_windows_at_one_percent() {
+        let tail = WaitTail::default();
+        let at = |ms| tail.origin + Duration::from_millis(ms);
+        for _ in 0..99 {
+            tail.record(at(10), false);
+        }
+        tail.record(at(20), true);
+        assert!(!tail.p99_above(at(20)), "1 in 100 is the p99, not above it");
+        tail.record(at(120), true);
+        assert!(tail.p99_above(at(150)), "2 in 101 over the last two windows");
+        assert!(tail.p99_above(at(199)));
+        assert!(!tail.p99_above(at(300)), "both windows have aged out");
+        tail.record(at(510), false);
+        assert!(!tail.p99_above(at(510)), "a window that is not the last one is forgotten");
     }
 }

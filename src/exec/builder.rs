@@ -188,9 +188,9 @@ impl WorkerPoolBuilder {
         self
     }
 
-    /// Counts the pool as overloaded while the tasks workers start have waited longer than
-    /// `wait` (a standing queue), with the same effect as
-    /// [`overload_queue_len`](Self::overload_queue_len). Off by default.
+    /// Counts the pool as overloaded while the queue-wait p99 is above `wait`: while more than
+    /// 1 % of the tasks workers started in the last 100–200 ms had waited longer. The same effect
+    /// as [`overload_queue_len`](Self::overload_queue_len). Off by default.
     pub fn overload_queue_wait(mut self, wait: Duration) -> Self {
         self.overload.queue_wait = Some(wait);
         self
