@@ -203,3 +203,32 @@ async fn bad_configurations_are_rejected_naming_the_field() {
     assert_eq!(bad_pool.field(), Some("max_size"));
     assert!(bad_pool.to_string().contains("backend `b`"), "{bad_pool}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn writes_fail_at_once_with_the_cause_while_the_primary_is_out() {
+    let (a, a_probe) = mock("a", true);
+    let (b, _) = mock("b", false);
+    let cluster = Cluster::builder()
+        .backend(a)
+        .backend(b)
+        .probe_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    a_probe.set_create(Behavior::Fail);
+    let first = cluster.get_primary().await.unwrap_err();
+    assert!(first.to_string().contains("connection refused"), "{first}");
+
+    // Out of rotation now: the next write does not even try, and says why.
+    let calls = a_probe.create_calls();
+    let started = tokio::time::Instant::now();
+    let again = cluster.get_primary().await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(a_probe.create_calls(), calls, "no attempt on a backend out of rotation");
+    assert!(again.is_unavailable());
+    assert!(
+        again.to_string().contains("`a`") && again.to_string().contains("connection refused"),
+        "{again}"
+    );
+    // Reads go on.
+    assert_eq!(cluster.get_replica().await.unwrap().backend(), "b");
+}
