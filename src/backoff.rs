@@ -18,7 +18,7 @@ impl Backoff {
         let doublings = attempt.saturating_sub(1).min(32);
         let step = self.initial.saturating_mul(1u32 << doublings.min(31)).min(self.max);
         let half = step / 2;
-        let spread = u64::try_from(step.saturating_sub(half).as_nanos()).unwrap_or(u64::MAX);
+        let spread = crate::time::nanos(step.saturating_sub(half));
         half + Duration::from_nanos(fastrand::u64(0..=spread))
     }
 }

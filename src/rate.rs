@@ -92,7 +92,7 @@ impl TokenBucket {
 }
 
 fn nanos_since(origin: Instant) -> u64 {
-    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    crate::time::nanos(origin.elapsed())
 }
 
 /// A bucket per key (a user, a tenant, a source address), made on first use. Full buckets are

@@ -12,6 +12,11 @@ pub(crate) fn after(start: Instant, duration: Duration) -> Instant {
     start.checked_add(duration).unwrap_or_else(|| start + NEVER)
 }
 
+/// `duration` in whole nanoseconds, saturating at `u64::MAX` (about 584 years).
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Whether `duration` has passed since `start` at `now`.
 pub(crate) fn elapsed(start: Instant, duration: Duration, now: Instant) -> bool {
     now.saturating_duration_since(start) >= duration

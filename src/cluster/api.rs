@@ -225,8 +225,9 @@ impl<M: Manager> Shared<M> {
             match attempt {
                 Some(Ok(pooled)) => return Ok(ClusterConn::new(pooled, Arc::clone(self), index)),
                 Some(Err(error)) if is_backend_failure(&error) => {
-                    let cause: Cause =
-                        Arc::new(super::health::Reported(super::health::chain(&error)));
+                    // The pool's own error, kept whole: its `source()` chain leads callers to the
+                    // manager's error ("connection refused") with its type.
+                    let cause: Cause = Arc::new(error);
                     member.health.failed(Arc::clone(&cause), true);
                     last = Some((member.name.clone(), cause));
                 }

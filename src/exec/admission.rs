@@ -155,8 +155,8 @@ fn tail_fields(word: u64) -> (u64, u64, u64) {
 
 impl WaitTail {
     fn window(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(elapsed / TAIL_WINDOW.as_nanos()).unwrap_or(u64::MAX) & WINDOW_MASK
+        let elapsed = crate::time::nanos(now.saturating_duration_since(self.origin));
+        (elapsed / crate::time::nanos(TAIL_WINDOW)) & WINDOW_MASK
     }
 
     fn record(&self, now: Instant, over: bool) {
