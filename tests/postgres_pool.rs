@@ -248,3 +248,35 @@ async fn a_multiplexed_view_pipelines_many_tasks_over_few_sessions() {
     assert!(view.borrowers().is_empty());
     assert_eq!(pool.status().in_use, 0, "every connection went back to the pool");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_the_multiplexed_view_never_lands_in_a_transaction_left_open() {
+    let Some(server) = PgServer::start() else { return };
+    let pool = pool(&server, "multiplexed-tx", 2);
+    pool.get().await.unwrap().batch_execute("CREATE TABLE t (n int)").await.unwrap();
+
+    // One user leaves a transaction open with a write in it.
+    pool.get().await.unwrap().batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.unwrap();
+
+    // A borrower of the multiplexed view writes with a plain statement. The view spreads onto
+    // idle connections with `try_get`: the connection left inside the transaction must be
+    // rolled back before anyone borrows it, or this insert joins the abandoned transaction.
+    let shared = pool.multiplexed(4).unwrap();
+    {
+        let conn = shared.get().await.unwrap();
+        assert_eq!(conn.transaction_status(), TransactionStatus::Idle);
+        conn.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    }
+
+    // Whatever connection the next exclusive user gets, the borrower's row is committed and the
+    // abandoned one is not.
+    let conn = pool.get().await.unwrap();
+    let rows: Vec<i32> = conn
+        .query("SELECT n FROM t ORDER BY n", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(rows, [2], "the borrower's write survives, the abandoned one does not");
+}

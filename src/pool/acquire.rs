@@ -1,4 +1,13 @@
-//! The `get()` path: take an idle resource, check it if it sat idle, or queue for the next one.
+//! The one path by which a resource leaves the pool for a caller: `get()`, `get_timeout()`,
+//! `try_get()`, and through them the multiplexed view and cluster gets.
+//!
+//! Every resource a caller could receive, whether cached on its thread, idle in the pool, or
+//! handed over by a returning caller or a creation, passes [`Shared::vet`] before it is handed
+//! out: an expired one is closed, one that sat idle past the check window or that the manager
+//! flags ([`Manager::needs_check`]) is checked first. A caller that may wait awaits the check
+//! itself; `try_get()` may not, so it leaves a flagged resource to a background check (which puts
+//! it back in the pool when it passes) and looks on. No entry point can skip these rules, because
+//! there is no other way out of the pool.
 //!
 //! The fast path takes the pool lock once and touches no timer. A caller that has to queue does
 //! not arm a timer either: its deadline is stored with its place in the queue, and the pool's
@@ -6,21 +15,21 @@
 //! check of an idle resource runs under a timer of its own.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::check::{Checked, Checking};
-use super::engine::{Entry, Place, Step};
+use super::engine::{Entry, Place, Step, Take};
 use super::error::{Error, TimeoutPhase};
 use super::manager::{CloseReason, Manager};
-use super::shared::{PoolRef, Shared};
+use super::shared::{PoolRef, Shared, Vet};
 use super::ticket::Ticket;
 use crate::sync::Arc;
 
-/// What a successful `get()` hands to its guard.
+/// What a successful acquire hands to its guard.
 pub(crate) struct Checkout<M: Manager> {
     pub(crate) entry: Entry<M::Resource>,
     /// When the resource reached the caller.
@@ -33,12 +42,13 @@ pub(crate) struct Checkout<M: Manager> {
 
 type Acquired<M> = Result<Checkout<M>, Error<<M as Manager>::Error>>;
 
-fn checkout<M: Manager>(
-    entry: Entry<M::Resource>,
-    acquired_at: Instant,
-    pool: Arc<PoolRef<M>>,
-) -> Acquired<M> {
-    Ok(Checkout { entry, acquired_at, waited: None, pool })
+/// How long a caller is prepared to wait for a resource.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Patience {
+    /// Queue, create and check until this deadline.
+    Until(Instant),
+    /// Take only what is idle now: no queueing, no creation for this call, no awaited check.
+    None,
 }
 
 type StepResult<M> = Result<Step<<M as Manager>::Resource>, Error<<M as Manager>::Error>>;
@@ -53,6 +63,9 @@ struct Queue<'a, M: Manager> {
     deadline: Instant,
     /// The caller's arrival, used for the first poll so the fast path reads the clock once.
     first_poll_at: Option<Instant>,
+    /// When the caller first queued, if it did before: it lost a resource to a failed check and
+    /// keeps its place at the head of the queue.
+    rejoin: Option<Instant>,
 }
 
 impl<M: Manager> Future for Queue<'_, M> {
@@ -75,6 +88,7 @@ impl<M: Manager> Future for Queue<'_, M> {
             || Arc::new(Ticket::new(waker)),
             now,
             this.deadline,
+            this.rejoin,
             this.shared.local_idle(),
         );
         this.shared.start(wake);
@@ -91,65 +105,119 @@ impl<M: Manager> Drop for Queue<'_, M> {
     }
 }
 
-/// Takes a resource for a caller that arrived at `started`, waiting until `deadline` at most.
+/// A look at the pool that never waits: an idle resource, spilling other threads' caches into
+/// the idle set before giving up.
+fn take_now<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) -> StepResult<M> {
+    let mut engine = shared.engine.lock();
+    let mut taken = engine.take_idle(now);
+    if let (Take::Empty, Some(cache)) = (&taken, shared.local_idle()) {
+        engine.absorb(cache);
+        taken = engine.take_idle(now);
+    }
+    match taken {
+        Take::Ready(entry) => Ok(Step::Fresh(entry)),
+        Take::Expired(entry) => Ok(Step::Expired(entry)),
+        Take::Empty => Err(Error::Exhausted),
+        Take::Failed(err) => Err(err),
+    }
+}
+
+/// Takes a resource for a caller that arrived at `started`, as patient as `patience` allows.
 pub(crate) async fn acquire<M: Manager>(
     shared: &Arc<Shared<M>>,
     started: Instant,
-    deadline: Instant,
+    patience: Patience,
 ) -> Acquired<M> {
     // The fast path: a resource cached on this thread. The shard's pool handle serves the guard
     // either way.
-    let (cached_entry, pool) = shared.cache.take();
+    let (cached, pool) = shared.cache.take();
     let pool = pool.unwrap_or_else(|| shared.fallback_ref());
     // The time of each look at the pool: the caller's arrival first, then a fresh reading after
     // anything that may have taken time (a check), so no round reads the clock twice.
     let mut now = started;
-    if let Some(entry) = cached_entry {
-        if entry.meta.is_expired(now) {
-            shared.discard(entry, CloseReason::Lifetime);
-        } else if !shared.needs_check(&entry, now) {
-            return checkout(entry, now, pool);
-        } else if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
-            return checkout(entry, checked_at, pool);
-        } else {
-            now = Instant::now();
-        }
-    }
+    // When the caller first queued, kept across a failed check so it keeps its place.
+    let mut queued_since: Option<Instant> = None;
+    let mut step = cached.map(Step::Fresh);
     loop {
-        let queue = Queue { shared, queued: None, deadline, first_poll_at: Some(now) };
-        let step = queue.await?;
-        match step {
+        let step = match step.take() {
+            Some(step) => step,
+            None => match patience {
+                Patience::Until(deadline) => {
+                    let first_poll_at = Some(now);
+                    let queue = Queue {
+                        shared,
+                        queued: None,
+                        deadline,
+                        first_poll_at,
+                        rejoin: queued_since,
+                    };
+                    queue.await?
+                }
+                Patience::None => take_now(shared, now)?,
+            },
+        };
+        let (entry, vet) = match step {
+            Step::Fresh(entry) => {
+                let vet = shared.vet(&entry, now, true);
+                (entry, vet)
+            }
             Step::Handed(entry, queued_at, granted_at) => {
-                let waited = Some(granted_at.saturating_duration_since(queued_at));
-                if !shared.manager_needs_check(&entry) {
+                let since = *queued_since.get_or_insert(queued_at);
+                let vet = shared.vet(&entry, granted_at, false);
+                if vet == Vet::Clean {
+                    let waited = Some(granted_at.saturating_duration_since(since));
                     return Ok(Checkout { entry, acquired_at: granted_at, waited, pool });
                 }
-                if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
-                    return Ok(Checkout { entry, acquired_at: checked_at, waited, pool });
-                }
+                now = granted_at;
+                (entry, vet)
             }
             Step::Expired(entry) => {
+                // The engine already freed its slot.
                 shared.close_resource(entry, CloseReason::Lifetime);
                 shared.refill();
+                now = Instant::now();
+                continue;
             }
-            Step::Fresh(entry) if !shared.needs_check(&entry, now) => {
-                return checkout(entry, now, pool);
-            }
-            Step::Fresh(entry) => {
+        };
+        let waited = queued_since.map(|since| now.saturating_duration_since(since));
+        match (vet, patience) {
+            (Vet::Clean, _) => return Ok(Checkout { entry, acquired_at: now, waited, pool }),
+            (Vet::Expired, _) => shared.discard(entry, CloseReason::Lifetime),
+            (Vet::Check, Patience::None) => shared.check_in_background(entry),
+            (Vet::Check, Patience::Until(deadline)) => {
                 if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
-                    return checkout(entry, checked_at, pool);
+                    let waited =
+                        queued_since.map(|since| checked_at.saturating_duration_since(since));
+                    return Ok(Checkout { entry, acquired_at: checked_at, waited, pool });
                 }
+                // The check failed and closed the resource: this caller looks again, ahead of
+                // everyone who queued after it arrived.
+                queued_since.get_or_insert(started);
             }
         }
         now = Instant::now();
-        if now >= deadline {
-            return Err(timed_out(shared, None));
+        if let Patience::Until(deadline) = patience {
+            if now >= deadline {
+                return Err(timed_out(shared, None));
+            }
         }
     }
 }
 
-/// Runs `check` on a resource that sat idle. `Ok(None)` when it failed (the resource is closed
-/// and the caller looks again); an error when the acquire deadline passed during the check.
+/// Runs [`acquire`] for a caller that cannot wait. With [`Patience::None`] it never awaits
+/// anything, so one poll finishes it.
+pub(crate) fn acquire_now<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) -> Acquired<M> {
+    let acquire = pin!(acquire(shared, now, Patience::None));
+    match acquire.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(acquired) => acquired,
+        // Unreachable: without patience nothing is awaited. Dropping the future is cancel safe,
+        // so even then nothing would leak.
+        Poll::Pending => Err(Error::Exhausted),
+    }
+}
+
+/// Runs `check` on a resource before handing it out. `Ok(None)` when it failed (the resource is
+/// closed and the caller looks again); an error when the acquire deadline passed during the check.
 async fn check_idle<M: Manager>(
     shared: &Arc<Shared<M>>,
     entry: Entry<M::Resource>,

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::acquire::{Checkout, acquire};
+use super::acquire::{Checkout, Patience, acquire, acquire_now};
 use super::builder::Builder;
-use super::engine::Take;
 use super::error::{DrainError, Error};
 use super::guard::{Metadata, Pooled};
 use super::manager::{CloseReason, Manager};
@@ -117,7 +116,7 @@ impl<M: Manager> Pool<M> {
     ) -> Result<Pooled<M>, Error<M::Error>> {
         let started = Instant::now();
         let deadline = crate::time::after(started, timeout);
-        let checkout = acquire(&self.shared, started, deadline).await?;
+        let checkout = acquire(&self.shared, started, Patience::Until(deadline)).await?;
         Ok(self.hand_out(checkout, location))
     }
 
@@ -128,53 +127,23 @@ impl<M: Manager> Pool<M> {
         Pooled::new(entry, pool, acquired_at, waited, leak_id)
     }
 
-    /// Takes an idle resource if there is one, without waiting or creating one for this call (an
-    /// expired idle resource it comes across is closed and replaced in the background).
+    /// Takes an idle resource if there is one, without waiting or creating one for this call.
     ///
-    /// The resource is handed out as it is: `try_get` cannot await [`Manager::check`], so it skips
-    /// it. Use [`get`](Self::get) when resources must be validated.
+    /// It keeps the same rules as [`get`](Self::get): an expired idle resource is closed and
+    /// replaced in the background, and one that needs [`Manager::check`] (it sat idle past the
+    /// check window, or [`Manager::needs_check`] flags it) is never handed out unchecked. As
+    /// `try_get` cannot await the check, it leaves such a resource to be checked in the
+    /// background (it returns to the pool if it passes) and looks for another.
     ///
     /// # Errors
     ///
-    /// [`Error::Exhausted`] when nothing is idle, [`Error::Closed`] when the pool is closed.
+    /// [`Error::Exhausted`] when nothing is idle and ready, [`Error::Closed`] when the pool is
+    /// closed.
     #[track_caller]
     pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
         let location = Location::caller();
-        let now = Instant::now();
-        let (cached, pool) = self.shared.cache.take();
-        let pool = pool.unwrap_or_else(|| self.shared.fallback_ref());
-        if let Some(entry) = cached {
-            if entry.meta.is_expired(now) {
-                self.shared.discard(entry, CloseReason::Lifetime);
-            } else {
-                let checkout = Checkout { entry, acquired_at: now, waited: None, pool };
-                return Ok(self.hand_out(checkout, location));
-            }
-        }
-        loop {
-            let taken = {
-                let mut engine = self.shared.engine.lock();
-                let mut taken = engine.take_idle(now);
-                if let (Take::Empty, Some(cache)) = (&taken, self.shared.local_idle()) {
-                    // Resources cached on other threads are idle too.
-                    engine.absorb(cache);
-                    taken = engine.take_idle(now);
-                }
-                taken
-            };
-            match taken {
-                Take::Ready(entry) => {
-                    let checkout = Checkout { entry, acquired_at: now, waited: None, pool };
-                    return Ok(self.hand_out(checkout, location));
-                }
-                Take::Expired(entry) => {
-                    self.shared.close_resource(entry, CloseReason::Lifetime);
-                    self.shared.refill();
-                }
-                Take::Empty => return Err(Error::Exhausted),
-                Take::Failed(err) => return Err(err),
-            }
-        }
+        let checkout = acquire_now(&self.shared, Instant::now())?;
+        Ok(self.hand_out(checkout, location))
     }
 
     /// A consistent snapshot of the pool's occupancy.
@@ -291,5 +260,36 @@ impl<M: Manager> Drop for Pool<M> {
 impl<M: Manager> fmt::Debug for Pool<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool").field("status", &self.status()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    use super::*;
+
+    struct Numbers;
+
+    impl Manager for Numbers {
+        type Resource = u32;
+        type Error = std::io::Error;
+
+        async fn create(&self) -> Result<u32, std::io::Error> {
+            Ok(7)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_is_a_pure_read_that_leaves_thread_caches_in_place() {
+        let pool = Pool::builder(Numbers).max_size(2).build().unwrap();
+        let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        drop(a); // into this thread's cache slot
+        drop(b); // the slot is taken: into the shared idle set
+        let cache = pool.shared.local_idle().expect("a LIFO pool caches");
+        assert_eq!(cache.count(), 1);
+
+        let status = pool.status();
+        assert_eq!((status.size, status.idle, status.in_use), (2, 2, 0), "cached counts as idle");
+        assert_eq!(cache.count(), 1, "still cached: a status poll keeps the fast path");
+        assert_eq!(pool.shared.engine.lock().status(0).idle, 1, "nothing moved into the idle set");
     }
 }

@@ -41,6 +41,8 @@ pub(crate) trait LocalIdle<R> {
     fn set_demand(&self, demand: usize);
     /// Moves every cached resource out, into `sink`.
     fn spill(&self, sink: &mut dyn FnMut(Entry<R>));
+    /// How many resources are cached, without moving any.
+    fn count(&self) -> usize;
 }
 
 /// Counters and timings recorded on the thread that saw them, merged into the pool's metrics on
@@ -200,5 +202,9 @@ impl<R, H> LocalIdle<R> for IdleCache<Entry<R>, H> {
                 sink(entry);
             }
         }
+    }
+
+    fn count(&self) -> usize {
+        self.shards.iter().filter(|shard| shard.lock().value.is_some()).count()
     }
 }

@@ -182,12 +182,14 @@ impl<R, E> Engine<R, E> {
         self.closed
     }
 
-    pub(crate) fn status(&self) -> Status {
+    /// The occupancy, with `cached` resources sitting in thread caches (which the engine counts
+    /// as in use) reported as idle.
+    pub(crate) fn status(&self, cached: usize) -> Status {
         Status {
             max_size: self.limits.max_size,
             size: self.size,
-            idle: self.idle.len(),
-            in_use: self.in_use(),
+            idle: self.idle.len() + cached,
+            in_use: self.in_use() - cached,
             creating: self.creating,
             waiters: self.waiters.len(),
         }
@@ -232,6 +234,7 @@ impl<R, E> Engine<R, E> {
         ticket: impl FnOnce() -> Arc<Ticket<R, E>>,
         now: Instant,
         deadline: Instant,
+        rejoin: Option<Instant>,
         cache: Option<&dyn LocalIdle<R>>,
     ) -> (Poll<StepResult<R, E>>, Wake) {
         let mut taken = self.take_idle(now);
@@ -243,7 +246,7 @@ impl<R, E> Engine<R, E> {
             Take::Ready(entry) => Ok(Step::Fresh(entry)),
             Take::Expired(entry) => Ok(Step::Expired(entry)),
             Take::Failed(err) => Err(err),
-            Take::Empty => match self.enqueue(ticket, now, deadline) {
+            Take::Empty => match self.enqueue(ticket, now, deadline, rejoin) {
                 Ok(place) => {
                     *queued = Some(place);
                     let expiry = self.expiry_armed.is_none_or(|armed| deadline < armed);
@@ -332,11 +335,16 @@ impl<R, E> Engine<R, E> {
 
     /// Queues a caller that found nothing idle. While the breaker is open, fails at once a caller
     /// that no returning resource could serve.
+    ///
+    /// A caller that `rejoin`s queued (or arrived) before, and lost the resource it was given to
+    /// a failed check: it goes back ahead of everyone who queued after that time, so a broken
+    /// resource costs it its resource but not its place.
     fn enqueue(
         &mut self,
         ticket: impl FnOnce() -> Arc<Ticket<R, E>>,
         now: Instant,
         deadline: Instant,
+        rejoin: Option<Instant>,
     ) -> Result<Place<R, E>, Error<E>> {
         if self.closed {
             return Err(Error::Closed);
@@ -351,14 +359,37 @@ impl<R, E> Engine<R, E> {
         }
         if self.waiters.len() == 0 {
             self.deadlines_sorted = true;
-        } else if deadline < self.last_deadline {
-            self.deadlines_sorted = false;
         }
-        self.last_deadline = deadline;
         let ticket = ticket();
-        let key =
-            self.waiters.push_back(Waiter { ticket: Arc::clone(&ticket), since: now, deadline });
+        let waiter = Waiter { ticket: Arc::clone(&ticket), since: rejoin.unwrap_or(now), deadline };
+        let later = rejoin.and_then(|since| self.first_waiter_after(since));
+        let key = match later {
+            Some(later) => {
+                // Rare (a failed check): expiry walks the whole queue until it empties again.
+                self.deadlines_sorted = false;
+                self.waiters.insert_before(later, waiter)
+            }
+            None => {
+                if deadline < self.last_deadline {
+                    self.deadlines_sorted = false;
+                }
+                self.last_deadline = deadline;
+                self.waiters.push_back(waiter)
+            }
+        };
         Ok((key, ticket))
+    }
+
+    /// The first queued caller that queued after `since`.
+    fn first_waiter_after(&self, since: Instant) -> Option<WaiterKey> {
+        let mut cursor = self.waiters.front();
+        while let Some(key) = cursor {
+            if self.waiters.get(key).is_some_and(|waiter| waiter.since > since) {
+                return Some(key);
+            }
+            cursor = self.waiters.next(key);
+        }
+        None
     }
 
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.

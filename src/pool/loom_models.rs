@@ -46,7 +46,7 @@ fn create(shared: &Shared, count: usize, max_size: usize) {
     for id in 0..count {
         let handoff = {
             let mut engine = shared.lock();
-            assert!(engine.status().size <= max_size);
+            assert!(engine.status(0).size <= max_size);
             engine.created(entry(100 + id as u32), Duration::ZERO, Instant::now())
         };
         finish(handoff);
@@ -79,7 +79,14 @@ fn poll_get(
         }
         return (poll, Wake::default());
     }
-    shared.lock().poll_acquire(place, || Arc::new(Ticket::new(waker)), Instant::now(), far(), cache)
+    shared.lock().poll_acquire(
+        place,
+        || Arc::new(Ticket::new(waker)),
+        Instant::now(),
+        far(),
+        None,
+        cache,
+    )
 }
 
 /// Gives up a place, as dropping a `get()` future does.
@@ -136,7 +143,7 @@ fn release_wakes_a_waiter_queued_concurrently() {
         let got = get(&shared, 1).expect("served by the released resource");
         releaser.join().unwrap();
         assert_eq!(got.resource, 1);
-        let status = shared.lock().status();
+        let status = shared.lock().status(0);
         assert_eq!((status.size, status.idle, status.in_use, status.waiters), (1, 0, 1, 0));
     });
 }
@@ -160,7 +167,7 @@ fn get_cancelled_after_one_poll_leaks_nothing() {
             Poll::Ready(_) => panic!("unexpected outcome"),
         }
         releaser.join().unwrap();
-        let status = shared.lock().status();
+        let status = shared.lock().status(0);
         assert_eq!((status.size, status.idle, status.in_use, status.waiters), (1, 1, 0, 0));
     });
 }
@@ -186,7 +193,7 @@ fn a_grant_to_a_caller_that_gives_up_reaches_the_next_caller() {
         cancel(&shared, first);
         releaser.join().unwrap();
         assert_eq!(second.join().unwrap().expect("served"), 1);
-        let status = shared.lock().status();
+        let status = shared.lock().status(0);
         assert_eq!((status.size, status.in_use, status.waiters), (1, 1, 0));
     });
 }
@@ -207,7 +214,7 @@ fn creations_in_flight_never_exceed_max_size() {
         for caller in callers {
             caller.join().unwrap();
         }
-        let status = shared.lock().status();
+        let status = shared.lock().status(0);
         assert_eq!((status.size, status.idle, status.creating, status.waiters), (1, 1, 0, 0));
     });
 }
@@ -228,7 +235,7 @@ fn close_fails_waiters_and_frees_every_slot() {
         assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
         let handoff = shared.lock().put_back(held, Instant::now());
         assert!(matches!(handoff, Handoff::Close(..)));
-        assert_eq!(shared.lock().status().size, 0);
+        assert_eq!(shared.lock().status(0).size, 0);
     });
 }
 
@@ -286,7 +293,7 @@ fn a_return_racing_a_queueing_caller_is_never_stranded_in_the_cache() {
         let got = get_cached(&shared, &cache);
         returner.join().unwrap();
         assert_eq!(got.resource, 1);
-        let status = shared.lock().status();
+        let status = shared.lock().status(0);
         assert_eq!((status.size, status.in_use, status.waiters), (1, 1, 0));
     });
 }
@@ -308,7 +315,7 @@ fn close_racing_a_return_leaves_nothing_in_the_cache() {
         local.spill(&mut |_| stranded += 1);
         assert_eq!(stranded, 0, "a return after close must not be cached");
         // The resource was closed exactly once: by `close` (it was cached first) or on return.
-        assert_eq!(shared.lock().status().size, 0);
+        assert_eq!(shared.lock().status(0).size, 0);
         assert!(idle.len() <= 1);
     });
 }

@@ -63,7 +63,7 @@
 //! | `metrics.rs` | [`Status`], [`Metrics`], [`DurationHistogram`] |
 //! | `engine.rs` | the state machine: slot accounting, idle set, FIFO hand-off, creation planning |
 //! | `wait_list.rs` | the waiter queue with O(1) cancellation |
-//! | `acquire.rs`, `create.rs`, `check.rs` | the `get()` path, the creation task, running `check` |
+//! | `acquire.rs`, `create.rs`, `check.rs` | the one way out of the pool (`get`, `try_get`, and the views built on them), the creation task, running `check` |
 //! | `maintenance.rs`, `expiry.rs` | the background tasks: upkeep, and failing waiters at their deadline |
 
 mod acquire;

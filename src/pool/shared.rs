@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::cache::{IdleCache, LocalIdle, Put, default_shards};
+use super::check::{Checked, Checking};
 use super::config::{Config, IdleOrder};
 use super::create::SlotReservation;
 use super::engine::{Engine, Entry, Handoff, Wake};
@@ -39,6 +40,17 @@ pub(crate) struct Shared<M: Manager> {
     /// hold (`cache.rs`). Values are not cached for FIFO order or a `max_idle` below `max_size`,
     /// which need every idle resource in one queue.
     pub(crate) cache: ThreadCache<M>,
+}
+
+/// What a resource needs before it is handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vet {
+    /// Nothing: hand it out.
+    Clean,
+    /// Run [`Manager::check`] on it first.
+    Check,
+    /// It is past its lifetime: close it.
+    Expired,
 }
 
 /// What a freed slot calls for, to carry out once the lock is released.
@@ -86,17 +98,42 @@ impl<M: Manager> Shared<M> {
         })
     }
 
-    /// Whether `get()` must run `check` on this idle resource before handing it out.
-    pub(crate) fn needs_check(&self, entry: &Entry<M::Resource>, now: Instant) -> bool {
-        (self.config.check_on_get
-            && now.saturating_duration_since(entry.meta.last_active()) >= self.config.check_window)
-            || self.manager_needs_check(entry)
+    /// What a resource needs before a caller may have it. `sat_idle` is whether it was idle in
+    /// the pool (rather than handed straight over by a returning caller or a creation), which
+    /// subjects it to the check window. Every hand-out path asks this (`acquire.rs`).
+    pub(crate) fn vet(&self, entry: &Entry<M::Resource>, now: Instant, sat_idle: bool) -> Vet {
+        if entry.meta.is_expired(now) {
+            return Vet::Expired;
+        }
+        let stale = sat_idle
+            && self.config.check_on_get
+            && now.saturating_duration_since(entry.meta.last_active()) >= self.config.check_window;
+        // A panicking `needs_check` counts as "needs a check".
+        if stale
+            || contain("needs_check", || self.manager.needs_check(&entry.resource)).unwrap_or(true)
+        {
+            Vet::Check
+        } else {
+            Vet::Clean
+        }
     }
 
-    /// Whether the manager flags this resource for a check whatever the window says; a resource
-    /// handed straight from a returning caller to a waiter is asked only this.
-    pub(crate) fn manager_needs_check(&self, entry: &Entry<M::Resource>) -> bool {
-        contain("needs_check", || self.manager.needs_check(&entry.resource)).unwrap_or(true)
+    /// Checks a resource in a task of its own, for a caller that could not wait for the check
+    /// (`try_get`): it goes back to the pool (to a waiter first) if it passes, and is closed, its
+    /// slot freed and refilled, if it fails. Until then it counts as in use.
+    pub(crate) fn check_in_background(self: &Arc<Self>, entry: Entry<M::Resource>) {
+        let shared = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let mut checking = Checking::new(&shared, entry);
+            let never = crate::time::after(Instant::now(), Duration::MAX);
+            if matches!(checking.run(never).await, Checked::Passed) {
+                let checked_at = Instant::now();
+                if let Some(entry) = checking.keep(checked_at) {
+                    let handoff = shared.engine.lock().put_back(entry, checked_at);
+                    shared.finish(handoff);
+                }
+            }
+        });
     }
 
     /// The cache as the engine sees it, when it caches values.
@@ -149,12 +186,15 @@ impl<M: Manager> Shared<M> {
     }
 
     /// A snapshot of the pool's occupancy, with thread-cached resources counted as idle.
+    ///
+    /// A pure read: the cached resources are counted where they are, not moved, so a poller
+    /// does not push callers off their thread's fast path. Resources only move between a shard
+    /// and a caller's hands without the pool lock, and the engine counts both as in use, so the
+    /// counts stay consistent with each other.
     pub(crate) fn status(&self) -> super::metrics::Status {
-        let mut engine = self.engine.lock();
-        if let Some(cache) = self.local_idle() {
-            engine.absorb(cache);
-        }
-        engine.status()
+        let engine = self.engine.lock();
+        let cached = self.local_idle().map_or(0, |cache| cache.count());
+        engine.status(cached)
     }
 
     /// The pool's metrics, with the counters kept by the thread cache folded in.

@@ -50,15 +50,7 @@ impl<T> WaitList<T> {
     /// Queues `value` at the back.
     pub(crate) fn push_back(&mut self, value: T) -> WaiterKey {
         let entry = Entry { value: Some(value), prev: self.tail, next: NIL };
-        let index = if self.free == NIL {
-            self.entries.push(entry);
-            self.entries.len() - 1
-        } else {
-            let index = self.free;
-            self.free = self.entries[index].next;
-            self.entries[index] = entry;
-            index
-        };
+        let index = self.occupy(entry);
         if self.tail == NIL {
             self.head = index;
         } else {
@@ -67,6 +59,34 @@ impl<T> WaitList<T> {
         self.tail = index;
         self.queued += 1;
         WaiterKey(index)
+    }
+
+    /// Queues `value` just ahead of the queued entry `key`.
+    pub(crate) fn insert_before(&mut self, key: WaiterKey, value: T) -> WaiterKey {
+        let next = key.0;
+        let prev = self.entries[next].prev;
+        let entry = Entry { value: Some(value), prev, next };
+        let index = self.occupy(entry);
+        self.entries[next].prev = index;
+        if prev == NIL {
+            self.head = index;
+        } else {
+            self.entries[prev].next = index;
+        }
+        self.queued += 1;
+        WaiterKey(index)
+    }
+
+    /// Stores `entry` in a free entry, or a new one; returns its index.
+    fn occupy(&mut self, entry: Entry<T>) -> usize {
+        if self.free == NIL {
+            self.entries.push(entry);
+            return self.entries.len() - 1;
+        }
+        let index = self.free;
+        self.free = self.entries[index].next;
+        self.entries[index] = entry;
+        index
     }
 
     /// Takes the oldest queued value out.
@@ -154,6 +174,21 @@ mod tests {
         let reused = list.push_back(8);
         assert_eq!(reused, key, "the entry is reused: identity needs the value too");
         assert_eq!(list.get(key), Some(&8));
+    }
+
+    #[test]
+    fn insertion_before_an_entry_keeps_the_links_whole() {
+        let mut list = WaitList::default();
+        let keys: Vec<_> = (0..3).map(|value| list.push_back(value)).collect();
+        list.insert_before(keys[0], 10);
+        list.insert_before(keys[2], 11);
+        list.pop_front();
+        let freed_reused = list.insert_before(keys[1], 12);
+        assert_eq!(list.len(), 5);
+        assert_eq!(list.get(freed_reused), Some(&12));
+        assert_eq!(drain(&mut list), vec![0, 12, 1, 11, 2]);
+        list.push_back(5);
+        assert_eq!(drain(&mut list), vec![5], "head and tail are right after draining");
     }
 
     #[test]
