@@ -100,6 +100,30 @@ impl Contender for Millpond {
     guard_checkout!();
 }
 
+/// millpond with a monitor beside the load: a task reads `status()` every 100 ms, as a service
+/// exporting pool gauges would. The poll must not cost the checkouts their fast path.
+#[derive(Clone)]
+struct MillpondPolled(millpond::pool::Pool<MillpondManager>);
+
+impl Contender for MillpondPolled {
+    const NAME: &'static str = "millpond + status poller";
+
+    fn build(size: usize) -> Self {
+        let pool = Millpond::build(size).0;
+        let polled = pool.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                every.tick().await;
+                std::hint::black_box(polled.status());
+            }
+        });
+        Self(pool)
+    }
+
+    guard_checkout!();
+}
+
 // --- deadpool ---------------------------------------------------------------------------------
 
 struct DeadpoolManager;
@@ -332,6 +356,7 @@ fn throughput(c: &mut Criterion) {
         group.measurement_time(Duration::from_secs(3));
         group.sample_size(20);
         bench_contender::<Millpond>(&mut group, scenario);
+        bench_contender::<MillpondPolled>(&mut group, scenario);
         bench_contender::<Deadpool>(&mut group, scenario);
         bench_contender::<Bb8>(&mut group, scenario);
         bench_contender::<Floor>(&mut group, scenario);
@@ -403,6 +428,7 @@ fn fairness_report() {
     for scenario in [SCENARIOS[1], SCENARIOS[2]] {
         let rows = [
             (Millpond::NAME, fairness::<Millpond>(scenario, window)),
+            (MillpondPolled::NAME, fairness::<MillpondPolled>(scenario, window)),
             (Deadpool::NAME, fairness::<Deadpool>(scenario, window)),
             (Bb8::NAME, fairness::<Bb8>(scenario, window)),
             (Floor::NAME, fairness::<Floor>(scenario, window)),

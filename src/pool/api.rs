@@ -147,6 +147,9 @@ impl<M: Manager> Pool<M> {
     }
 
     /// A consistent snapshot of the pool's occupancy.
+    ///
+    /// A pure read: resources cached on callers' threads are counted as idle where they are, not
+    /// moved, so polling it for monitoring leaves checkouts on their fast path.
     pub fn status(&self) -> Status {
         self.shared.status()
     }
