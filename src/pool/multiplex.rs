@@ -90,8 +90,13 @@ where
     /// For resources built to serve concurrent requests: a tokio-postgres client pipelines the
     /// queries of every task that shares it, so 64 tasks over 8 connections keep each
     /// connection's socket full instead of waiting in turn. Borrowers get shared access only; a
-    /// PostgreSQL transaction needs `&mut` and so an exclusive [`get`](Self::get), which the type
-    /// system enforces.
+    /// typed PostgreSQL transaction needs `&mut` and so an exclusive [`get`](Self::get), which the
+    /// type system enforces; a `BEGIN` sent as text through a shared borrow would take the other
+    /// borrowers' statements into its transaction, so send transactions through `get` too.
+    ///
+    /// Every resource the view lends was checked out under the pool's rules: one that
+    /// [`Manager::needs_check`](super::Manager::needs_check) flags (a connection left inside a
+    /// transaction) is checked before the view lends it.
     ///
     /// # Errors
     ///
