@@ -104,20 +104,22 @@ impl Route {
         members: Vec<usize>,
         balance: &Balance,
     ) -> Result<Self, BuildError> {
-        // Weighted strategies get the weights of this route's own backends.
-        let subset = |weights: &Vec<u32>| -> Result<Vec<u32>, BuildError> {
-            members
-                .iter()
-                .map(|&index| {
-                    weights.get(index).copied().ok_or_else(|| {
-                        BuildError::invalid("balance", weights, "needs one weight per backend")
-                    })
-                })
-                .collect()
+        // Weighted strategies get the weights of this route's own backends (the builder checked
+        // that there is one per backend). Weights rank a route's backends against each other
+        // only: a route whose backends are all weighted 0 (the primary kept off general reads,
+        // for `get_primary`) spreads evenly over them.
+        let own = |weights: &[u32]| -> Option<Vec<u32>> {
+            let own: Vec<u32> =
+                members.iter().map(|&index| weights.get(index).copied().unwrap_or(0)).collect();
+            own.iter().any(|weight| *weight > 0).then_some(own)
         };
         let balance = match balance {
-            Balance::WeightedRoundRobin(weights) => Balance::WeightedRoundRobin(subset(weights)?),
-            Balance::WeightedRandom(weights) => Balance::WeightedRandom(subset(weights)?),
+            Balance::WeightedRoundRobin(weights) => {
+                own(weights).map_or(Balance::RoundRobin, Balance::WeightedRoundRobin)
+            }
+            Balance::WeightedRandom(weights) => {
+                own(weights).map_or(Balance::RoundRobin, Balance::WeightedRandom)
+            }
             other => other.clone(),
         };
         // A route with no backend never picks; any strategy will do.
