@@ -299,3 +299,35 @@ async fn a_zero_weight_keeps_the_primary_off_general_calls_but_not_off_writes() 
     assert_eq!(names(&general), ["a", "a"]);
     assert_eq!(cluster.get_replica().await.unwrap().backend(), "b");
 }
+
+/// A slow creation that started before a faster one succeeded fails afterwards: its failure is
+/// older news than the success, so the backend stays in rotation (it used to be taken out until
+/// the next probe, and the callers waiting on it were moved or failed).
+#[tokio::test(start_paused = true)]
+async fn a_failure_older_than_a_success_keeps_the_backend_in_rotation() {
+    let (a, a_probe) = mock("a", true);
+    let cluster =
+        Cluster::builder().backend(a).probe_interval(Duration::from_secs(60)).build().unwrap();
+    a_probe.set_create(Behavior::FailAfter(Duration::from_secs(10)));
+    let first = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { cluster.get().await.map(|conn| conn.backend().to_owned()) }
+    });
+    eventually("the slow creation starts", Duration::from_secs(1), || a_probe.create_calls() == 1)
+        .await;
+    a_probe.set_create(Behavior::Succeed);
+    let second = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { cluster.get().await.map(|conn| conn.backend().to_owned()) }
+    });
+    eventually("the fast creation succeeds", Duration::from_secs(1), || a_probe.created() == 1)
+        .await;
+
+    // The slow one fails now.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let status = cluster.status();
+    assert!(status.backends[0].in_rotation, "a working backend was taken out");
+    assert_eq!(status.backends[0].ejections, 0);
+    assert_eq!(first.await.unwrap().unwrap(), "a");
+    assert_eq!(second.await.unwrap().unwrap(), "a");
+}

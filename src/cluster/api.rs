@@ -215,6 +215,8 @@ impl<M: Manager> Shared<M> {
             if member.health.is_down() {
                 continue;
             }
+            // A failure of this get counts only if no creation succeeded while it ran.
+            let since = member.health.epoch();
             // The pool's get, abandoned (cancel safe) if the backend leaves the rotation meanwhile.
             let mut get = pin!(member.pool.get());
             let attempt = std::future::poll_fn(|cx| {
@@ -230,7 +232,7 @@ impl<M: Manager> Shared<M> {
                     // The pool's own error, kept whole: its `source()` chain leads callers to the
                     // manager's error ("connection refused") with its type.
                     let cause: Cause = Arc::new(error);
-                    member.health.failed(Arc::clone(&cause), true);
+                    member.health.failed(Arc::clone(&cause), true, since);
                     last = Some((member.name.clone(), cause));
                 }
                 Some(Err(error)) => {
