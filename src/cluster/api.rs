@@ -229,8 +229,8 @@ impl<M: Manager> Shared<M> {
             match attempt {
                 Some(Ok(pooled)) => return Ok(ClusterConn::new(pooled, Arc::clone(self), index)),
                 Some(Err(error)) if is_backend_failure(&error) => {
-                    // The pool's own error, kept whole: its `source()` chain leads callers to the
-                    // manager's error ("connection refused") with its type.
+                    // The pool's own error, kept whole: it leads callers to the manager's error
+                    // ("connection refused") with its type.
                     let cause: Cause = Arc::new(error);
                     member.health.failed(Arc::clone(&cause), true, since);
                     last = Some((member.name.clone(), cause));

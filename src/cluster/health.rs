@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 use crate::pool::{CloseReason, Manager};
+use crate::report::chain;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 /// The last failure a backend reported, kept to give callers the real cause.
@@ -32,21 +33,6 @@ impl fmt::Display for Reported {
 }
 
 impl std::error::Error for Reported {}
-
-/// An error and its sources on one line, as a log reads them.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut next = err.source();
-    while let Some(source) = next {
-        let text = source.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        next = source.source();
-    }
-    line
-}
 
 /// The `down` bit of [`Health::word`]; the bits above it count successes.
 const DOWN: u64 = 1;
