@@ -265,6 +265,9 @@ async fn a_zero_weight_keeps_the_primary_off_general_calls_but_not_off_writes() 
         assert!(!general.contains(&"a".to_owned()), "{balance:?}: {general:?}");
         assert!(general.contains(&"b".to_owned()), "{balance:?}: {general:?}");
         assert!(general.contains(&"c".to_owned()), "{balance:?}: {general:?}");
+        for key in 0..50 {
+            assert_ne!(cluster.get_keyed(key).await.unwrap().backend(), "a", "key {key}");
+        }
         assert_eq!(cluster.get_primary().await.unwrap().backend(), "a");
         assert_ne!(cluster.get_replica().await.unwrap().backend(), "a");
 
@@ -284,6 +287,7 @@ async fn a_zero_weight_keeps_the_primary_off_general_calls_but_not_off_writes() 
             .unwrap();
         assert_eq!(cluster.get().await.unwrap().backend(), "a", "{balance:?}");
         assert_eq!(cluster.status().in_rotation, 1, "{balance:?}");
+        assert_eq!(cluster.get_keyed(7).await.unwrap().backend(), "a", "{balance:?}");
     }
 
     // The other way round: replicas weighted 0 take no general calls, and reads still.

@@ -96,6 +96,9 @@ pub(crate) struct Route {
     /// Indices into the cluster's members.
     members: Vec<usize>,
     balancer: Arc<dyn Balancer>,
+    /// A bit per position in `members` weighted 0 beside weighted ones: such a backend takes
+    /// this route's calls, keyed ones included, only when no weighted one is usable.
+    fallback: u64,
 }
 
 impl Route {
@@ -113,6 +116,16 @@ impl Route {
                 members.iter().map(|&index| weights.get(index).copied().unwrap_or(0)).collect();
             own.iter().any(|weight| *weight > 0).then_some(own)
         };
+        let fallback = match balance {
+            Balance::WeightedRoundRobin(weights) | Balance::WeightedRandom(weights) => own(weights)
+                .map_or(0, |own| {
+                    own.iter()
+                        .enumerate()
+                        .filter(|(_, weight)| **weight == 0)
+                        .fold(0, |mask, (position, _)| mask | 1 << position)
+                }),
+            _ => 0,
+        };
         let balance = match balance {
             Balance::WeightedRoundRobin(weights) => {
                 own(weights).map_or(Balance::RoundRobin, Balance::WeightedRoundRobin)
@@ -126,7 +139,7 @@ impl Route {
         let targets = members.len().max(1);
         let balance = if members.is_empty() { Balance::RoundRobin } else { balance };
         let balancer = balance.build(targets, "balance")?;
-        Ok(Self { label, members, balancer })
+        Ok(Self { label, members, balancer, fallback })
     }
 }
 
@@ -179,9 +192,13 @@ impl<M: Manager> Shared<M> {
         let loads = RouteLoads { shared: self, route, tried };
         let mut usable = (0..route.members.len()).filter(|&p| loads.usable(p));
         if let Some(key) = key {
-            // Rendezvous over the usable backends: a key moves only when its own backend leaves.
-            return usable
-                .max_by_key(|&p| crate::balance::key_hash::score(key, route.members[p] as u64))
+            // Rendezvous over the usable backends, the weighted ones first: a key moves only when
+            // its own backend leaves.
+            let score = |p: &usize| crate::balance::key_hash::score(key, route.members[*p] as u64);
+            let weighted = usable.clone().filter(|&p| route.fallback & (1 << p) == 0);
+            return weighted
+                .max_by_key(score)
+                .or_else(|| usable.max_by_key(score))
                 .map(|p| route.members[p]);
         }
         usable.next()?;

@@ -85,9 +85,9 @@ impl<M: Manager> ClusterBuilder<M> {
     /// ([`Cluster::get_keyed`]) always go by key.
     ///
     /// Weights compare the backends one kind of call may use: a backend weighted 0 gets no
-    /// [`get`](Cluster::get) while another backend weighted above 0 is in rotation (it is the
-    /// fallback when they are all out), and a role whose backends are all weighted 0 spreads its
-    /// calls evenly. `WeightedRoundRobin(vec![0, 1, 1])` over a primary and two replicas keeps
+    /// [`get`](Cluster::get) or [`get_keyed`](Cluster::get_keyed) while another backend weighted
+    /// above 0 is in rotation (it is the fallback when they are all out), and a role whose
+    /// backends are all weighted 0 spreads its calls evenly. `WeightedRoundRobin(vec![0, 1, 1])` over a primary and two replicas keeps
     /// general reads off the primary; [`get_primary`](Cluster::get_primary) still goes to it.
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
