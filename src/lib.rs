@@ -63,7 +63,7 @@
 //! | waiters served in order | always | yes | no: returning tasks can retake | no: newcomers can barge |
 //! | cancelled `get()` cancels the connect | never | yes | no | n/a |
 //! | fails fast when the backend is down | circuit breaker, with the real error | no | no | no |
-//! | timeouts name their phase and cause | wait / create / check, with `source()` | wait / create / recycle | no | no |
+//! | timeouts name their phase and cause | wait / create / check, with the real cause in the message and typed | wait / create / recycle | no | no |
 //! | idle timeout, lifetime (jittered), keepalive, `min_idle` | all | via `retain` only | all but jitter and keepalive | all but jitter and keepalive |
 //! | leak detection with call site | yes | no | no | no |
 //! | concurrency model-checked | loom | no | no | no |
@@ -104,6 +104,7 @@ pub mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rate;
+mod report;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod sync;

@@ -15,7 +15,16 @@ use tokio::time::Instant;
 use crate::build_error::BuildError;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
+/// The slowest refill a bucket takes: one token a century. Slower rates are refused; they mean
+/// a mistake (a rate per year written per second), and their interval would not leave room in a
+/// nanosecond clock for the arithmetic.
+const MAX_INTERVAL_NS: u64 = 100 * 365 * 24 * 3600 * 1_000_000_000;
+
 /// A bucket's shape: refill interval and how far ahead of now the TAT may run.
+///
+/// Both are at most [`MAX_INTERVAL_NS`] (below 2^62), so `start + interval` fits in a `u64` for
+/// the first three centuries of a bucket's life; past that a request is refused, never wrapped
+/// into an admission.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Shape {
     interval_ns: u64,
@@ -25,10 +34,14 @@ pub(crate) struct Shape {
 impl Shape {
     /// `per_second` tokens a second, at most `burst` at once.
     ///
+    /// Rates above 10^9 a second act as 10^9 (one token a nanosecond, the clock's grain); a burst
+    /// that would take more than a century to refill holds a century's worth. Both only ever
+    /// admit less than asked, never more.
+    ///
     /// # Errors
     ///
-    /// A [`BuildError`] naming `field` for a rate that is not a positive finite number, or a
-    /// burst of 0.
+    /// A [`BuildError`] naming `field` and the value for a rate that is not a finite number
+    /// of at least one token a century, or a burst of 0.
     pub(crate) fn new(
         per_second: f64,
         burst: u32,
@@ -38,14 +51,26 @@ impl Shape {
             return Err(BuildError::invalid(
                 field,
                 per_second,
-                "the rate must be above 0 per second",
+                "the rate must be a finite number of tokens a second, above 0",
             ));
         }
         if burst == 0 {
             return Err(BuildError::invalid(field, burst, "the burst must be at least 1"));
         }
-        let interval_ns = (1e9 / per_second).round().max(1.0) as u64;
-        Ok(Self { interval_ns, tolerance_ns: interval_ns.saturating_mul(u64::from(burst) - 1) })
+        // Rounded up: a shorter interval than the rate's would admit more than asked.
+        let interval = (1e9 / per_second).ceil().max(1.0);
+        // Also catches an infinite quotient (a subnormal rate).
+        if interval > MAX_INTERVAL_NS as f64 {
+            return Err(BuildError::invalid(
+                field,
+                per_second,
+                "the rate must be at least one token every 100 years",
+            ));
+        }
+        // In 1..=MAX_INTERVAL_NS, checked above.
+        let interval_ns = interval as u64;
+        let tolerance_ns = interval_ns.saturating_mul(u64::from(burst) - 1).min(MAX_INTERVAL_NS);
+        Ok(Self { interval_ns, tolerance_ns })
     }
 
     /// The GCRA step: the new TAT if a request at `now` fits, or how long until it would.
@@ -55,7 +80,9 @@ impl Shape {
         if debt > self.tolerance_ns {
             return Err(Duration::from_nanos(debt - self.tolerance_ns));
         }
-        Ok(start + self.interval_ns)
+        // Overflows only centuries after the origin; a saturated TAT would read as a full
+        // bucket at `now == u64::MAX`, so refuse instead.
+        start.checked_add(self.interval_ns).ok_or(Duration::MAX)
     }
 }
 
@@ -157,11 +184,105 @@ mod tests {
     }
 
     #[test]
-    fn bad_shapes_are_rejected() {
-        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            assert_eq!(Shape::new(rate, 1, "rate_limit").unwrap_err().field(), Some("rate_limit"));
+    fn bad_shapes_are_rejected_naming_the_field_and_value() {
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e-12, 1e-300] {
+            let err = Shape::new(rate, 1, "rate_limit").unwrap_err();
+            assert_eq!(err.field(), Some("rate_limit"));
+            assert!(err.to_string().contains(&format!("({rate:?})")), "{err}");
         }
-        assert_eq!(Shape::new(1.0, 0, "rate_limit").unwrap_err().field(), Some("rate_limit"));
+        let err = Shape::new(1.0, 0, "rate_limit_per_key").unwrap_err();
+        assert_eq!(err.field(), Some("rate_limit_per_key"));
+        assert!(err.to_string().contains("(0)"), "{err}");
+    }
+
+    /// One token a century and one at once: the second request waits, in debug (no overflow
+    /// panic) and in release (no wrapped TAT admitting everything).
+    #[test]
+    fn the_slowest_rate_admits_its_burst_and_then_waits() {
+        let per_century = 1.0 / (100.0 * 365.0 * 24.0 * 3600.0);
+        let bucket = TokenBucket::new(Shape::new(per_century, 1, "rate").unwrap());
+        bucket.try_take_at(0).unwrap();
+        for now in [0, 1, 1_000_000_000, MAX_INTERVAL_NS / 2] {
+            assert!(bucket.try_take_at(now).is_err(), "admitted again at {now}");
+        }
+        bucket.try_take_at(MAX_INTERVAL_NS).unwrap();
+        // Where the next TAT would not fit, refused rather than wrapped into an admission.
+        assert!(bucket.try_take_at(u64::MAX).is_err());
+    }
+
+    #[test]
+    fn extreme_but_valid_shapes_saturate_on_the_safe_side() {
+        // 1e300 a second acts as one a nanosecond.
+        let bucket = TokenBucket::new(Shape::new(1e300, 1, "rate").unwrap());
+        bucket.try_take_at(5).unwrap();
+        assert!(bucket.try_take_at(5).is_err());
+        bucket.try_take_at(6).unwrap();
+        // A burst of u32::MAX at one a second holds a century's worth, and no more than asked.
+        let shape = Shape::new(1.0, u32::MAX, "rate").unwrap();
+        assert_eq!(shape.tolerance_ns, MAX_INTERVAL_NS);
+        let bucket = TokenBucket::new(shape);
+        for _ in 0..1000 {
+            bucket.try_take_at(u64::MAX - 1).unwrap_err();
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the rate and burst, building never panics, and a bucket that was built never
+        /// admits more than `burst + rate × elapsed` (+1 for rounding) over any run of requests.
+        #[test]
+        fn no_shape_panics_or_admits_more_than_it_should(
+            rate in proptest::prop_oneof![
+                proptest::num::f64::ANY,
+                proptest::num::f64::POSITIVE | proptest::num::f64::SUBNORMAL,
+                proptest::sample::select(vec![1e-12, 3.2e-9, 3.1e-9, 0.7e9, 1e9, 1.5e9, 1e300]),
+                1e-3f64..1e10,
+            ],
+            burst in proptest::prop_oneof![
+                proptest::sample::select(vec![0u32, 1, 2, u32::MAX]),
+                proptest::num::u32::ANY,
+                1u32..50,
+            ],
+            start in proptest::prop_oneof![
+                proptest::sample::select(vec![0u64, u64::MAX / 2, u64::MAX - 1, u64::MAX]),
+                proptest::num::u64::ANY,
+            ],
+            steps in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::sample::select(vec![0u64, 1, u64::MAX]),
+                        0u64..10_000_000_000,
+                        proptest::num::u64::ANY,
+                    ],
+                    1usize..20,
+                ),
+                1..50,
+            ),
+        ) {
+            let shape = match Shape::new(rate, burst, "rate_limit") {
+                Ok(shape) => shape,
+                Err(err) => {
+                    proptest::prop_assert_eq!(err.field(), Some("rate_limit"));
+                    let slow = rate * 100.0 * 365.0 * 24.0 * 3600.0 <= 1.0 + 1e-9;
+                    proptest::prop_assert!(burst == 0 || !rate.is_finite() || slow, "{}", err);
+                    return Ok(());
+                }
+            };
+            let bucket = TokenBucket::new(shape);
+            let mut now = start;
+            let mut admitted = 0u64;
+            for (gap, requests) in steps {
+                now = now.saturating_add(gap);
+                for _ in 0..requests {
+                    admitted += u64::from(bucket.try_take_at(now).is_ok());
+                }
+            }
+            let elapsed = (now - start) as f64 / 1e9;
+            let bound = f64::from(burst) + rate * elapsed + 1.0;
+            proptest::prop_assert!(
+                admitted as f64 <= bound,
+                "{} admitted, bound {}", admitted, bound
+            );
+        }
     }
 }
 

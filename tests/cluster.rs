@@ -176,15 +176,21 @@ async fn bad_configurations_are_rejected_naming_the_field() {
         .unwrap_err();
     assert_eq!(short.field(), Some("balance"));
 
+    assert!(short.to_string().contains("([1])"), "{short}");
+
+    // Refused weights are shown as the user wrote them, not a role's share of them.
     let (a, _) = mock("a", true);
     let (b, _) = mock("b", false);
-    let zero_replicas = Cluster::builder()
+    let (c, _) = mock("c", false);
+    let all_zero = Cluster::builder()
         .backend(a)
         .backend(b)
-        .balance(Balance::WeightedRoundRobin(vec![1, 0]))
+        .backend(c)
+        .balance(Balance::WeightedRandom(vec![0, 0, 0]))
         .build()
         .unwrap_err();
-    assert_eq!(zero_replicas.field(), Some("balance"));
+    assert_eq!(all_zero.field(), Some("balance"));
+    assert!(all_zero.to_string().contains("invalid `balance` ([0, 0, 0])"), "{all_zero}");
 
     let (a, _) = mock("a", true);
     let eager = Cluster::builder().backend(a).failures_to_eject(0).build().unwrap_err();
@@ -231,4 +237,101 @@ async fn writes_fail_at_once_with_the_cause_while_the_primary_is_out() {
     );
     // Reads go on.
     assert_eq!(cluster.get_replica().await.unwrap().backend(), "b");
+}
+
+/// Weight 0 keeps a backend off a route while a weighted backend of that route is in rotation:
+/// `[0, 1, 1]` keeps general calls off the primary, which still takes the writes, and takes
+/// general calls again when the replicas are out.
+#[tokio::test(start_paused = true)]
+async fn a_zero_weight_keeps_the_primary_off_general_calls_but_not_off_writes() {
+    for balance in
+        [Balance::WeightedRoundRobin(vec![0, 1, 1]), Balance::WeightedRandom(vec![0, 1, 1])]
+    {
+        let (a, _) = mock("a", true);
+        let (b, _) = mock("b", false);
+        let (c, _) = mock("c", false);
+        let cluster = Cluster::builder()
+            .backend(a)
+            .backend(b)
+            .backend(c)
+            .balance(balance.clone())
+            .probe_interval(Duration::from_secs(60))
+            .build()
+            .unwrap_or_else(|err| panic!("{balance:?} refused: {err}"));
+        let mut general = Vec::new();
+        for _ in 0..20 {
+            general.push(cluster.get().await.unwrap().backend().to_owned());
+        }
+        assert!(!general.contains(&"a".to_owned()), "{balance:?}: {general:?}");
+        assert!(general.contains(&"b".to_owned()), "{balance:?}: {general:?}");
+        assert!(general.contains(&"c".to_owned()), "{balance:?}: {general:?}");
+        for key in 0..50 {
+            assert_ne!(cluster.get_keyed(key).await.unwrap().backend(), "a", "key {key}");
+        }
+        assert_eq!(cluster.get_primary().await.unwrap().backend(), "a");
+        assert_ne!(cluster.get_replica().await.unwrap().backend(), "a");
+
+        // With both replicas failing, the primary is the fallback for general calls.
+        let (a, _) = mock("a", true);
+        let (b, b_probe) = mock("b", false);
+        let (c, c_probe) = mock("c", false);
+        b_probe.set_create(Behavior::Fail);
+        c_probe.set_create(Behavior::Fail);
+        let cluster = Cluster::builder()
+            .backend(a)
+            .backend(b)
+            .backend(c)
+            .balance(balance.clone())
+            .probe_interval(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        assert_eq!(cluster.get().await.unwrap().backend(), "a", "{balance:?}");
+        assert_eq!(cluster.status().in_rotation, 1, "{balance:?}");
+        assert_eq!(cluster.get_keyed(7).await.unwrap().backend(), "a", "{balance:?}");
+    }
+
+    // The other way round: replicas weighted 0 take no general calls, and reads still.
+    let (a, _) = mock("a", true);
+    let (b, _) = mock("b", false);
+    let cluster = Cluster::builder()
+        .backend(a)
+        .backend(b)
+        .balance(Balance::WeightedRoundRobin(vec![1, 0]))
+        .build()
+        .unwrap();
+    let general = [cluster.get().await.unwrap(), cluster.get().await.unwrap()];
+    assert_eq!(names(&general), ["a", "a"]);
+    assert_eq!(cluster.get_replica().await.unwrap().backend(), "b");
+}
+
+/// A slow creation that started before a faster one succeeded fails afterwards: its failure is
+/// older news than the success, so the backend stays in rotation (it used to be taken out until
+/// the next probe, and the callers waiting on it were moved or failed).
+#[tokio::test(start_paused = true)]
+async fn a_failure_older_than_a_success_keeps_the_backend_in_rotation() {
+    let (a, a_probe) = mock("a", true);
+    let cluster =
+        Cluster::builder().backend(a).probe_interval(Duration::from_secs(60)).build().unwrap();
+    a_probe.set_create(Behavior::FailAfter(Duration::from_secs(10)));
+    let first = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { cluster.get().await.map(|conn| conn.backend().to_owned()) }
+    });
+    eventually("the slow creation starts", Duration::from_secs(1), || a_probe.create_calls() == 1)
+        .await;
+    a_probe.set_create(Behavior::Succeed);
+    let second = tokio::spawn({
+        let cluster = cluster.clone();
+        async move { cluster.get().await.map(|conn| conn.backend().to_owned()) }
+    });
+    eventually("the fast creation succeeds", Duration::from_secs(1), || a_probe.created() == 1)
+        .await;
+
+    // The slow one fails now.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let status = cluster.status();
+    assert!(status.backends[0].in_rotation, "a working backend was taken out");
+    assert_eq!(status.backends[0].ejections, 0);
+    assert_eq!(first.await.unwrap().unwrap(), "a");
+    assert_eq!(second.await.unwrap().unwrap(), "a");
 }

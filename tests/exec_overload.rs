@@ -141,6 +141,10 @@ async fn bad_admission_settings_are_rejected_naming_the_field() {
     let field = |builder: millpond::exec::WorkerPoolBuilder| builder.build().unwrap_err().field();
     assert_eq!(field(WorkerPool::builder().rate_limit(0.0, 1)), Some("rate_limit"));
     assert_eq!(field(WorkerPool::builder().rate_limit(10.0, 0)), Some("rate_limit"));
+    // Rates too slow to represent are refused at build, not left to overflow at submit.
+    let slow = WorkerPool::builder().rate_limit(1e-12, 1).build().unwrap_err();
+    assert_eq!(slow.field(), Some("rate_limit"));
+    assert!(slow.to_string().contains("1e-12"), "{slow}");
     assert_eq!(
         field(WorkerPool::builder().rate_limit_per_key(f64::NAN, 1)),
         Some("rate_limit_per_key")

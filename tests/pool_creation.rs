@@ -90,7 +90,10 @@ async fn the_breaker_fails_fast_with_the_real_cause_then_closes_on_recovery() {
     let err = pool.get().await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(1), "failed after {:?}", started.elapsed());
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
-    assert_eq!(err.source().unwrap().source().unwrap().to_string(), "connection refused");
+    assert_eq!(
+        err.last_create_error().unwrap().source().unwrap().to_string(),
+        "connection refused"
+    );
     assert_eq!(probe.create_calls(), 3);
 
     // While open, callers fail at once and the backend is left alone.

@@ -96,6 +96,9 @@ pub(crate) struct Route {
     /// Indices into the cluster's members.
     members: Vec<usize>,
     balancer: Arc<dyn Balancer>,
+    /// A bit per position in `members` weighted 0 beside weighted ones: such a backend takes
+    /// this route's calls, keyed ones included, only when no weighted one is usable.
+    fallback: u64,
 }
 
 impl Route {
@@ -104,27 +107,39 @@ impl Route {
         members: Vec<usize>,
         balance: &Balance,
     ) -> Result<Self, BuildError> {
-        // Weighted strategies get the weights of this route's own backends.
-        let subset = |weights: &Vec<u32>| -> Result<Vec<u32>, BuildError> {
-            members
-                .iter()
-                .map(|&index| {
-                    weights.get(index).copied().ok_or_else(|| {
-                        BuildError::invalid("balance", weights, "needs one weight per backend")
-                    })
-                })
-                .collect()
+        // Weighted strategies get the weights of this route's own backends (the builder checked
+        // that there is one per backend). Weights rank a route's backends against each other
+        // only: a route whose backends are all weighted 0 (the primary kept off general reads,
+        // for `get_primary`) spreads evenly over them.
+        let own = |weights: &[u32]| -> Option<Vec<u32>> {
+            let own: Vec<u32> =
+                members.iter().map(|&index| weights.get(index).copied().unwrap_or(0)).collect();
+            own.iter().any(|weight| *weight > 0).then_some(own)
+        };
+        let fallback = match balance {
+            Balance::WeightedRoundRobin(weights) | Balance::WeightedRandom(weights) => own(weights)
+                .map_or(0, |own| {
+                    own.iter()
+                        .enumerate()
+                        .filter(|(_, weight)| **weight == 0)
+                        .fold(0, |mask, (position, _)| mask | 1 << position)
+                }),
+            _ => 0,
         };
         let balance = match balance {
-            Balance::WeightedRoundRobin(weights) => Balance::WeightedRoundRobin(subset(weights)?),
-            Balance::WeightedRandom(weights) => Balance::WeightedRandom(subset(weights)?),
+            Balance::WeightedRoundRobin(weights) => {
+                own(weights).map_or(Balance::RoundRobin, Balance::WeightedRoundRobin)
+            }
+            Balance::WeightedRandom(weights) => {
+                own(weights).map_or(Balance::RoundRobin, Balance::WeightedRandom)
+            }
             other => other.clone(),
         };
         // A route with no backend never picks; any strategy will do.
         let targets = members.len().max(1);
         let balance = if members.is_empty() { Balance::RoundRobin } else { balance };
         let balancer = balance.build(targets, "balance")?;
-        Ok(Self { label, members, balancer })
+        Ok(Self { label, members, balancer, fallback })
     }
 }
 
@@ -177,9 +192,13 @@ impl<M: Manager> Shared<M> {
         let loads = RouteLoads { shared: self, route, tried };
         let mut usable = (0..route.members.len()).filter(|&p| loads.usable(p));
         if let Some(key) = key {
-            // Rendezvous over the usable backends: a key moves only when its own backend leaves.
-            return usable
-                .max_by_key(|&p| crate::balance::key_hash::score(key, route.members[p] as u64))
+            // Rendezvous over the usable backends, the weighted ones first: a key moves only when
+            // its own backend leaves.
+            let score = |p: &usize| crate::balance::key_hash::score(key, route.members[*p] as u64);
+            let weighted = usable.clone().filter(|&p| route.fallback & (1 << p) == 0);
+            return weighted
+                .max_by_key(score)
+                .or_else(|| usable.max_by_key(score))
                 .map(|p| route.members[p]);
         }
         usable.next()?;
@@ -213,6 +232,8 @@ impl<M: Manager> Shared<M> {
             if member.health.is_down() {
                 continue;
             }
+            // A failure of this get counts only if no creation succeeded while it ran.
+            let since = member.health.epoch();
             // The pool's get, abandoned (cancel safe) if the backend leaves the rotation meanwhile.
             let mut get = pin!(member.pool.get());
             let attempt = std::future::poll_fn(|cx| {
@@ -225,10 +246,10 @@ impl<M: Manager> Shared<M> {
             match attempt {
                 Some(Ok(pooled)) => return Ok(ClusterConn::new(pooled, Arc::clone(self), index)),
                 Some(Err(error)) if is_backend_failure(&error) => {
-                    // The pool's own error, kept whole: its `source()` chain leads callers to the
-                    // manager's error ("connection refused") with its type.
+                    // The pool's own error, kept whole: it leads callers to the manager's error
+                    // ("connection refused") with its type.
                     let cause: Cause = Arc::new(error);
-                    member.health.failed(Arc::clone(&cause), true);
+                    member.health.failed(Arc::clone(&cause), true, since);
                     last = Some((member.name.clone(), cause));
                 }
                 Some(Err(error)) => {

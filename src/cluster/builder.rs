@@ -83,6 +83,12 @@ impl<M: Manager> ClusterBuilder<M> {
     /// are one per backend in the order they were added. [`Balance::LeastLoaded`] and
     /// [`Balance::PowerOfTwo`] count connections in use. Keyed calls
     /// ([`Cluster::get_keyed`]) always go by key.
+    ///
+    /// Weights compare the backends one kind of call may use: a backend weighted 0 gets no
+    /// [`get`](Cluster::get) or [`get_keyed`](Cluster::get_keyed) while another backend weighted
+    /// above 0 is in rotation (it is the fallback when they are all out), and a role whose
+    /// backends are all weighted 0 spreads its calls evenly. `WeightedRoundRobin(vec![0, 1, 1])` over a primary and two replicas keeps
+    /// general reads off the primary; [`get_primary`](Cluster::get_primary) still goes to it.
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
         self
@@ -113,7 +119,7 @@ impl<M: Manager> ClusterBuilder<M> {
     ///
     /// A [`BuildError`] naming the field: `backends` when there are none, more than
     /// [`MAX_BACKENDS`], or two share a name,
-    /// `balance` when weights do not match the backends or a role's weights are all zero,
+    /// `balance` when weights are not one per backend or are all zero,
     /// `failures_to_eject` or `probe_interval` when zero; a backend pool's own error, said of
     /// that backend; or no tokio runtime.
     pub fn build(self) -> Result<Cluster<M>, BuildError> {
@@ -158,6 +164,13 @@ impl<M: Manager> ClusterBuilder<M> {
                         weights.len(),
                         self.backends.len()
                     ),
+                ));
+            }
+            if weights.iter().all(|weight| *weight == 0) {
+                return Err(BuildError::invalid(
+                    "balance",
+                    weights,
+                    "at least one weight must be above 0",
                 ));
             }
         }

@@ -6,12 +6,17 @@ use super::health::Cause;
 use crate::pool;
 
 /// The error of [`Cluster::get`](super::Cluster::get) and its variants.
+///
+/// Like the pool's error ([how it prints its
+/// cause](crate::pool::Error#how-it-prints-its-cause)), its `Display` is the whole story on one
+/// line, the backend's real cause included, and so it returns nothing from `source()`: a chain
+/// printer shows each message once. [`Error::backend_error`] gives the cause typed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E> {
     /// No backend that could serve the call is in rotation, or every one tried failed. Carries
-    /// the last backend failure, whose `source()` chain holds the real cause ("connection
-    /// refused").
+    /// the last backend failure: the backend pool's [`pool::Error`], which holds the real cause
+    /// ("connection refused"), or the creation failure its health recorded.
     Unavailable {
         /// Which backends the call could use: "any", "primary" or "replica".
         route: &'static str,
@@ -28,13 +33,13 @@ pub enum Error<E> {
     },
 }
 
-impl<E: fmt::Display> fmt::Display for Error<E> {
+impl<E: std::error::Error + 'static> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unavailable { route, last: Some((backend, cause)) } => write!(
                 f,
                 "no {route} backend available; backend `{backend}` failed last: {}",
-                super::health::chain(cause.as_ref())
+                crate::report::chain(cause.as_ref())
             ),
             Self::Unavailable { route, last: None } => write!(f, "no {route} backend available"),
             Self::Pool { backend, error } => write!(f, "backend `{backend}`: {error}"),
@@ -42,18 +47,24 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Unavailable { last, .. } => last.as_ref().map(|(_, cause)| cause.as_ref() as _),
-            Self::Pool { error, .. } => Some(error),
-        }
-    }
-}
+/// No source: the `Display` already says the cause; [`Error::backend_error`] gives it typed.
+impl<E: std::error::Error + 'static> std::error::Error for Error<E> {}
 
 impl<E> Error<E> {
     /// Whether no backend could serve the call.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> Error<E> {
+    /// What went wrong underneath, typed: the failing backend's pool error (downcast it to
+    /// [`pool::Error<E>`] to reach the manager's error), or the creation failure the backend's
+    /// health recorded.
+    pub fn backend_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Unavailable { last, .. } => last.as_ref().map(|(_, cause)| cause.as_ref()),
+            Self::Pool { error, .. } => Some(error),
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! backend's [`Health`]: a failure counts toward the backend's breaker (the same state machine as
 //! the pool's own), and a creation the pool gave up on (its create timeout) opens it at once. An
 //! open breaker takes the backend out of rotation; the next successful creation, which only a
-//! probe will attempt, brings it back.
+//! probe will attempt, brings it back. A failure counts only if no success came after its attempt
+//! started (see [`Health`]).
 
 use std::fmt;
 use std::future::Future;
@@ -15,7 +16,8 @@ use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 use crate::pool::{CloseReason, Manager};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::report::chain;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 /// The last failure a backend reported, kept to give callers the real cause.
 pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync>;
@@ -32,40 +34,58 @@ impl fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
-/// An error and its sources on one line, as a log reads them.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut next = err.source();
-    while let Some(source) = next {
-        let text = source.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        next = source.source();
-    }
-    line
-}
+/// The `down` bit of [`Health::word`]; the bits above it count successes.
+const DOWN: u64 = 1;
 
+/// When an attempt on a backend started, as the count of successes seen by then: a failure is
+/// news only if no success came after the attempt started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch(u64);
+
+/// A backend's health: its breaker, and a lock-free word that mirrors it for the picks.
+///
+/// Every transition (a failure counted, a success) runs under `state`'s lock and rewrites `word`
+/// before the lock is released, so the word changes in the same order as the breaker: a success
+/// can never be undone by a failure whose breaker step it already followed. Readers (every pick)
+/// load `word` only.
+///
+/// A failure of an attempt that started before the latest success is stale: the backend has
+/// answered since, so it does not count toward the breaker (a slow connect that fails after a
+/// fast one succeeded must not take a working backend out of rotation until the next probe).
 #[derive(Debug)]
 pub(crate) struct Health {
-    /// 1 while the backend is out of rotation: the lock-free mirror of the breaker's state, read
-    /// on every pick.
-    down: AtomicUsize,
-    breaker: Mutex<Breaker>,
-    last_error: Mutex<Option<Cause>>,
+    /// `DOWN` while the backend is out of rotation, plus the successes so far shifted left by
+    /// one. Written only under `state`'s lock.
+    word: AtomicU64,
+    state: Mutex<State>,
     /// Woken when the backend goes down, so callers waiting on its pool move to another.
     pub(crate) went_down: Notify,
     pub(crate) ejections: AtomicU64,
     pub(crate) readmissions: AtomicU64,
 }
 
+#[derive(Debug)]
+struct State {
+    breaker: Breaker,
+    last_error: Option<Cause>,
+}
+
+/// What a transition did to the rotation, reported outside the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    None,
+    WentDown,
+    CameBack,
+}
+
 impl Health {
     pub(crate) fn new(failures_to_eject: u32, cooldown: Duration) -> Self {
         Self {
-            down: AtomicUsize::new(0),
-            breaker: Mutex::new(Breaker::new(Some(failures_to_eject), cooldown)),
-            last_error: Mutex::new(None),
+            word: AtomicU64::new(0),
+            state: Mutex::new(State {
+                breaker: Breaker::new(Some(failures_to_eject), cooldown),
+                last_error: None,
+            }),
             went_down: Notify::new(),
             ejections: AtomicU64::new(0),
             readmissions: AtomicU64::new(0),
@@ -73,38 +93,69 @@ impl Health {
     }
 
     pub(crate) fn is_down(&self) -> bool {
-        self.down.load(Ordering::Acquire) == 1
+        // Acquire pairs with the Release store of the transition that set or cleared the bit.
+        self.word.load(Ordering::Acquire) & DOWN != 0
+    }
+
+    /// Taken when an attempt starts, to be passed to [`failed`](Self::failed) if it fails.
+    pub(crate) fn epoch(&self) -> Epoch {
+        Epoch(self.word.load(Ordering::Acquire) >> 1)
+    }
+
+    /// Whether the breaker itself is open, for the models that check the word against it.
+    #[cfg(test)]
+    pub(crate) fn breaker_is_tripped(&self) -> bool {
+        self.state.lock().breaker.is_tripped()
     }
 
     pub(crate) fn last_error(&self) -> Option<Cause> {
-        self.last_error.lock().clone()
+        self.state.lock().last_error.clone()
     }
 
-    /// Records a failure; `fatal` ones (a timeout) open the breaker whatever the count.
-    pub(crate) fn failed(&self, cause: Cause, fatal: bool) {
-        let opened = {
-            let mut breaker = self.breaker.lock();
-            if fatal {
-                breaker.trip(Instant::now());
-                true
+    /// Records the failure of an attempt that started at `since`; `fatal` ones (a timeout) open
+    /// the breaker whatever the count. A stale failure (a success came after `since`) is kept as
+    /// the last error but leaves the breaker alone.
+    pub(crate) fn failed(&self, cause: Cause, fatal: bool, since: Epoch) {
+        let message = cause.to_string();
+        let change = {
+            let mut state = self.state.lock();
+            state.last_error = Some(cause);
+            // Relaxed: the word is written only under this lock, which orders it for us.
+            let word = self.word.load(Ordering::Relaxed);
+            let stale = word >> 1 != since.0;
+            let opened = !stale
+                && if fatal {
+                    state.breaker.trip(Instant::now());
+                    true
+                } else {
+                    state.breaker.on_failure(Instant::now())
+                };
+            if opened && word & DOWN == 0 {
+                self.word.store(word | DOWN, Ordering::Release);
+                Change::WentDown
             } else {
-                breaker.on_failure(Instant::now())
+                Change::None
             }
         };
-        let message = cause.to_string();
-        *self.last_error.lock() = Some(cause);
-        if opened && self.down.fetch_or(1, Ordering::AcqRel) == 0 {
+        if change == Change::WentDown {
             self.ejections.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %message, "millpond: a backend is out of rotation");
             self.went_down.notify_waiters();
         }
     }
 
-    /// Records a success: a backend that was out comes back.
+    /// Records a success: a backend that was out comes back, and failures of attempts started
+    /// before it become stale.
     pub(crate) fn succeeded(&self) {
-        self.breaker.lock().on_success();
-        if self.is_down() {
-            self.down.store(0, Ordering::Release);
+        let change = {
+            let mut state = self.state.lock();
+            state.breaker.on_success();
+            let word = self.word.load(Ordering::Relaxed);
+            // The count cannot wrap: it would take 2^63 successes.
+            self.word.store(((word >> 1) + 1) << 1, Ordering::Release);
+            if word & DOWN != 0 { Change::CameBack } else { Change::None }
+        };
+        if change == Change::CameBack {
             self.readmissions.fetch_add(1, Ordering::Relaxed);
             tracing::info!("millpond: a backend is back in rotation");
         }
@@ -120,6 +171,7 @@ pub(crate) struct Watch<M> {
 /// Reports a creation the pool dropped before it finished: its create timeout passed.
 struct Abandoned<'a> {
     health: &'a Health,
+    since: Epoch,
     finished: bool,
 }
 
@@ -127,7 +179,7 @@ impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if !self.finished {
             let cause = Arc::new(Reported("creating a connection timed out".to_owned()));
-            self.health.failed(cause, true);
+            self.health.failed(cause, true, self.since);
         }
     }
 }
@@ -137,12 +189,13 @@ impl<M: Manager> Manager for Watch<M> {
     type Error = M::Error;
 
     async fn create(&self) -> Result<M::Resource, M::Error> {
-        let mut abandoned = Abandoned { health: &self.health, finished: false };
+        let since = self.health.epoch();
+        let mut abandoned = Abandoned { health: &self.health, since, finished: false };
         let created = self.inner.create().await;
         abandoned.finished = true;
         match &created {
             Ok(_) => self.health.succeeded(),
-            Err(err) => self.health.failed(Arc::new(Reported(chain(err))), false),
+            Err(err) => self.health.failed(Arc::new(Reported(chain(err))), false, since),
         }
         created
     }
@@ -164,5 +217,39 @@ impl<M: Manager> Manager for Watch<M> {
 
     fn on_close(&self, resource: M::Resource, reason: CloseReason) {
         self.inner.on_close(resource, reason);
+    }
+}
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    use super::*;
+
+    fn refused() -> Cause {
+        Arc::new(Reported("connection refused".to_owned()))
+    }
+
+    /// The interleaving that used to leave a working backend out: an attempt starts, a later one
+    /// succeeds, then the first one's failure arrives.
+    #[test]
+    fn a_failure_older_than_a_success_does_not_take_the_backend_out() {
+        let health = Health::new(1, Duration::from_secs(1));
+        let slow = health.epoch();
+        // The faster attempt, started after the slow one, succeeds first.
+        health.succeeded();
+        health.failed(refused(), false, slow);
+        assert!(!health.is_down());
+        health.failed(refused(), true, slow);
+        assert!(!health.is_down(), "a stale timeout is stale too");
+        assert_eq!(health.ejections.load(Ordering::Relaxed), 0);
+        assert!(health.last_error().is_some(), "the error is still reported");
+
+        // An attempt started after the success counts.
+        assert!(!health.breaker_is_tripped());
+        health.failed(refused(), false, health.epoch());
+        assert!(health.is_down() && health.breaker_is_tripped());
+        assert_eq!(health.ejections.load(Ordering::Relaxed), 1);
+        health.succeeded();
+        assert!(!health.is_down());
+        assert_eq!(health.readmissions.load(Ordering::Relaxed), 1);
     }
 }

@@ -26,6 +26,9 @@ mod guard;
 mod health;
 mod status;
 
+#[cfg(all(test, millpond_loom))]
+mod loom_models;
+
 pub use api::Cluster;
 pub use builder::{Backend, ClusterBuilder, MAX_BACKENDS, Role};
 pub use error::Error;

@@ -158,6 +158,11 @@ impl WorkerPoolBuilder {
     /// whole pool; a submit beyond it gets its task back in [`SubmitError::RateLimited`] at once,
     /// without waiting. A token bucket: idle time refills it up to `burst`.
     ///
+    /// `build()` refuses a rate that is not finite, not above 0, or slower than one task every
+    /// 100 years, and a burst of 0. Extreme values that are valid only ever admit less than
+    /// asked: rates above 10^9 a second act as 10^9, and a burst that takes more than a century
+    /// to refill holds a century's worth.
+    ///
     /// [`SubmitError::RateLimited`]: super::SubmitError::RateLimited
     pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
         self.rate_limit = Some((per_second, burst));
@@ -203,8 +208,9 @@ impl WorkerPoolBuilder {
     /// A [`BuildError`] naming the field when a worker count or the queue capacity is 0,
     /// `min_workers > max_workers`, per-worker queues are asked to be elastic or given fewer
     /// queue slots than workers, or a weighted strategy's weights do not match the workers or
-    /// are all zero (field `weights`). [`BuildError::is_no_runtime`] when called outside a tokio
-    /// runtime.
+    /// are all zero (field `weights`), or a rate limit is out of range (see
+    /// [`rate_limit`](Self::rate_limit)). [`BuildError::is_no_runtime`] when called outside a
+    /// tokio runtime.
     pub fn build(self) -> Result<WorkerPool, BuildError> {
         let default_workers = std::thread::available_parallelism().map_or(4, usize::from);
         let max_workers = self.max_workers.or(self.min_workers).unwrap_or(default_workers);

@@ -1,4 +1,7 @@
 //! What can go wrong when taking a resource from a pool.
+//!
+//! How the errors print their causes is described on [`Error`]: the error a call returns is the
+//! whole story on one line; the errors inside it say only their own part.
 
 use std::fmt;
 use std::time::Duration;
@@ -51,10 +54,12 @@ impl<E> CreateError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for CreateError<E> {
+/// Says only what the pool adds ("creating a resource failed"); the manager's error is the
+/// `source()`, so chain printers show each message once.
+impl<E> fmt::Display for CreateError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Failed(err) => write!(f, "creating a resource failed: {err}"),
+            Self::Failed(_) => f.write_str("creating a resource failed"),
             Self::TimedOut(after) => write!(f, "creating a resource timed out after {after:?}"),
             Self::Panicked => f.write_str("creating a resource panicked"),
         }
@@ -70,8 +75,44 @@ impl<E: std::error::Error + 'static> std::error::Error for CreateError<E> {
 /// The error of [`Pool::get`](super::Pool::get) and its variants.
 ///
 /// A failure to reach the backend is never reported as a bare timeout: [`Error::Timeout`] and
-/// [`Error::Unavailable`] carry the last real creation error, reachable through
-/// [`std::error::Error::source`] and [`Error::last_create_error`].
+/// [`Error::Unavailable`] carry the last real creation error, typed, through
+/// [`Error::last_create_error`] and [`Error::manager_error`].
+///
+/// # How it prints its cause
+///
+/// This is the error a call hands back, and the one that gets logged, most often with `{}`
+/// (`tracing::error!(error = %err)`). So its `Display` is the whole story on one line: what
+/// the pool was doing, then the cause and the cause's own sources, each said once:
+///
+/// ```text
+/// backend unavailable (circuit open): creating a resource failed: FATAL 28P01: password authentication failed for user "app"
+/// ```
+///
+/// Since it prints its cause, it does not also return it from
+/// [`source()`](std::error::Error::source) (the Rust API guideline: print the inner error or
+/// return it, never both), so chain printers (anyhow's `{:#}`, eyre, `tracing` error fields)
+/// show that same line, not the cause a second time. The errors inside it follow the other half
+/// of the guideline: [`CreateError`] says only "creating a resource failed" and returns the
+/// manager's error from `source()`; the PostgreSQL adapter's error says the server's severity,
+/// SQLSTATE and message. Code that inspects the cause takes it typed from the accessors.
+///
+/// ```
+/// use millpond::pool::{CreateError, Error};
+/// use std::error::Error as _;
+///
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// let err: Error<std::io::Error> =
+///     Error::Unavailable(std::sync::Arc::new(CreateError::Failed(refused)));
+/// assert_eq!(
+///     err.to_string(),
+///     "backend unavailable (circuit open): creating a resource failed: connection refused"
+/// );
+/// assert!(err.source().is_none());
+/// let cause = err.last_create_error().unwrap();
+/// assert_eq!(cause.to_string(), "creating a resource failed");
+/// assert_eq!(cause.source().unwrap().to_string(), "connection refused");
+/// assert_eq!(err.manager_error().unwrap().kind(), std::io::ErrorKind::ConnectionRefused);
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error<E> {
@@ -114,29 +155,37 @@ impl<E> Error<E> {
             Self::Closed | Self::Exhausted => None,
         }
     }
+
+    /// The manager's own error behind this one (the last failed creation's), if there was one:
+    /// for PostgreSQL, the server's refusal with its SQLSTATE.
+    pub fn manager_error(&self) -> Option<&E> {
+        self.last_create_error().and_then(CreateError::manager_error)
+    }
 }
 
-impl<E: fmt::Display> fmt::Display for Error<E> {
+/// The whole story on one line, the cause included: see [how it prints its
+/// cause](Error#how-it-prints-its-cause).
+impl<E: std::error::Error + 'static> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Timeout { phase, last_create_error: None } => {
                 write!(f, "timed out {phase}")
             }
             Self::Timeout { phase, last_create_error: Some(err) } => {
-                write!(f, "timed out {phase}; last error: {err}")
+                write!(f, "timed out {phase}; last error: {}", crate::report::chain(&**err))
             }
-            Self::Unavailable(err) => write!(f, "backend unavailable (circuit open): {err}"),
+            Self::Unavailable(err) => {
+                write!(f, "backend unavailable (circuit open): {}", crate::report::chain(&**err))
+            }
             Self::Closed => f.write_str("the pool is closed"),
             Self::Exhausted => f.write_str("no idle resource in the pool"),
         }
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.last_create_error().map(|err| err as _)
-    }
-}
+/// No source: the `Display` already says the cause (see [how it prints its
+/// cause](Error#how-it-prints-its-cause)); [`Error::last_create_error`] gives it typed.
+impl<E: std::error::Error + 'static> std::error::Error for Error<E> {}
 
 impl<E> Clone for Error<E> {
     fn clone(&self) -> Self {

@@ -49,7 +49,8 @@ use std::future::Future;
 pub trait Manager: Send + Sync + 'static {
     /// The pooled resource: a connection, a client, a session.
     type Resource: Send + 'static;
-    /// The error `create` and `check` report; it reaches callers as the `source()` of pool errors.
+    /// The error `create` and `check` report; it reaches callers inside pool errors, printed in
+    /// their message and typed through [`Error::manager_error`](super::Error::manager_error).
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Creates a new resource.

@@ -18,6 +18,8 @@ pub enum Behavior {
     Panic,
     /// Succeeds after this long (on the tokio clock).
     Delay(Duration),
+    /// Fails after this long (on the tokio clock).
+    FailAfter(Duration),
 }
 
 #[derive(Debug)]
@@ -145,6 +147,10 @@ async fn act(behavior: Behavior, what: &'static str) -> Result<(), TestError> {
         Behavior::Delay(delay) => {
             tokio::time::sleep(delay).await;
             Ok(())
+        }
+        Behavior::FailAfter(delay) => {
+            tokio::time::sleep(delay).await;
+            Err(TestError(what))
         }
     }
 }
