@@ -121,11 +121,8 @@ async fn an_abandoned_probe_passes_its_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_inside_call_counts_as_a_failure_one_outside_does_not() {
-    let breaker = CircuitBreaker::builder()
-        .no_failure_rate()
-        .consecutive_failures(1)
-        .build()
-        .unwrap();
+    let breaker =
+        CircuitBreaker::builder().no_failure_rate().consecutive_failures(1).build().unwrap();
     let hang = || std::future::pending::<Result<(), &'static str>>();
     let limit = Duration::from_millis(100);
 

@@ -99,11 +99,8 @@ async fn submit_waits_for_room_and_submit_timeout_gives_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_task_does_not_hold_up_the_shared_queue() {
-    let pool = WorkerPool::builder()
-        .workers(2)
-        .scheduler(Scheduler::shared_queue())
-        .build()
-        .unwrap();
+    let pool =
+        WorkerPool::builder().workers(2).scheduler(Scheduler::shared_queue()).build().unwrap();
     let start = tokio::time::Instant::now();
     let slow = pool.submit(tokio::time::sleep(Duration::from_secs(10))).await.unwrap();
     let quick = pool.submit(async { 1 }).await.unwrap();

@@ -4,8 +4,8 @@
 
 #![allow(clippy::disallowed_types)]
 
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use millpond::exec::{Priority, SubmitError, TaskError, WorkerPool};
