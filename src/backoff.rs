@@ -37,4 +37,17 @@ mod tests {
             assert!(delay >= step / 2 && delay <= step, "attempt {attempt}: {delay:?}");
         }
     }
+
+    #[test]
+    fn delays_are_jittered() {
+        let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2) };
+        let step = Duration::from_millis(400);
+        let mut delays: Vec<Duration> = (0..200).map(|_| backoff.delay(3)).collect();
+        delays.sort_unstable();
+        delays.dedup();
+        assert!(delays.len() >= 20, "{} distinct delays of 200", delays.len());
+        let spread = delays[delays.len() - 1] - delays[0];
+        // Uniform over a 200 ms range: 200 draws span less than 100 ms with odds of about 2^-190.
+        assert!(spread >= step / 4, "spread {spread:?}");
+    }
 }

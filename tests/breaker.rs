@@ -92,6 +92,52 @@ async fn a_run_of_failures_opens_it_and_a_failed_probe_reopens_it() {
     assert_eq!(breaker.state(), BreakerState::Closed);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_probe_passes_its_turn() {
+    let open_for = Duration::from_secs(1);
+    let breaker = CircuitBreaker::builder()
+        .no_failure_rate()
+        .consecutive_failures(1)
+        .open_for(open_for)
+        .build()
+        .unwrap();
+    breaker.call(fail()).await.unwrap_err();
+    tokio::time::advance(open_for).await;
+
+    // The probe's caller gives up: a permit dropped without a verdict, and a `call` cancelled
+    // while it runs.
+    drop(breaker.try_acquire().expect("the probe"));
+    assert_eq!(breaker.state(), BreakerState::HalfOpen, "the drop decided nothing");
+    let hung = breaker.call(std::future::pending::<Result<(), &str>>());
+    assert!(tokio::time::timeout(Duration::from_millis(10), hung).await.is_err());
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+
+    // The next caller is the probe: one at a time, and its failure opens the breaker again.
+    let probe = breaker.try_acquire().expect("the turn passed to the next caller");
+    assert!(breaker.try_acquire().is_err(), "only one probe is out");
+    probe.failed();
+    assert_eq!(breaker.state(), BreakerState::Open { retry_in: open_for });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_inside_call_counts_as_a_failure_one_outside_does_not() {
+    let breaker =
+        CircuitBreaker::builder().no_failure_rate().consecutive_failures(1).build().unwrap();
+    let hang = || std::future::pending::<Result<(), &'static str>>();
+    let limit = Duration::from_millis(100);
+
+    // Around `call`: the call is dropped unfinished, which counts as neither outcome.
+    assert!(tokio::time::timeout(limit, breaker.call(hang())).await.is_err());
+    assert_eq!(breaker.state(), BreakerState::Closed, "an outer timeout never trips it");
+
+    // Inside `call`: the elapsed timeout is the call's own error.
+    let timed = breaker
+        .call(async { tokio::time::timeout(limit, hang()).await.unwrap_or(Err("timed out")) })
+        .await;
+    assert!(matches!(timed, Err(BreakerError::Failed("timed out"))), "{timed:?}");
+    assert!(matches!(breaker.state(), BreakerState::Open { .. }), "one failure in a row opens it");
+}
+
 #[test]
 fn bad_rules_are_rejected_naming_the_field() {
     let field =

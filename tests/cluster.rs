@@ -112,6 +112,50 @@ async fn a_caller_waiting_on_a_hung_backend_moves_when_its_create_times_out() {
     assert!(!cluster.status().backends[0].in_rotation);
 }
 
+/// A checkout by one of the cluster's four ways to get a connection.
+async fn checkout(cluster: &Cluster<TestManager>, method: &str) -> ClusterConn<TestManager> {
+    let got = match method {
+        "get" => cluster.get().await,
+        "get_keyed" => cluster.get_keyed(7).await,
+        "get_primary" => cluster.get_primary().await,
+        "get_replica" => cluster.get_replica().await,
+        _ => unreachable!("no such method {method}"),
+    };
+    got.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_cluster_get_leaves_nothing_waiting() {
+    for method in ["get", "get_keyed", "get_primary", "get_replica"] {
+        let (p, p_probe) = mock("p", true);
+        let (r, r_probe) = mock("r", false);
+        p_probe.set_create(Behavior::Delay(Duration::from_millis(500)));
+        r_probe.set_create(Behavior::Delay(Duration::from_millis(500)));
+        let cluster = Cluster::builder().backend(p).backend(r).build().unwrap();
+
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(10), checkout(&cluster, method)).await;
+        assert!(cancelled.is_err(), "{method}: still creating when dropped");
+        let status = cluster.status();
+        assert_eq!(status.in_use, 0, "{method}");
+        for backend in &status.backends {
+            assert!(backend.in_rotation, "{method}: a cancelled call is no failure");
+            assert_eq!((backend.pool.waiters, backend.pool.in_use), (0, 0), "{method}");
+        }
+        let creating: usize = status.backends.iter().map(|backend| backend.pool.creating).sum();
+        assert_eq!(creating, 1, "{method}: the creation goes on without its caller");
+
+        // It lands in the pool, for the next caller.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let status = cluster.status();
+        let idle: usize = status.backends.iter().map(|backend| backend.pool.idle).sum();
+        assert_eq!(idle, 1, "{method}: {status:?}");
+        assert_eq!(p_probe.created() + r_probe.created(), 1, "{method}");
+        let conn = checkout(&cluster, method).await;
+        assert_eq!(cluster.status().in_use, 1, "{method}: {}", conn.backend());
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_key_stays_on_its_backend_and_moves_only_with_it() {
     let (a, _) = mock("a", false);

@@ -28,7 +28,8 @@ async fn a_killed_backend_is_left_at_once_and_rejoins_with_its_share() {
         .into_iter()
         .map(|server| Arc::new(server.expect("the first server started, so can the others")))
         .collect();
-    let mut builder = Cluster::builder().probe_interval(Duration::from_millis(200));
+    let probe_interval = Duration::from_millis(200);
+    let mut builder = Cluster::builder().probe_interval(probe_interval);
     for (index, server) in servers.iter().enumerate() {
         let pool = Pool::builder(PgManager::new(server.config("cluster")))
             .max_size(4)
@@ -132,6 +133,20 @@ async fn a_killed_backend_is_left_at_once_and_rejoins_with_its_share() {
          after its restart, then served {:.0} % of the calls (a third is its share)",
         share * 100.0
     );
-    assert!(share > 0.2, "pg1 serves its share again: {share:.2}");
+    // Bounds with room for a loaded machine; the printed figures are what the docs quote.
+    // Only calls already running on pg1 fail: at most one per task.
+    assert!(failed <= 32, "{failed} calls failed");
+    // `pg_ctl`'s own start-up counts in `ejected_after`; the last failure comes at the latest
+    // as pg1 leaves the rotation.
+    assert!(ejected_after < Duration::from_secs(2), "out of rotation after {ejected_after:?}");
+    assert!(
+        moved_after < ejected_after + Duration::from_millis(500),
+        "the last failure came {moved_after:?} after the kill"
+    );
+    assert!(
+        readmitted_after < probe_interval + Duration::from_secs(1),
+        "back {readmitted_after:?} after its restart"
+    );
+    assert!(share > 0.25, "pg1 serves its share again: {share:.2}");
     assert_eq!(cluster.status().backends[1].readmissions, 1);
 }

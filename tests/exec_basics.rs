@@ -97,6 +97,42 @@ async fn submit_waits_for_room_and_submit_timeout_gives_up() {
     pool.shutdown().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_slow_task_does_not_hold_up_the_shared_queue() {
+    let pool =
+        WorkerPool::builder().workers(2).scheduler(Scheduler::shared_queue()).build().unwrap();
+    let start = tokio::time::Instant::now();
+    let slow = pool.submit(tokio::time::sleep(Duration::from_secs(10))).await.unwrap();
+    let quick = pool.submit(async { 1 }).await.unwrap();
+    assert_eq!(quick.await.unwrap(), 1);
+    // The paused clock only moves when every task waits on it: behind the sleep, it would
+    // read 10 s here.
+    assert_eq!(start.elapsed(), Duration::ZERO, "the idle worker took the task behind the sleep");
+    slow.await.unwrap();
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_report_the_queue_wait_tasks_had() {
+    let pool = WorkerPool::builder().workers(1).queue_capacity(16).build().unwrap();
+    let blocker = pool.submit(tokio::time::sleep(Duration::from_millis(50))).await.unwrap();
+    let queued: Vec<_> = (0..10).map(|n| pool.try_submit(async move { n }).unwrap()).collect();
+    blocker.await.unwrap();
+    for handle in queued {
+        handle.await.unwrap();
+    }
+    let wait = pool.stats().queue_wait;
+    assert_eq!(wait.count(), 11);
+    // Ten of the eleven waited exactly 50 ms behind the blocker; the histogram is within 25 %.
+    let p99 = wait.quantile(0.99);
+    assert!(
+        (Duration::from_millis(50)..=Duration::from_micros(62_500)).contains(&p99),
+        "p99 {p99:?}"
+    );
+    assert_eq!(wait.quantile(0.05), Duration::ZERO, "the blocker itself did not wait");
+    pool.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_tasks_run_in_order_per_key() {
     let pool = WorkerPool::builder()

@@ -4,12 +4,13 @@
 
 #![allow(clippy::disallowed_types)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use millpond::exec::{Priority, SubmitError, TaskError, WorkerPool};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Occupies the pool's only worker, once it has started, until the returned sender is used
 /// (or dropped).
@@ -42,10 +43,23 @@ async fn the_rate_limit_refuses_beyond_the_burst_and_refills_at_the_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn each_key_has_its_own_rate() {
-    let pool = WorkerPool::builder().workers(1).rate_limit_per_key(1.0, 2).build().unwrap();
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(2)
+        .rate_limit_per_key(1.0, 2)
+        .build()
+        .unwrap();
+    let release = block_worker(&pool).await;
     drop(pool.submit_keyed(1, async {}).await.unwrap());
     drop(pool.submit_keyed(1, async {}).await.unwrap());
-    assert!(matches!(pool.submit_keyed(1, async {}).await, Err(SubmitError::RateLimited(_))));
+    // The queue is full as well: the refusal comes at once, not after waiting for room.
+    let start = Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(1), pool.submit_keyed(1, async {}))
+        .await
+        .expect("refused without waiting for room");
+    assert!(matches!(refused, Err(SubmitError::RateLimited(_))));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    release.send(()).unwrap();
     drop(pool.submit_keyed(2, async {}).await.expect("another key is not held back"));
     drop(pool.submit(async {}).await.expect("tasks without a key are not limited per key"));
 }
@@ -102,6 +116,32 @@ async fn low_priority_work_gives_way_under_overload_and_comes_back_after() {
     assert_eq!(low.await.unwrap(), "low again");
     let stats = pool.stats();
     assert_eq!((stats.shed, stats.rejected), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn low_priority_runs_in_order_without_overload() {
+    let pool = WorkerPool::builder()
+        .workers(1)
+        .queue_capacity(256)
+        .overload_queue_len(128)
+        .build()
+        .unwrap();
+    let release = block_worker(&pool).await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    for n in 0..100_usize {
+        let priority = if n % 2 == 0 { Priority::Low } else { Priority::High };
+        let order = Arc::clone(&order);
+        let task = async move { order.lock().unwrap().push(n) };
+        handles.push(pool.try_submit_with(priority, task).expect("admitted under the limit"));
+    }
+    release.send(()).unwrap();
+    for handle in handles {
+        handle.await.expect("run, not shed");
+    }
+    assert_eq!(*order.lock().unwrap(), (0..100).collect::<Vec<_>>(), "first in, first out");
+    let stats = pool.stats();
+    assert_eq!((stats.shed, stats.rejected), (0, 0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -54,7 +54,7 @@ async fn a_busy_view_checks_out_one_more_in_the_background_while_it_shares() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn borrowers_beyond_the_bound_queue_and_a_cancelled_one_leaves_nothing_behind() {
+async fn borrowers_beyond_the_bound_queue_in_order_and_a_cancelled_one_leaves_nothing_behind() {
     let (manager, probe) = TestManager::new();
     let pool =
         Pool::builder(manager).max_size(2).acquire_timeout(Duration::from_secs(1)).build().unwrap();
@@ -79,6 +79,28 @@ async fn borrowers_beyond_the_bound_queue_and_a_cancelled_one_leaves_nothing_beh
     tokio::task::yield_now().await;
     let leaving = held.pop().unwrap().id;
     assert_eq!(waiting.await.unwrap().unwrap(), leaving);
+
+    // Several wait: they get in in the order they came, one per leaving borrower.
+    held.push(view.get().await.unwrap());
+    let (got_in, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    for name in ["A", "B", "C"] {
+        let view = view.clone();
+        let got_in = got_in.clone();
+        tokio::spawn(async move {
+            let conn = view.get().await.unwrap();
+            got_in.send((name, conn)).unwrap();
+        });
+        // Queued before the next one comes.
+        tokio::task::yield_now().await;
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        drop(held.pop());
+        let (name, conn) = arrivals.recv().await.unwrap();
+        order.push(name);
+        held.push(conn);
+    }
+    assert_eq!(order, ["A", "B", "C"], "first come, first served");
 
     drop(held);
     eventually("all borrowers left", Duration::from_secs(1), || view.borrowers().is_empty()).await;

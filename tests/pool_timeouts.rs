@@ -138,6 +138,17 @@ async fn recently_used_resources_skip_the_check() {
     tokio::time::advance(Duration::from_secs(2)).await;
     drop(pool.get().await.unwrap());
     assert_eq!(probe.check_calls(), 1, "idle past the window: checked");
+
+    // The default window is 500 ms.
+    let (manager, probe) = TestManager::new();
+    let pool = Pool::builder(manager).max_size(1).build().unwrap();
+    drop(pool.get().await.unwrap());
+    tokio::time::advance(Duration::from_millis(499)).await;
+    drop(pool.get().await.unwrap());
+    assert_eq!(probe.check_calls(), 0, "used 499 ms ago: not checked");
+    tokio::time::advance(Duration::from_millis(500)).await;
+    drop(pool.get().await.unwrap());
+    assert_eq!(probe.check_calls(), 1, "idle 500 ms: checked");
 }
 
 #[tokio::test(start_paused = true)]

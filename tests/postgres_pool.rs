@@ -7,7 +7,8 @@
 
 mod harness;
 
-use std::time::Duration;
+use std::pin::pin;
+use std::time::{Duration, Instant, SystemTime};
 
 use harness::postgres::{PgServer, wait_until};
 use millpond::pool::Pool;
@@ -67,6 +68,121 @@ async fn connections_are_reused_and_statements_prepared_once() {
     }
     let metrics = pool.metrics();
     assert_eq!(metrics.created, 1);
+}
+
+/// The session's pid, asked with a simple query: unlike `backend_pid`, it leaves no statement
+/// for tokio-postgres to close after it returns, so the session is quiet once it has answered.
+async fn quiet_backend_pid(conn: &tokio_postgres::Client) -> i32 {
+    let messages = conn.simple_query("SELECT pg_backend_pid()").await.expect("pg_backend_pid");
+    messages
+        .iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .and_then(|pid| pid.parse().ok())
+        .expect("a pid")
+}
+
+/// When the server last started or finished serving a request on session `pid`.
+async fn state_change(admin: &tokio_postgres::Client, pid: i32) -> SystemTime {
+    admin
+        .query_one("SELECT state_change FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_connection_costs_no_round_trip_within_the_window_and_one_past_it() {
+    let Some(server) = PgServer::start() else { return };
+    let admin = server.admin().await;
+    let checked = pool(&server, "window-default", 1);
+    let unchecked = Pool::builder(PgManager::new(server.config("window-off")))
+        .max_size(1)
+        .check_on_get(false)
+        .build()
+        .unwrap();
+
+    // The last request each session served, read while it is still checked out.
+    let mut sessions = Vec::new();
+    for pool in [&checked, &unchecked] {
+        let conn = pool.get().await.unwrap();
+        let pid = quiet_backend_pid(&conn).await;
+        sessions.push((pid, state_change(&admin, pid).await));
+    }
+    let [(checked_pid, checked_before), (unchecked_pid, unchecked_before)] = sessions[..] else {
+        unreachable!()
+    };
+
+    // Given back a moment ago, inside the default check window (500 ms): out as is.
+    drop(checked.get().await.unwrap());
+    assert_eq!(state_change(&admin, checked_pid).await, checked_before, "no request was sent");
+
+    // Idle past the window: the default pings it once (an empty query); `check_on_get(false)`
+    // does not.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    drop(checked.get().await.unwrap());
+    drop(unchecked.get().await.unwrap());
+    assert!(state_change(&admin, checked_pid).await > checked_before, "the documented ping");
+    assert_eq!(
+        state_change(&admin, unchecked_pid).await,
+        unchecked_before,
+        "no request with checks off"
+    );
+    assert_eq!((checked.metrics().created, unchecked.metrics().created), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_while_idle_is_replaced_at_checkout() {
+    let Some(server) = PgServer::start() else { return };
+    let admin = server.admin().await;
+    // No check of idle connections: only the manager's verdict on a closed one can save the
+    // caller.
+    let pool = Pool::builder(PgManager::new(server.config("killed")))
+        .max_size(1)
+        .check_on_get(false)
+        .build()
+        .unwrap();
+    let kill = |pid: i32| {
+        let admin = &admin;
+        async move {
+            let killed: bool = admin
+                .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .expect("pg_terminate_backend")
+                .get(0);
+            assert!(killed, "session {pid} was there to kill");
+        }
+    };
+
+    // Killed while checked out: dropped when it comes back.
+    let conn = pool.get().await.unwrap();
+    kill(backend_pid(&conn).await).await;
+    wait_until("the client sees its session end", Duration::from_secs(10), || async {
+        conn.is_closed()
+    })
+    .await;
+    drop(conn);
+    assert_eq!(pool.status().size, 0, "not put back");
+
+    // Killed while idle in the pool: dropped at checkout, and the caller gets a new session.
+    let pid = backend_pid(&pool.get().await.unwrap()).await;
+    kill(pid).await;
+    wait_until("the idle connection sees its session end", Duration::from_secs(10), || async {
+        let mut closed = false;
+        pool.retain(|conn, _| {
+            closed |= conn.is_closed();
+            true
+        });
+        closed
+    })
+    .await;
+    let conn = pool.get().await.expect("the caller sees no error");
+    assert_ne!(backend_pid(&conn).await, pid);
+    drop(conn);
+    let metrics = pool.metrics();
+    assert_eq!((metrics.created, metrics.closed.broken), (3, 2), "{metrics:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,16 +264,24 @@ async fn a_query_dropped_mid_way_never_reaches_the_next_user() {
         pid
     };
 
-    // The next user gets another session at once, not one stuck behind a 60 s sleep.
+    // The next user gets another session at once, not one stuck behind a 60 s sleep: its
+    // checkout costs the 20 ms grace and one connect.
     let next_user = async {
+        let started = Instant::now();
         let conn = pool.get().await.unwrap();
+        let took = started.elapsed();
         assert!(!conn.is_busy());
-        backend_pid(&conn).await
+        (backend_pid(&conn).await, took)
     };
-    let pid = tokio::time::timeout(Duration::from_secs(20), next_user)
+    let (pid, took) = tokio::time::timeout(Duration::from_secs(20), next_user)
         .await
         .expect("the next user does not wait for the abandoned query");
     assert_ne!(pid, abandoned_pid);
+    let connect = pool.metrics().create_time.max();
+    assert!(
+        took < connect + Duration::from_millis(500),
+        "the checkout took {took:?}, a connect at most {connect:?}"
+    );
 
     // And the server was told to stop the query nobody waits for.
     wait_until("the abandoned session is gone", Duration::from_secs(20), || async {
@@ -170,6 +294,28 @@ async fn a_query_dropped_mid_way_never_reaches_the_next_user() {
     })
     .await;
     assert_eq!(pool.metrics().closed.broken, 1, "{:?}", pool.metrics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_dropped_mid_way_leaves_the_connection_usable() {
+    let Some(server) = PgServer::start() else { return };
+    let pool = pool(&server, "dropped-prepare", 1);
+    let pid = {
+        let conn = pool.get().await.unwrap();
+        let pid = backend_pid(&conn).await;
+        let mut prepare = pin!(conn.prepare_cached("SELECT $1::int + 1"));
+        assert!(futures::poll!(prepare.as_mut()).is_pending(), "the Parse is on its way");
+        pid
+    };
+    // Its Parse/Describe is housekeeping, not work: the session goes on serving.
+    let conn = pool.get().await.unwrap();
+    assert_eq!(backend_pid(&conn).await, pid, "the same session, not closed");
+    assert_eq!(conn.cached_statements(), 0, "nothing was cached");
+    let statement = conn.prepare_cached("SELECT $1::int + 1").await.unwrap();
+    assert_eq!(conn.query_one(&statement, &[&41_i32]).await.unwrap().get::<_, i32>(0), 42);
+    drop(conn);
+    let metrics = pool.metrics();
+    assert_eq!((metrics.created, metrics.closed.broken), (1, 0), "{metrics:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,15 +49,21 @@ async fn concurrent_writers_on_a_file_queue_instead_of_failing_busy() {
     let pool =
         Pool::builder(SqliteManager::file(scratch.0.join("app.db"))).max_size(8).build().unwrap();
     let conn = pool.get().await.unwrap();
-    let mode: String = conn
+    let (mode, synchronous, busy_timeout): (String, i64, i64) = conn
         .interact(|conn| {
             conn.execute_batch("CREATE TABLE events (task INTEGER, n INTEGER)")?;
-            conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            Ok::<_, rusqlite::Error>((
+                conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?,
+                conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?,
+                conn.query_row("PRAGMA busy_timeout", [], |row| row.get(0))?,
+            ))
         })
         .await
         .unwrap()
         .unwrap();
     assert_eq!(mode, "wal");
+    assert_eq!(synchronous, 1, "synchronous=NORMAL");
+    assert_eq!(busy_timeout, 5000, "a 5 s busy timeout, in milliseconds");
     drop(conn);
 
     let writers: Vec<_> = (0..16)

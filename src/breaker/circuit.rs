@@ -130,6 +130,28 @@ impl CircuitBreaker {
     ///
     /// [`BreakerError::Open`] without running `call` while the breaker is open;
     /// [`BreakerError::Failed`] with the call's own error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe for the breaker's state, but a call dropped before it ends counts as
+    /// neither a success nor a failure, and a dropped probe passes its turn to the next caller.
+    /// So a timeout wrapped *around* `call` never trips the breaker. Put it inside, with the
+    /// elapsed timeout as the call's error:
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use millpond::breaker::CircuitBreaker;
+    /// # async fn fetch() -> Result<u32, &'static str> { Ok(1) }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let breaker = CircuitBreaker::builder().build().unwrap();
+    /// let limit = Duration::from_secs(2);
+    /// let value = breaker
+    ///     .call(async { tokio::time::timeout(limit, fetch()).await.unwrap_or(Err("timed out")) })
+    ///     .await;
+    /// # assert_eq!(value.unwrap(), 1);
+    /// # }
+    /// ```
     pub async fn call<T, E>(
         &self,
         call: impl Future<Output = Result<T, E>>,

@@ -309,6 +309,10 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     ///
     /// As [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`get`](Self::get).
     pub async fn get_keyed(&self, key: u64) -> Result<ClusterConn<M>, Error<M::Error>> {
         self.shared.acquire(&self.shared.any, Some(key)).await
     }
@@ -319,6 +323,10 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     ///
     /// As [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`get`](Self::get).
     pub async fn get_primary(&self) -> Result<ClusterConn<M>, Error<M::Error>> {
         self.shared.acquire(&self.shared.primaries, None).await
     }
@@ -329,6 +337,10 @@ impl<M: Manager> Cluster<M> {
     /// # Errors
     ///
     /// As [`get`](Self::get).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: each of its (at most two) checkouts is, as [`get`](Self::get).
     pub async fn get_replica(&self) -> Result<ClusterConn<M>, Error<M::Error>> {
         let shared = &self.shared;
         match shared.acquire(&shared.replicas, None).await {

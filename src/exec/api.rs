@@ -65,13 +65,16 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// The task comes back in [`SubmitError::Closed`] when the pool is shut down, and in
+    /// The task comes back in [`SubmitError::RateLimited`] at once, before any wait for room,
+    /// when the pool's [`rate_limit`](super::WorkerPoolBuilder::rate_limit) refuses it; in
+    /// [`SubmitError::Closed`] when the pool is shut down; and in
     /// [`SubmitError::WouldDeadlock`] when a task of this pool would wait for room in it.
     ///
     /// # Cancel safety
     ///
     /// Cancelling the wait drops the task unqueued and gives its place in line to the next
-    /// submitter.
+    /// submitter. The rate-limit token the submit took before it waited is not given back (nor
+    /// is one taken by a submit that then fails).
     pub async fn submit<F>(&self, task: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
     where
         F: Future + Send + 'static,
@@ -87,8 +90,7 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// As `submit`, plus [`SubmitError::Overloaded`] for a low-priority task under overload and
-    /// [`SubmitError::RateLimited`] when a rate limit refuses it.
+    /// As `submit`, plus [`SubmitError::Overloaded`] for a low-priority task under overload.
     ///
     /// # Cancel safety
     ///
@@ -110,7 +112,7 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// As `try_submit`, plus [`SubmitError::Overloaded`] and [`SubmitError::RateLimited`].
+    /// As `try_submit`, plus [`SubmitError::Overloaded`] for a low-priority task under overload.
     pub fn try_submit_with<F>(
         &self,
         priority: Priority,
@@ -128,7 +130,9 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`].
+    /// The task comes back in [`SubmitError::Full`], [`SubmitError::Closed`], or
+    /// [`SubmitError::RateLimited`] when the pool's
+    /// [`rate_limit`](super::WorkerPoolBuilder::rate_limit) refuses it.
     pub fn try_submit<F>(&self, task: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
     where
         F: Future + Send + 'static,
@@ -167,7 +171,9 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// As [`submit`](Self::submit).
+    /// As [`submit`](Self::submit), plus [`SubmitError::RateLimited`], also at once, when this
+    /// key's [`rate_limit_per_key`](super::WorkerPoolBuilder::rate_limit_per_key) bucket is
+    /// empty.
     ///
     /// # Cancel safety
     ///
@@ -207,7 +213,8 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`].
+    /// As [`try_submit`](Self::try_submit): the task comes back in [`SubmitError::Full`],
+    /// [`SubmitError::Closed`], or [`SubmitError::RateLimited`].
     pub fn try_execute<F>(&self, task: F) -> Result<(), SubmitError<F>>
     where
         F: Future<Output = ()> + Send + 'static,

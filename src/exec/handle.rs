@@ -53,6 +53,15 @@ impl<T> Cell<T> {
 /// Dropping the handle does not cancel the task; it runs to completion and its output is
 /// dropped. [`abort`](Self::abort) cancels it.
 ///
+/// # Errors
+///
+/// The handle resolves to:
+/// - [`TaskError::Panicked`] with the panic message when the task panicked;
+/// - [`TaskError::Aborted`] when it was aborted, by [`abort`](Self::abort) or by a shutdown
+///   whose deadline passed (or a pool dropped) before it finished;
+/// - [`TaskError::Shed`] when it was dropped before it started: it waited in the queue past
+///   `max_queue_wait`, or it was low-priority work queued when the pool became overloaded.
+///
 /// # Panics
 ///
 /// Polling the handle again after it returned `Ready` panics, as for most futures.

@@ -58,6 +58,12 @@ impl PgConnection {
     /// # Errors
     ///
     /// What [`Client::prepare`] reports for a query that is not yet cached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a prepare dropped mid-way caches nothing. Its request to the server is
+    /// housekeeping, not work (no query runs), so the connection stays usable and the pool does
+    /// not close it.
     pub async fn prepare_cached(&self, query: &str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.statements.lock().get(query) {
             return Ok(statement.clone());

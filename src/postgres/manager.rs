@@ -28,9 +28,10 @@ const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 256;
 ///   honouring `connect_timeout`), starts the session, and drives it in a task of its own.
 /// - **check** costs nothing for a connection the pool used within its check window; past it,
 ///   an empty query makes sure the server still answers.
-/// - **on return**, a closed connection is dropped. The rest is judged at the next checkout, with
-///   no I/O for a clean connection: one whose caller dropped a query mid-way (still unanswered
-///   after a 20 ms grace) is closed and its query cancelled on the server; one left inside a
+/// - **on return**, a closed connection is dropped. The rest is judged at the next checkout: a
+///   clean connection used within the check window goes out with no I/O (past the window, the
+///   empty query above); one whose caller dropped a query mid-way (still unanswered after a
+///   20 ms grace) is closed and its query cancelled on the server; one left inside a
 ///   transaction, open or failed, is rolled back first, a round trip paid only by connections
 ///   that need it.
 ///

@@ -23,13 +23,16 @@ impl SqliteConnection {
 
     /// Runs `call` with the connection on a blocking thread and returns what it returns.
     ///
-    /// If the future is dropped, the call still runs to its end; the pool then closes the
-    /// connection rather than reuse it under a call in progress.
-    ///
     /// # Errors
     ///
     /// [`InteractError::Panicked`] if `call` panicked (the connection is rolled back before its
     /// next use), [`InteractError::Cancelled`] if the runtime shut down first.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancellable: dropping the future does not stop `call`, which runs to its end on its
+    /// blocking thread. The pool then closes the connection rather than reuse it under a call in
+    /// progress.
     pub async fn interact<F, R>(&self, call: F) -> Result<R, InteractError>
     where
         F: FnOnce(&mut Connection) -> R + Send + 'static,
