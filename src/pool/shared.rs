@@ -16,6 +16,7 @@ use super::create::SlotReservation;
 use super::engine::{Engine, Entry, Handoff, Wake};
 use super::leak::LeakTracker;
 use super::manager::{CloseReason, Manager};
+use crate::home::{Home, Rehome};
 use crate::sync::{Arc, AtomicUsize, CachePadded, Mutex, Ordering};
 use crate::unwind::contain;
 
@@ -25,7 +26,9 @@ pub(crate) struct Shared<M: Manager> {
     /// The state machine, on cache lines of its own: it is written on every slow-path call, and
     /// must not slow down reads of the configuration beside it.
     pub(crate) engine: CachePadded<Mutex<Engine<M::Resource, M::Error>>>,
-    pub(crate) runtime: Handle,
+    /// The runtime the background tasks run on; the pool moves to a caller's runtime when it
+    /// shuts down (`home.rs`).
+    pub(crate) home: Arc<Home>,
     /// Live `Pool` handles; the last one to go closes the pool.
     pub(crate) handles: AtomicUsize,
     /// Wakes the maintenance task early: the pool closed.
@@ -69,7 +72,7 @@ impl<M: Manager> Shared<M> {
             ),
             manager,
             config,
-            runtime,
+            home: Home::new(runtime),
             handles: AtomicUsize::new(1),
             maintenance: Notify::new(),
             expiry: Notify::new(),
@@ -247,7 +250,11 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Starts the background work a `get()` poll asked for.
+    ///
+    /// A caller that queues relies on the expiry task for its deadline, so every call checks that
+    /// the pool's runtime is still there, whatever it asks for.
     pub(crate) fn start(self: &Arc<Self>, wake: Wake) {
+        self.stay_alive();
         self.spawn_creations(wake.creations);
         if wake.expiry {
             self.expiry.notify_one();
@@ -255,9 +262,43 @@ impl<M: Manager> Shared<M> {
     }
 
     pub(crate) fn spawn_creations(self: &Arc<Self>, count: usize) {
+        if count == 0 {
+            return;
+        }
+        self.stay_alive();
         for _ in 0..count {
             let reservation = SlotReservation::new(Arc::clone(self));
-            self.runtime.spawn(super::create::run(reservation));
+            self.home.spawn(super::create::run(reservation));
+        }
+    }
+
+    /// Starts the maintenance and waiter-expiry tasks on the pool's runtime.
+    pub(crate) fn start_background(self: &Arc<Self>) {
+        self.home.spawn(super::maintenance::run(Arc::clone(self)));
+        self.home.spawn(super::expiry::run(Arc::clone(self)));
+    }
+
+    /// Moves the background work to the caller's runtime if the pool's own has shut down.
+    #[inline]
+    fn stay_alive(self: &Arc<Self>) {
+        if self.home.is_gone() {
+            self.rehome();
+        }
+    }
+
+    #[cold]
+    fn rehome(self: &Arc<Self>) {
+        // A closed pool has no background task left to run.
+        if self.engine.lock().is_closed() {
+            return;
+        }
+        // The restarted maintenance task plans the creations that queued callers still need, in
+        // place of those the old runtime dropped; its first tick runs at once.
+        if self.home.rehome(|| self.start_background()) == Rehome::Moved {
+            tracing::debug!(
+                "millpond: the pool's runtime shut down; its background work moved to the \
+                 caller's runtime"
+            );
         }
     }
 
