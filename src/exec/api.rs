@@ -66,7 +66,9 @@ impl WorkerPool {
     /// # Errors
     ///
     /// The task comes back in [`SubmitError::Closed`] when the pool is shut down, and in
-    /// [`SubmitError::WouldDeadlock`] when a task of this pool would wait for room in it.
+    /// [`SubmitError::WouldDeadlock`] when a task of this pool would wait for room in it. If the
+    /// runtime the pool was built on has shut down, the workers restart on the caller's runtime
+    /// (and run what was left queued); [`SubmitError::RuntimeGone`] when there is none.
     ///
     /// # Cancel safety
     ///
@@ -128,7 +130,9 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`].
+    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`], or in
+    /// [`SubmitError::RuntimeGone`] when the pool's runtime has shut down and this call runs
+    /// outside any tokio runtime (inside one, the workers restart there).
     pub fn try_submit<F>(&self, task: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
     where
         F: Future + Send + 'static,
@@ -207,7 +211,9 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`].
+    /// The task comes back in [`SubmitError::Full`] or [`SubmitError::Closed`], or in
+    /// [`SubmitError::RuntimeGone`] when the pool's runtime has shut down and this call runs
+    /// outside any tokio runtime (inside one, the workers restart there).
     pub fn try_execute<F>(&self, task: F) -> Result<(), SubmitError<F>>
     where
         F: Future<Output = ()> + Send + 'static,
