@@ -44,8 +44,9 @@ fn try_submit_runs_on_the_callers_runtime_when_the_pools_runtime_is_gone() {
         let handle = second.block_on(async { pool.try_submit(async { 7 }) }).unwrap();
         assert_eq!(no_hang(&second, "the task's handle", handle).unwrap(), 7);
         // Every lane has a worker again: more tasks than one worker's share all finish.
-        let handles: Vec<_> = second
-            .block_on(async { (0..4).map(|n| pool.try_submit(async move { n }).unwrap()).collect() });
+        let handles: Vec<_> = second.block_on(async {
+            (0..4).map(|n| pool.try_submit(async move { n }).unwrap()).collect()
+        });
         for (n, handle) in handles.into_iter().enumerate() {
             assert_eq!(no_hang(&second, "the task's handle", handle).unwrap(), n);
         }

@@ -99,11 +99,7 @@ impl<T: Send + 'static> ObjectPool<T> {
 
     pub(super) fn new(hooks: Hooks<T>, limits: Limits, min_idle: usize) -> Self {
         let initial = (0..min_idle).map(|_| Box::new((hooks.create)())).collect();
-        Self {
-            caches: Arc::new(Caches::new(Store::new(limits, initial))),
-            hooks,
-            min_idle,
-        }
+        Self { caches: Arc::new(Caches::new(Store::new(limits, initial))), hooks, min_idle }
     }
 
     /// Checks out an idle value, or creates one. Never blocks.
@@ -322,9 +318,8 @@ impl<T: Send + 'static> ObjectPool<T> {
                 return self.caches.store.discard(value);
             }
         }
-        let put = self.caches.with_cache(value, |cache, value| {
-            cache.put(&self.caches.store, value)
-        });
+        let put =
+            self.caches.with_cache(value, |cache, value| cache.put(&self.caches.store, value));
         match put {
             Ok(Put::Kept) => {}
             Ok(Put::Full(value)) => self.caches.store.discard(value),
