@@ -11,6 +11,10 @@
 //! its task finished means the runtime dropped it (the pools never abort their tasks, except a
 //! worker pool past its shutdown deadline, which is closed by then). The next caller that needs
 //! background work sees the mark and moves the pool to its own runtime ([`Home::rehome`]).
+//!
+//! A caller already waiting on that work when the runtime goes would not call again: so callers
+//! that start waiting leave their runtime in reserve ([`Home::stand_by`]), and the drop that
+//! marks the home moves it to the most recent of them at once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +25,9 @@ use tokio::task::JoinHandle;
 
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
+/// How many callers' runtimes a home keeps in reserve.
+const STANDBY: usize = 4;
+
 /// The runtime a pool spawns on.
 pub(crate) struct Home {
     runtime: Mutex<Handle>,
@@ -29,7 +36,16 @@ pub(crate) struct Home {
     ///
     /// The generation keeps a late drop from an old runtime from condemning the new one.
     state: AtomicU64,
+    /// The runtimes of recent callers that wait on background work, most recent last: where the
+    /// pool moves at once when its runtime goes, so that those callers are not left waiting on
+    /// work that no longer runs (a `#[tokio::test]` waiting on a pool built by another test
+    /// that just ended).
+    standby: Mutex<Vec<Handle>>,
+    /// Starts the owner's long-lived tasks on the runtime just moved to.
+    restart: Mutex<Option<Restart>>,
 }
+
+type Restart = Arc<dyn Fn() + Send + Sync>;
 
 const GONE: u64 = 1;
 
@@ -46,7 +62,18 @@ pub(crate) enum Rehome {
 
 impl Home {
     pub(crate) fn new(runtime: Handle) -> Arc<Self> {
-        Arc::new(Self { runtime: Mutex::new(runtime), state: AtomicU64::new(0) })
+        Arc::new(Self {
+            runtime: Mutex::new(runtime),
+            state: AtomicU64::new(0),
+            standby: Mutex::new(Vec::new()),
+            restart: Mutex::new(None),
+        })
+    }
+
+    /// Sets what a move runs on the new runtime. The owner holds the home, so `restart` should
+    /// hold the owner weakly.
+    pub(crate) fn on_move(&self, restart: impl Fn() + Send + Sync + 'static) {
+        *self.restart.lock() = Some(Arc::new(restart));
     }
 
     /// Whether a task of the current runtime was dropped unfinished. One atomic load.
@@ -58,23 +85,36 @@ impl Home {
     }
 
     /// Spawns `task` on the pool's runtime; if the runtime drops it unfinished, the home is
-    /// marked gone.
+    /// marked gone (and moves to a standby runtime, if it knows one).
     pub(crate) fn spawn<F>(self: &Arc<Self>, task: F) -> JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let runtime = self.runtime.lock();
-        let generation = self.state.load(Ordering::Acquire) & !GONE;
+        let (runtime, generation) = {
+            let runtime = self.runtime.lock();
+            (runtime.clone(), self.state.load(Ordering::Acquire) & !GONE)
+        };
+        // Spawned outside the lock: a task dropped inside `spawn` (the runtime is already gone)
+        // marks the home, which may move it, which takes the lock.
         let watched = Watched { task: Some(Box::pin(task)), home: Arc::clone(self), generation };
-        // Spawned under the lock so that a move cannot slip between reading the generation and
-        // spawning; a task dropped inside `spawn` only touches `state`, never this lock.
         runtime.spawn(watched)
     }
 
-    /// If the runtime is gone, moves the pool to the caller's and runs `restart` (under the
-    /// home's lock, so only one caller does) to start the pool's long-lived tasks there.
-    pub(crate) fn rehome(self: &Arc<Self>, restart: impl FnOnce()) -> Rehome {
-        let mut runtime = self.runtime.lock();
+    /// Keeps the caller's runtime in reserve, for a move when the pool's runtime goes. For
+    /// callers that will wait on the pool's background work.
+    pub(crate) fn stand_by(&self) {
+        if let Ok(current) = Handle::try_current() {
+            let mut standby = self.standby.lock();
+            if standby.len() == STANDBY {
+                standby.remove(0);
+            }
+            standby.push(current);
+        }
+    }
+
+    /// If the runtime is gone, moves the pool to the caller's runtime and starts its
+    /// long-lived tasks there.
+    pub(crate) fn rehome(self: &Arc<Self>) -> Rehome {
         let state = self.state.load(Ordering::Acquire);
         if state & GONE == 0 {
             return Rehome::Stayed;
@@ -82,22 +122,46 @@ impl Home {
         let Ok(current) = Handle::try_current() else {
             return Rehome::Stranded;
         };
-        *runtime = current;
-        self.state.store((state & !GONE) + 2, Ordering::Release);
-        drop(runtime);
-        restart();
-        Rehome::Moved
+        if self.move_to(current, state) { Rehome::Moved } else { Rehome::Stayed }
+    }
+
+    /// Moves from the runtime of `state`, which must still be current and gone, to `runtime`.
+    fn move_to(&self, runtime: Handle, state: u64) -> bool {
+        {
+            let mut current = self.runtime.lock();
+            if self.state.load(Ordering::Acquire) != state {
+                // Someone else moved it first.
+                return false;
+            }
+            *current = runtime;
+            self.state.store((state & !GONE) + 2, Ordering::Release);
+        }
+        // Outside every lock: the restarted tasks may be dropped at once (a standby runtime that
+        // is gone too), which marks the home again and moves on to the next standby.
+        let restart = self.restart.lock().clone();
+        if let Some(restart) = restart {
+            restart();
+        }
+        true
     }
 
     fn mark_gone(&self, generation: u64) {
         // Only the generation that spawned the task: a task of an earlier runtime dropped late
         // says nothing about the current one. Release: pairs with `is_gone`.
-        let _ = self.state.compare_exchange(
-            generation,
-            generation | GONE,
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        let marked = self
+            .state
+            .compare_exchange(generation, generation | GONE, Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        if !marked {
+            return;
+        }
+        tracing::debug!("millpond: a pool's tokio runtime shut down");
+        // Each standby is tried once: one that is gone too is dropped from the list, and its
+        // restarted tasks, dropped at once, come back here for the next.
+        let standby = self.standby.lock().pop();
+        if let Some(standby) = standby {
+            self.move_to(standby, generation | GONE);
+        }
     }
 }
 

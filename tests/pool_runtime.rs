@@ -103,3 +103,48 @@ fn the_multiplexed_view_lends_when_the_pools_runtime_is_gone() {
     let shared = no_hang(&second, "multiplexed get", view.get()).expect("lent a second time");
     drop((first, shared));
 }
+
+/// A caller on one runtime waits on work that the pool's runtime was doing when that runtime
+/// shut down (as a `#[tokio::test]` does on a `static` pool whose builder's test just ended):
+/// the work moves to the waiting caller's runtime at once.
+#[test]
+fn a_caller_waiting_when_the_pools_runtime_shuts_down_is_still_served() {
+    let first = runtime();
+    let (manager, _probe) = TestManager::new();
+    let pool = first.block_on(async {
+        Pool::builder(manager).max_size(1).acquire_timeout(Duration::from_secs(5)).build().unwrap()
+    });
+    let second = runtime();
+    let mut get = Box::pin(pool.get());
+    // Queued, with its creation spawned on the first runtime, which never runs it.
+    second.block_on(async { assert!(futures::poll!(&mut get).is_pending()) });
+    drop(first);
+    no_hang(&second, "a queued get", get).expect("created on the waiting caller's runtime");
+}
+
+#[test]
+fn a_deadline_queued_when_the_pools_runtime_shuts_down_is_still_kept() {
+    let first = runtime();
+    let (manager, _probe) = TestManager::new();
+    let (pool, held) = first.block_on(async {
+        let pool = Pool::builder(manager)
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let held = pool.get().await.unwrap();
+        // Past the first caller's deadline, the expiry task finds nobody waiting and disarms,
+        // so that the next caller's deadline re-arms it. (A caller queued behind a deadline the
+        // pool still has armed names no runtime to move to: see `Shared::start`.)
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        (pool, held)
+    });
+    let second = runtime();
+    let mut get = Box::pin(pool.get());
+    second.block_on(async { assert!(futures::poll!(&mut get).is_pending()) });
+    // The expiry task that holds the queued caller's deadline dies with the first runtime.
+    drop(first);
+    let err = no_hang(&second, "a queued get", get).expect_err("the only resource is held");
+    assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Wait), "{err}");
+    drop(held);
+}

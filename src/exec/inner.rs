@@ -107,6 +107,12 @@ impl Inner {
             home: Home::new(settings.runtime),
             workers: Mutex::new(Workers { handles: Vec::new(), exits: Waiters::default() }),
         });
+        let weak = Arc::downgrade(&inner);
+        inner.home.on_move(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.restart_workers();
+            }
+        });
         let lanes = inner.queues.lane_count();
         for index in 0..settings.min_workers {
             inner.live.fetch_add(1, Ordering::AcqRel);
@@ -261,18 +267,7 @@ impl Inner {
     /// then runs the jobs still queued too. `RuntimeGone` when the caller has no runtime either.
     #[cold]
     fn rehome(self: &Arc<Self>) -> Result<(), Refused> {
-        let restart = || {
-            let lanes = self.queues.lane_count();
-            let min = self.min_workers.load(Ordering::Acquire);
-            // Workers drop off the count before their runtime's drop marks the home gone, so
-            // `live` counts only workers that are still running.
-            let mut index = self.live();
-            while self.add_worker_below(min) {
-                self.spawn_worker(index % lanes);
-                index += 1;
-            }
-        };
-        match self.home.rehome(restart) {
+        match self.home.rehome() {
             Rehome::Stayed => Ok(()),
             Rehome::Moved => {
                 tracing::debug!(
@@ -282,6 +277,19 @@ impl Inner {
                 Ok(())
             }
             Rehome::Stranded => Err(self.reject(Refused::RuntimeGone)),
+        }
+    }
+
+    /// Starts workers up to the minimum on the runtime the pool just moved to.
+    fn restart_workers(self: &Arc<Self>) {
+        let lanes = self.queues.lane_count();
+        let min = self.min_workers.load(Ordering::Acquire);
+        // Workers drop off the count before their runtime's drop marks the home gone, so `live`
+        // counts only workers that are still running.
+        let mut index = self.live();
+        while self.add_worker_below(min) {
+            self.spawn_worker(index % lanes);
+            index += 1;
         }
     }
 

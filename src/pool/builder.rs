@@ -224,7 +224,7 @@ impl<M: Manager> Builder<M> {
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let shared = Arc::new(Shared::new(self.manager, self.config, runtime));
         shared.cache.install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));
-        shared.start_background();
+        shared.launch();
         let creations = shared.engine.lock().plan_creations(Instant::now());
         shared.spawn_creations(creations);
         Ok(Pool::from_shared(shared))

@@ -255,6 +255,14 @@ impl<M: Manager> Shared<M> {
     /// the pool's runtime is still there, whatever it asks for.
     pub(crate) fn start(self: &Arc<Self>, wake: Wake) {
         self.stay_alive();
+        if wake.creations > 0 || wake.expiry {
+            // This caller waits on background work (a creation, or the expiry task armed for its
+            // deadline): should the pool's runtime go meanwhile, the work moves to this caller's.
+            // A caller queued behind an earlier armed deadline with no creation to wait for
+            // records nothing (this path stays cheap): a returning resource still reaches it, and
+            // its deadline is kept again as soon as any caller moves the pool.
+            self.home.stand_by();
+        }
         self.spawn_creations(wake.creations);
         if wake.expiry {
             self.expiry.notify_one();
@@ -272,8 +280,23 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// Starts the maintenance and waiter-expiry tasks on the pool's runtime.
-    pub(crate) fn start_background(self: &Arc<Self>) {
+    /// Starts the maintenance and waiter-expiry tasks, and has them start again wherever the
+    /// pool moves when its runtime shuts down.
+    pub(crate) fn launch(self: &Arc<Self>) {
+        let shared = Arc::downgrade(self);
+        self.home.on_move(move || {
+            // The restarted maintenance task plans the creations that queued callers still
+            // need, in place of those the old runtime dropped; its first tick runs at once.
+            if let Some(shared) = shared.upgrade() {
+                if !shared.engine.lock().is_closed() {
+                    shared.start_background();
+                }
+            }
+        });
+        self.start_background();
+    }
+
+    fn start_background(self: &Arc<Self>) {
         self.home.spawn(super::maintenance::run(Arc::clone(self)));
         self.home.spawn(super::expiry::run(Arc::clone(self)));
     }
@@ -292,9 +315,7 @@ impl<M: Manager> Shared<M> {
         if self.engine.lock().is_closed() {
             return;
         }
-        // The restarted maintenance task plans the creations that queued callers still need, in
-        // place of those the old runtime dropped; its first tick runs at once.
-        if self.home.rehome(|| self.start_background()) == Rehome::Moved {
+        if self.home.rehome() == Rehome::Moved {
             tracing::debug!(
                 "millpond: the pool's runtime shut down; its background work moved to the \
                  caller's runtime"
