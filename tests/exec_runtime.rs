@@ -111,3 +111,30 @@ fn a_submit_from_outside_any_runtime_gets_its_task_back() {
     let handle = second.block_on(async { pool.try_submit(async { 5 }) }).unwrap();
     assert_eq!(no_hang(&second, "the task's handle", handle).unwrap(), 5);
 }
+
+#[test]
+fn a_submit_waiting_for_room_when_the_pools_runtime_shuts_down_still_gets_in() {
+    let first = runtime();
+    let (pool, running) = first.block_on(async {
+        let pool = WorkerPool::builder().workers(1).queue_capacity(1).build().unwrap();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let running = pool
+            .try_submit(async move {
+                let _ = started_tx.send(());
+                std::future::pending::<()>().await;
+            })
+            .unwrap();
+        started_rx.await.unwrap();
+        (pool, running)
+    });
+    let queued = first.block_on(async { pool.try_submit(async { "queued" }) }).unwrap();
+    let second = runtime();
+    let mut waiting = Box::pin(pool.submit(async { "waited" }));
+    // The queue is full and its only worker is busy on the first runtime, which never runs it.
+    second.block_on(async { assert!(futures::poll!(&mut waiting).is_pending()) });
+    drop(first);
+    let handle = no_hang(&second, "a waiting submit", waiting).expect("room made by a new worker");
+    assert_eq!(no_hang(&second, "the running task", running).unwrap_err(), TaskError::Aborted);
+    assert_eq!(no_hang(&second, "the queued task", queued).unwrap(), "queued");
+    assert_eq!(no_hang(&second, "the waiting task", handle).unwrap(), "waited");
+}

@@ -320,6 +320,9 @@ impl Inner {
         if worker::in_pool(self.id) {
             return Err(self.reject(Refused::WouldDeadlock));
         }
+        // Only workers make room: should their runtime go while this submit waits, they start
+        // again on this submitter's.
+        self.home.stand_by();
         let reserved = self.queues.reserve(lane);
         let reserved = match timeout {
             None => reserved.await,
