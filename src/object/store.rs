@@ -385,9 +385,9 @@ impl<T> LocalCache<T> {
     /// A trim happened since this cache last looked: move its values to the shelf, keeping at
     /// most the trim's target there, and give up the reserved room.
     ///
-    /// Values beyond the target are dropped here, outside the shelf lock. The caller may still
-    /// hold this thread's cache registry: a value whose `Drop` uses a pool then finds the
-    /// registry busy and takes that pool's uncached path.
+    /// Values beyond the target are dropped here, outside the shelf lock. The caller still
+    /// borrows this thread's cache: a value whose `Drop` uses the same pool then finds the cache
+    /// busy and takes the pool's uncached path.
     #[inline]
     pub(crate) fn follow_epoch(&mut self, store: &Store<T>) {
         let epoch = store.epoch.load(Ordering::Acquire);
