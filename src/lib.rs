@@ -99,6 +99,7 @@ mod build_error;
 pub mod cluster;
 pub mod exec;
 mod histogram;
+mod home;
 pub mod object;
 pub mod pool;
 #[cfg(feature = "postgres")]

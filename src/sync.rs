@@ -92,6 +92,17 @@ macro_rules! atomic_int {
             }
 
             #[inline]
+            pub(crate) fn compare_exchange(
+                &self,
+                current: $int,
+                new: $int,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<$int, $int> {
+                self.0.compare_exchange(current, new, success, failure)
+            }
+
+            #[inline]
             pub(crate) fn compare_exchange_weak(
                 &self,
                 current: $int,

@@ -161,3 +161,25 @@ fn values_whose_drop_uses_a_pool_are_released_without_panicking() {
     assert!(status.created >= 1);
     drop(outer);
 }
+
+#[test]
+fn a_thread_that_takes_an_exited_threads_place_starts_from_a_clean_cache() {
+    let alive = Arc::new(AtomicUsize::new(0));
+    let pool = tracked_pool(16, &alive);
+    for round in 1..=3 {
+        // Thread-local slots are reused by later threads: each one here most likely takes the
+        // slot the one before left, detached, and must count and hand back its own values.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let held: Vec<_> = (0..5).map(|_| pool.get()).collect();
+                    drop(held);
+                    assert_eq!(pool.status().idle, 5, "round {round}");
+                })
+                .join()
+                .unwrap();
+        });
+        let status = pool.status();
+        assert_eq!((status.idle, status.created), (5, 5), "round {round}: {status:?}");
+    }
+}

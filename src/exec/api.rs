@@ -68,7 +68,9 @@ impl WorkerPool {
     /// The task comes back in [`SubmitError::RateLimited`] at once, before any wait for room,
     /// when the pool's [`rate_limit`](super::WorkerPoolBuilder::rate_limit) refuses it; in
     /// [`SubmitError::Closed`] when the pool is shut down; and in
-    /// [`SubmitError::WouldDeadlock`] when a task of this pool would wait for room in it.
+    /// [`SubmitError::WouldDeadlock`] when a task of this pool would wait for room in it. If the
+    /// runtime the pool was built on has shut down, the workers restart on the caller's runtime
+    /// (and run what was left queued); [`SubmitError::RuntimeGone`] when there is none.
     ///
     /// # Cancel safety
     ///
@@ -132,7 +134,9 @@ impl WorkerPool {
     ///
     /// The task comes back in [`SubmitError::Full`], [`SubmitError::Closed`], or
     /// [`SubmitError::RateLimited`] when the pool's
-    /// [`rate_limit`](super::WorkerPoolBuilder::rate_limit) refuses it.
+    /// [`rate_limit`](super::WorkerPoolBuilder::rate_limit) refuses it; in
+    /// [`SubmitError::RuntimeGone`] when the pool's runtime has shut down and this call runs
+    /// outside any tokio runtime (inside one, the workers restart there).
     pub fn try_submit<F>(&self, task: F) -> Result<TaskHandle<F::Output>, SubmitError<F>>
     where
         F: Future + Send + 'static,
@@ -214,7 +218,7 @@ impl WorkerPool {
     /// # Errors
     ///
     /// As [`try_submit`](Self::try_submit): the task comes back in [`SubmitError::Full`],
-    /// [`SubmitError::Closed`], or [`SubmitError::RateLimited`].
+    /// [`SubmitError::Closed`], [`SubmitError::RateLimited`], or [`SubmitError::RuntimeGone`].
     pub fn try_execute<F>(&self, task: F) -> Result<(), SubmitError<F>>
     where
         F: Future<Output = ()> + Send + 'static,

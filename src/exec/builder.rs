@@ -203,6 +203,10 @@ impl WorkerPoolBuilder {
 
     /// Checks the configuration and starts `min_workers` workers on the current tokio runtime.
     ///
+    /// If that runtime shuts down while the pool lives on (a `static` pool shared by
+    /// `#[tokio::test]`s, each with a runtime of its own), the workers die with it and the next
+    /// submit starts them again on its own runtime.
+    ///
     /// # Errors
     ///
     /// A [`BuildError`] naming the field when a worker count or the queue capacity is 0,

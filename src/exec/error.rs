@@ -35,6 +35,12 @@ pub enum SubmitError<F> {
     RateLimited(F),
     /// The pool is overloaded and refuses low-priority work until the load falls.
     Overloaded(F),
+    /// The tokio runtime the pool's workers ran on has shut down, and the submit came from
+    /// outside any tokio runtime, so there is nowhere to start new workers. A submit from inside
+    /// a runtime moves the workers there instead (as across `#[tokio::test]`s sharing a `static`
+    /// pool). Submit from a task of a live runtime, or build the pool on a runtime that outlives
+    /// its use.
+    RuntimeGone(F),
 }
 
 impl<F> SubmitError<F> {
@@ -46,7 +52,8 @@ impl<F> SubmitError<F> {
             | Self::Timeout(task)
             | Self::WouldDeadlock(task)
             | Self::RateLimited(task)
-            | Self::Overloaded(task) => task,
+            | Self::Overloaded(task)
+            | Self::RuntimeGone(task) => task,
         }
     }
 
@@ -80,6 +87,11 @@ impl<F> SubmitError<F> {
         matches!(self, Self::Overloaded(_))
     }
 
+    /// Whether the pool's runtime is gone and the submitter had none to move it to.
+    pub fn is_runtime_gone(&self) -> bool {
+        matches!(self, Self::RuntimeGone(_))
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             Self::Full(_) => "the worker pool's queue is full",
@@ -90,6 +102,10 @@ impl<F> SubmitError<F> {
             }
             Self::RateLimited(_) => "the worker pool's rate limit refused the task",
             Self::Overloaded(_) => "the worker pool is overloaded and refuses low-priority work",
+            Self::RuntimeGone(_) => {
+                "the worker pool's tokio runtime has shut down and the submit came from outside any \
+                 runtime; submit from inside a runtime to restart the workers there"
+            }
         }
     }
 }
@@ -103,6 +119,7 @@ impl<F> fmt::Debug for SubmitError<F> {
             Self::WouldDeadlock(_) => "WouldDeadlock",
             Self::RateLimited(_) => "RateLimited",
             Self::Overloaded(_) => "Overloaded",
+            Self::RuntimeGone(_) => "RuntimeGone",
         };
         f.debug_tuple(name).finish_non_exhaustive()
     }

@@ -14,6 +14,7 @@ use super::queues::Queues;
 use super::stats::Shards;
 use super::waiters::{Slot, Waiters};
 use super::worker;
+use crate::home::{Home, Rehome};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 pub(crate) type PanicHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -32,7 +33,8 @@ pub(crate) struct Inner {
     elastic: bool,
     rejected: AtomicU64,
     panic_hook: Option<PanicHook>,
-    runtime: Handle,
+    /// The runtime the workers run on; they move to a submitter's when it shuts down.
+    home: Arc<Home>,
     workers: Mutex<Workers>,
 }
 
@@ -51,6 +53,7 @@ pub(crate) enum Refused {
     WouldDeadlock,
     RateLimited,
     Overloaded,
+    RuntimeGone,
 }
 
 impl Refused {
@@ -62,6 +65,7 @@ impl Refused {
             Self::WouldDeadlock => SubmitError::WouldDeadlock(task),
             Self::RateLimited => SubmitError::RateLimited(task),
             Self::Overloaded => SubmitError::Overloaded(task),
+            Self::RuntimeGone => SubmitError::RuntimeGone(task),
         }
     }
 }
@@ -100,8 +104,14 @@ impl Inner {
             elastic: settings.elastic,
             rejected: AtomicU64::new(0),
             panic_hook: settings.panic_hook,
-            runtime: settings.runtime,
+            home: Home::new(settings.runtime),
             workers: Mutex::new(Workers { handles: Vec::new(), exits: Waiters::default() }),
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.home.on_move(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.restart_workers();
+            }
         });
         let lanes = inner.queues.lane_count();
         for index in 0..settings.min_workers {
@@ -129,7 +139,7 @@ impl Inner {
     }
 
     fn spawn_worker(self: &Arc<Self>, lane: usize) {
-        let handle = self.runtime.spawn(worker::run(Arc::clone(self), lane));
+        let handle = self.home.spawn(worker::run(Arc::clone(self), lane));
         let mut workers = self.workers.lock();
         workers.handles.retain(|handle| !handle.is_finished());
         workers.handles.push(handle);
@@ -244,14 +254,48 @@ impl Inner {
         }
     }
 
-    /// Admits a job of `priority` (rate limits, overload) before it takes queue room.
-    fn admit(&self, key: Option<u64>, priority: Priority) -> Result<(), Refused> {
+    /// Admits a job of `priority` (rate limits, overload) before it takes queue room, after making
+    /// sure it has workers to run it.
+    fn admit(self: &Arc<Self>, key: Option<u64>, priority: Priority) -> Result<(), Refused> {
+        if self.home.is_gone() && !self.is_closed() {
+            self.rehome()?;
+        }
         self.admission.admit(key, priority, || self.queues.queued()).map_err(|why| self.reject(why))
+    }
+
+    /// The workers died with the runtime they ran on: starts them again on the caller's, which
+    /// then runs the jobs still queued too. `RuntimeGone` when the caller has no runtime either.
+    #[cold]
+    fn rehome(self: &Arc<Self>) -> Result<(), Refused> {
+        match self.home.rehome() {
+            Rehome::Stayed => Ok(()),
+            Rehome::Moved => {
+                tracing::debug!(
+                    "millpond: the worker pool's runtime shut down; its workers restarted on the \
+                     submitter's runtime"
+                );
+                Ok(())
+            }
+            Rehome::Stranded => Err(self.reject(Refused::RuntimeGone)),
+        }
+    }
+
+    /// Starts workers up to the minimum on the runtime the pool just moved to.
+    fn restart_workers(self: &Arc<Self>) {
+        let lanes = self.queues.lane_count();
+        let min = self.min_workers.load(Ordering::Acquire);
+        // Workers drop off the count before their runtime's drop marks the home gone, so `live`
+        // counts only workers that are still running.
+        let mut index = self.live();
+        while self.add_worker_below(min) {
+            self.spawn_worker(index % lanes);
+            index += 1;
+        }
     }
 
     /// Reserves room for a job without waiting. Returns the lane to commit to.
     pub(crate) fn try_reserve(
-        &self,
+        self: &Arc<Self>,
         key: Option<u64>,
         priority: Priority,
     ) -> Result<usize, Refused> {
@@ -262,7 +306,7 @@ impl Inner {
     /// Reserves room for a job, waiting (up to `timeout`) while there is none. Returns the lane
     /// to commit to.
     pub(crate) async fn reserve(
-        &self,
+        self: &Arc<Self>,
         key: Option<u64>,
         priority: Priority,
         timeout: Option<Duration>,
@@ -276,6 +320,9 @@ impl Inner {
         if worker::in_pool(self.id) {
             return Err(self.reject(Refused::WouldDeadlock));
         }
+        // Only workers make room: should their runtime go while this submit waits, they start
+        // again on this submitter's.
+        self.home.stand_by();
         let reserved = self.queues.reserve(lane);
         let reserved = match timeout {
             None => reserved.await,

@@ -62,8 +62,14 @@ impl Drop for Alive {
 }
 
 /// The worker loop for lane `lane` (always 0 with the shared queue).
-pub(crate) async fn run(inner: Arc<Inner>, lane: usize) {
-    let mut alive = Alive { inner: Arc::clone(&inner), counted: true };
+pub(crate) fn run(inner: Arc<Inner>, lane: usize) -> impl Future<Output = ()> + Send {
+    // Counted from the spawn, not from the first poll: a runtime that shuts down before it ever
+    // polled the worker still takes it off the count.
+    let alive = Alive { inner: Arc::clone(&inner), counted: true };
+    work(inner, alive, lane)
+}
+
+async fn work(inner: Arc<Inner>, mut alive: Alive, lane: usize) {
     loop {
         // The busy path takes a job without arming a timer.
         let job = match inner.queues.lane(lane).try_pop() {

@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use super::builder::ObjectPoolBuilder;
 use super::guard::{Object, OwnedObject};
-use super::registry;
+use super::registry::Caches;
 use super::status::Status;
 use super::store::{Limits, Put, Store};
 use crate::sync::Arc;
@@ -29,7 +29,8 @@ pub(super) struct Hooks<T> {
 /// Each thread keeps a few idle values of its own ([`thread_cache`](ObjectPoolBuilder::thread_cache)),
 /// so a checkout and return on the same thread touch no lock and no shared cache line; a bounded
 /// shared store behind them balances values between threads. Values cached by a thread that
-/// exits go back to the shared store.
+/// exits go back to the shared store. Dropping the pool drops every value it keeps at once,
+/// those cached by other threads included.
 ///
 /// # Examples
 ///
@@ -53,11 +54,11 @@ pub(super) struct Hooks<T> {
 /// # Ok::<(), millpond::BuildError>(())
 /// ```
 pub struct ObjectPool<T: Send + 'static> {
-    /// Identifies this pool in the threads' cache registries; never reused.
-    id: u64,
     /// Values are kept boxed: a checkout and a return move one pointer, whatever the size of
     /// `T`, and a value never moves in memory while the pool holds it.
-    store: Arc<Store<Box<T>>>,
+    ///
+    /// The threads' caches belong to the pool: dropping it drops every value it keeps.
+    caches: Arc<Caches<Box<T>>>,
     hooks: Hooks<T>,
     min_idle: usize,
 }
@@ -65,7 +66,7 @@ pub struct ObjectPool<T: Send + 'static> {
 impl<T: Send + 'static> fmt::Debug for ObjectPool<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObjectPool")
-            .field("limits", self.store.limits())
+            .field("limits", self.caches.store.limits())
             .field("status", &self.status())
             .finish_non_exhaustive()
     }
@@ -98,12 +99,7 @@ impl<T: Send + 'static> ObjectPool<T> {
 
     pub(super) fn new(hooks: Hooks<T>, limits: Limits, min_idle: usize) -> Self {
         let initial = (0..min_idle).map(|_| Box::new((hooks.create)())).collect();
-        Self {
-            id: crate::sync::unique_id(),
-            store: Arc::new(Store::new(limits, initial)),
-            hooks,
-            min_idle,
-        }
+        Self { caches: Arc::new(Caches::new(Store::new(limits, initial))), hooks, min_idle }
     }
 
     /// Checks out an idle value, or creates one. Never blocks.
@@ -206,7 +202,7 @@ impl<T: Send + 'static> ObjectPool<T> {
     /// # Ok::<(), millpond::BuildError>(())
     /// ```
     pub fn trim(&self, keep: usize) {
-        drop(self.store.trim(keep));
+        drop(self.caches.store.trim(keep));
         self.follow_trim_here();
     }
 
@@ -235,13 +231,13 @@ impl<T: Send + 'static> ObjectPool<T> {
     /// # Ok::<(), millpond::BuildError>(())
     /// ```
     pub fn release_unused(&self) {
-        drop(self.store.release_unused(self.min_idle));
+        drop(self.caches.store.release_unused(self.min_idle));
         self.follow_trim_here();
     }
 
     /// Counts of idle, live, created, reused and discarded values.
     pub fn status(&self) -> Status {
-        let counts = self.store.counts();
+        let counts = self.caches.store.counts();
         Status {
             idle: counts.idle,
             live: counts.live,
@@ -254,8 +250,8 @@ impl<T: Send + 'static> ObjectPool<T> {
 
     fn follow_trim_here(&self) {
         // No cache on this thread (teardown): there is nothing here to hand back.
-        let _ = registry::with_cache(self.id, &self.store, (), |cache, ()| {
-            cache.follow_epoch(&self.store);
+        let _ = self.caches.with_cache((), |cache, ()| {
+            cache.follow_epoch(&self.caches.store);
         });
     }
 
@@ -270,9 +266,9 @@ impl<T: Send + 'static> ObjectPool<T> {
 
     #[inline]
     fn take_idle(&self) -> Option<Box<T>> {
-        match registry::with_cache(self.id, &self.store, (), |cache, ()| cache.take(&self.store)) {
+        match self.caches.with_cache((), |cache, ()| cache.take(&self.caches.store)) {
             Ok(value) => value,
-            Err(()) => self.store.take_uncached(),
+            Err(()) => self.caches.store.take_uncached(),
         }
     }
 
@@ -286,13 +282,13 @@ impl<T: Send + 'static> ObjectPool<T> {
 
     #[cold]
     fn create_tracked(&self) -> Option<Box<T>> {
-        if !self.store.admit(true) {
+        if !self.caches.store.admit(true) {
             return None;
         }
         match catch_unwind(AssertUnwindSafe(|| (self.hooks.create)())) {
             Ok(value) => Some(Box::new(value)),
             Err(panic) => {
-                self.store.unadmit();
+                self.caches.store.unadmit();
                 resume_unwind(panic)
             }
         }
@@ -314,23 +310,22 @@ impl<T: Send + 'static> ObjectPool<T> {
         }));
         match verdict {
             Ok(true) => {}
-            Ok(false) => return self.store.discard(value),
+            Ok(false) => return self.caches.store.discard(value),
             Err(_) => {
                 tracing::error!(
                     "an object pool's reset or is_reusable hook panicked; value dropped"
                 );
-                return self.store.discard(value);
+                return self.caches.store.discard(value);
             }
         }
-        let put = registry::with_cache(self.id, &self.store, value, |cache, value| {
-            cache.put(&self.store, value)
-        });
+        let put =
+            self.caches.with_cache(value, |cache, value| cache.put(&self.caches.store, value));
         match put {
             Ok(Put::Kept) => {}
-            Ok(Put::Full(value)) => self.store.discard(value),
+            Ok(Put::Full(value)) => self.caches.store.discard(value),
             Err(value) => {
-                if let Err(value) = self.store.put_uncached(value) {
-                    self.store.discard(value);
+                if let Err(value) = self.caches.store.put_uncached(value) {
+                    self.caches.store.discard(value);
                 }
             }
         }
@@ -339,13 +334,7 @@ impl<T: Send + 'static> ObjectPool<T> {
     /// Stops tracking a value that a guard hands to its user for good.
     pub(super) fn detach(&self, tracked: bool) {
         if tracked {
-            self.store.forget();
+            self.caches.store.forget();
         }
-    }
-}
-
-impl<T: Send + 'static> Drop for ObjectPool<T> {
-    fn drop(&mut self) {
-        registry::detach_current(self.id);
     }
 }

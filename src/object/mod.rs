@@ -31,6 +31,8 @@
 //!   reserved inside `max_idle` (see the engine notes in `store.rs`).
 //! * `max_total` bounds the values the pool tracks; [`ObjectPool::try_get`] respects it.
 //! * A thread that exits gives its cached values back to the shared store; none are lost.
+//! * Dropping the pool drops every value it keeps, whichever thread cached it and whatever that
+//!   thread is doing: the threads' caches belong to the pool.
 //! * [`ObjectPool::trim`] and [`ObjectPool::release_unused`] give memory back.
 //!
 //! # Comparison with similar crates

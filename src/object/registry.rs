@@ -1,118 +1,160 @@
 //! Finds the calling thread's [`LocalCache`] for a pool.
 //!
-//! A pool cannot own a `thread_local!` of its own (statics are not generic, and a pool is made at
-//! run time), so each thread keeps one registry of caches, keyed by a pool id that is never
-//! reused. The common case, one or a few pools per thread, finds its entry in the first slots.
+//! Each pool owns its threads' caches in a `thread_local::ThreadLocal`: a per-pool table indexed
+//! by a small thread id, so a lookup is a thread-local read and two loads, with no search. The
+//! pool owning the table is what makes dropping the pool drop every value it keeps, whichever
+//! thread cached it and whatever that thread is doing; a thread that still has one of its values
+//! checked out cannot outlive the pool, since the guard holds the pool.
 //!
-//! When the thread exits, the registry hands every cache back to its pool's shelf, so idle
-//! values do not die with the thread. Caches of pools that were dropped are pruned whenever the
-//! thread attaches to a new pool.
+//! `ThreadLocal` keeps a slot when its thread exits and hands it to the next thread that gets
+//! the same id. So that idle values do not sit in the slot of a thread that is gone, each
+//! thread also keeps a list of the pools it has a cache in ([`Exits`]), and on exit hands every
+//! cache back to its pool's shelf, leaving the slot empty for its next owner.
+//!
+//! The algorithm lives in `store.rs`, which the loom models check; this file only finds the
+//! cache, which loom could not see into.
 
-use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+
+use thread_local::ThreadLocal;
 
 use super::store::{LocalCache, Store};
 use crate::sync::{Arc, Weak};
 
+/// One pool's store and the caches of the threads that use it.
+pub(crate) struct Caches<T: Send> {
+    pub(crate) store: Arc<Store<T>>,
+    local: ThreadLocal<RefCell<LocalCache<T>>>,
+}
+
+/// Where this thread is in its life, as far as the caches go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// No cache attached on this thread yet.
+    Fresh,
+    /// [`EXITS`] lists this thread's caches and will hand them back at exit.
+    Attached,
+    /// [`EXITS`] has run: the thread is tearing down its thread-locals.
+    Exiting,
+}
+
 thread_local! {
-    static CACHES: RefCell<Registry> = const { RefCell::new(Registry { entries: Vec::new() }) };
+    /// A thread-local without a destructor, so it can be read at any point of the thread's
+    /// teardown.
+    static STAGE: Cell<Stage> = const { Cell::new(Stage::Fresh) };
+    static EXITS: RefCell<Exits> = const { RefCell::new(Exits(Vec::new())) };
 }
 
-struct Registry {
-    entries: Vec<Entry>,
+/// The pools this thread has a cache in, each handed back when the thread exits.
+struct Exits(Vec<Weak<dyn ThreadExit>>);
+
+trait ThreadExit {
+    /// Hands this thread's cache back to the pool's shelf.
+    fn thread_exits(&self);
 }
 
-struct Entry {
-    pool: u64,
-    /// The pool's store, type-erased so that dead pools can be recognised without knowing `T`.
-    store: Weak<dyn Any + Send + Sync>,
-    /// A `LocalCache<T>` for the pool's `T`.
-    cache: Box<dyn Any>,
-    /// Hands the cache back to the store, with the `T` this entry was made for.
-    detach: fn(Entry),
-}
-
-fn detach<T: Send + 'static>(entry: Entry) {
-    let store = entry.store.upgrade().and_then(|store| store.downcast::<Store<T>>().ok());
-    let cache = entry.cache.downcast::<LocalCache<T>>().ok();
-    if let (Some(store), Some(cache)) = (store, cache) {
-        cache.detach(&store);
-    }
-}
-
-impl Drop for Registry {
+impl Drop for Exits {
     fn drop(&mut self) {
-        for entry in self.entries.drain(..) {
-            (entry.detach)(entry);
+        STAGE.with(|stage| stage.set(Stage::Exiting));
+        for pool in self.0.drain(..) {
+            if let Some(pool) = pool.upgrade() {
+                pool.thread_exits();
+            }
         }
     }
 }
 
-impl Registry {
-    fn find<T: Send + 'static>(
-        &mut self,
-        pool: u64,
-        store: &Arc<Store<T>>,
-    ) -> Option<&mut LocalCache<T>> {
-        let index = match self.entries.iter().position(|entry| entry.pool == pool) {
-            Some(index) => index,
-            None => self.attach(pool, store),
+impl<T: Send> ThreadExit for Caches<T> {
+    fn thread_exits(&self) {
+        // `get`, which never allocates a thread id, rather than `get_or`: `None` if
+        // `thread_local` already released this thread's id, and the slot then waits, values
+        // and all, for the next thread that gets it (or for the pool's drop).
+        if let Some(Ok(mut cache)) = self.local.get().map(RefCell::try_borrow_mut) {
+            cache.detach(&self.store);
+        }
+    }
+}
+
+impl<T: Send + 'static> Caches<T> {
+    pub(crate) fn new(store: Store<T>) -> Self {
+        Self { store: Arc::new(store), local: ThreadLocal::new() }
+    }
+
+    /// Runs `f` on this thread's cache, attaching one on first use. Gives `arg` back when the
+    /// thread has no usable cache: during thread-local teardown, or when re-entered from inside
+    /// another operation on the same cache (a value's `Drop` that uses its own pool).
+    #[inline]
+    pub(crate) fn with_cache<A, R>(
+        self: &Arc<Self>,
+        arg: A,
+        f: impl FnOnce(&mut LocalCache<T>, A) -> R,
+    ) -> Result<R, A> {
+        let Some(cell) = self.local.get().or_else(|| self.attach()) else {
+            return Err(arg);
         };
-        self.entries[index].cache.downcast_mut::<LocalCache<T>>()
+        let Ok(mut cache) = cell.try_borrow_mut() else {
+            return Err(arg);
+        };
+        if cache.is_detached() {
+            // The slot of a thread that exited, now this thread's.
+            if !self.adopt(&mut cache) {
+                return Err(arg);
+            }
+        }
+        Ok(f(&mut cache, arg))
     }
 
+    /// A cache for this thread, or `None` while the thread tears down its thread-locals.
     #[cold]
-    fn attach<T: Send + 'static>(&mut self, pool: u64, store: &Arc<Store<T>>) -> usize {
-        // Values of dropped pools are dropped here; a value whose `Drop` uses a pool finds the
-        // registry borrowed and takes that pool's uncached path.
-        self.entries.retain(|entry| entry.store.strong_count() > 0);
-        let erased: Arc<dyn Any + Send + Sync> = Arc::clone(store) as _;
-        self.entries.push(Entry {
-            pool,
-            store: Arc::downgrade(&erased),
-            cache: Box::new(LocalCache::attach(store)),
-            detach: detach::<T>,
+    fn attach(self: &Arc<Self>) -> Option<&RefCell<LocalCache<T>>> {
+        if STAGE.with(Cell::get) == Stage::Exiting {
+            return None;
+        }
+        // The cache first, then its listing in `EXITS`: making the cache gives this thread its
+        // `thread_local` id if it had none, so `EXITS` is first used after that id exists, and
+        // is torn down before it (thread-locals go in reverse order of first use). At exit
+        // `EXITS` then still finds the thread's caches.
+        //
+        // `get_or` panics when it has to make an id after `thread_local`'s own teardown: only
+        // possible for a thread whose first use of any pool comes from a thread-local's
+        // destructor. Caught, that thread goes without a cache.
+        let cell = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.local.get_or(|| RefCell::new(LocalCache::attach(&self.store)))
+        }))
+        .ok()?;
+        if self.list_for_exit() {
+            return Some(cell);
+        }
+        // Too late to be handed back at exit: leave the cache detached, for a later thread.
+        if let Ok(mut cache) = cell.try_borrow_mut() {
+            cache.detach(&self.store);
+        }
+        None
+    }
+
+    /// Takes over the detached cache a thread that exited left in this thread's slot.
+    #[cold]
+    fn adopt(self: &Arc<Self>, cache: &mut LocalCache<T>) -> bool {
+        if STAGE.with(Cell::get) == Stage::Exiting || !self.list_for_exit() {
+            return false;
+        }
+        *cache = LocalCache::attach(&self.store);
+        true
+    }
+
+    /// Lists this pool for the thread's exit; `false` once the thread is tearing down.
+    fn list_for_exit(self: &Arc<Self>) -> bool {
+        let this: Weak<dyn ThreadExit> = Arc::downgrade(self) as Weak<Self>;
+        let listed = EXITS.try_with(|exits| {
+            let Ok(mut exits) = exits.try_borrow_mut() else { return false };
+            // Pools dropped since, whose caches went with them.
+            exits.0.retain(|pool| pool.strong_count() > 0);
+            exits.0.push(this);
+            true
         });
-        self.entries.len() - 1
-    }
-}
-
-/// Runs `f` on this thread's cache for the pool, attaching one on first use. Gives `arg` back
-/// when the thread has no usable cache: during thread-local teardown, or when re-entered from
-/// inside another cache operation (a value's `Drop` that uses a pool).
-#[inline]
-pub(crate) fn with_cache<T: Send + 'static, A, R>(
-    pool: u64,
-    store: &Arc<Store<T>>,
-    arg: A,
-    f: impl FnOnce(&mut LocalCache<T>, A) -> R,
-) -> Result<R, A> {
-    let mut arg = Some(arg);
-    let result = CACHES.try_with(|caches| {
-        let mut caches = caches.try_borrow_mut().ok()?;
-        let cache = caches.find(pool, store)?;
-        arg.take().map(|arg| f(cache, arg))
-    });
-    match (result, arg) {
-        (Ok(Some(result)), _) => Ok(result),
-        (_, Some(arg)) => Err(arg),
-        // `arg` is only taken right before `f` runs, which returns `Some`.
-        (_, None) => unreachable!("the argument was consumed without a result"),
-    }
-}
-
-/// Hands this thread's cache for the pool back to its store, if it has one.
-pub(crate) fn detach_current(pool: u64) {
-    let entry = CACHES
-        .try_with(|caches| {
-            let mut caches = caches.try_borrow_mut().ok()?;
-            let index = caches.entries.iter().position(|entry| entry.pool == pool)?;
-            Some(caches.entries.swap_remove(index))
-        })
-        .ok()
-        .flatten();
-    // Outside the borrow: detaching may drop values, whose `Drop` may use a pool.
-    if let Some(entry) = entry {
-        (entry.detach)(entry);
+        if listed == Ok(true) {
+            STAGE.with(|stage| stage.set(Stage::Attached));
+        }
+        listed == Ok(true)
     }
 }

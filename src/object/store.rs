@@ -302,6 +302,8 @@ pub(crate) struct LocalCache<T> {
     epoch: u64,
     reused: u64,
     stats: Arc<CacheStats>,
+    /// Handed back by [`detach`](Self::detach): empty, and no longer counted by `status()`.
+    detached: bool,
 }
 
 /// What became of a value handed to [`LocalCache::put`].
@@ -325,7 +327,14 @@ impl<T> LocalCache<T> {
             epoch: store.epoch.load(Ordering::Acquire),
             reused: 0,
             stats,
+            detached: false,
         }
+    }
+
+    /// Whether [`detach`](Self::detach) handed this cache back; it must not be used again.
+    #[inline]
+    pub(crate) fn is_detached(&self) -> bool {
+        self.detached
     }
 
     /// Takes an idle value: this thread's most recently returned one, else a batch from the shelf.
@@ -358,12 +367,17 @@ impl<T> LocalCache<T> {
     }
 
     /// Hands every value and all reserved room back to the shelf, as a thread does when it exits.
-    pub(crate) fn detach(mut self, store: &Store<T>) {
+    /// The cache is left empty and unregistered: [`is_detached`](Self::is_detached).
+    pub(crate) fn detach(&mut self, store: &Store<T>) {
+        if self.detached {
+            return;
+        }
+        self.detached = true;
         let mut shelf = store.shelf.lock();
         // Moving values and room together keeps the invariant: len <= reservation.
         shelf.values.append(&mut self.values);
-        shelf.reserved -= self.reservation;
-        shelf.retired_reused += self.reused;
+        shelf.reserved -= std::mem::take(&mut self.reservation);
+        shelf.retired_reused += std::mem::take(&mut self.reused);
         shelf.caches.retain(|stats| !Arc::ptr_eq(stats, &self.stats));
         shelf.check(&store.limits);
     }
@@ -371,9 +385,9 @@ impl<T> LocalCache<T> {
     /// A trim happened since this cache last looked: move its values to the shelf, keeping at
     /// most the trim's target there, and give up the reserved room.
     ///
-    /// Values beyond the target are dropped here, outside the shelf lock. The caller may still
-    /// hold this thread's cache registry: a value whose `Drop` uses a pool then finds the
-    /// registry busy and takes that pool's uncached path.
+    /// Values beyond the target are dropped here, outside the shelf lock. The caller still
+    /// borrows this thread's cache: a value whose `Drop` uses the same pool then finds the cache
+    /// busy and takes the pool's uncached path.
     #[inline]
     pub(crate) fn follow_epoch(&mut self, store: &Store<T>) {
         let epoch = store.epoch.load(Ordering::Acquire);

@@ -208,9 +208,10 @@ impl<M: Manager> Builder<M> {
     /// Checks the configuration and starts the pool.
     ///
     /// The pool's background work (creations, maintenance, and failing queued callers at their
-    /// deadline) runs on the tokio runtime current at this call, so that runtime must outlive
-    /// the pool's use. Creating the `min_idle` resources starts at once, at most
-    /// `max_concurrent_creates` at a time.
+    /// deadline) runs on the tokio runtime current at this call. If that runtime shuts down while
+    /// the pool lives on (a `static` pool shared by `#[tokio::test]`s, each with a runtime of its
+    /// own), the work moves to the runtime of the next caller that needs it. Creating the
+    /// `min_idle` resources starts at once, at most `max_concurrent_creates` at a time.
     ///
     /// # Errors
     ///
@@ -223,8 +224,7 @@ impl<M: Manager> Builder<M> {
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let shared = Arc::new(Shared::new(self.manager, self.config, runtime));
         shared.cache.install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));
-        shared.runtime.spawn(super::maintenance::run(Arc::clone(&shared)));
-        shared.runtime.spawn(super::expiry::run(Arc::clone(&shared)));
+        shared.launch();
         let creations = shared.engine.lock().plan_creations(Instant::now());
         shared.spawn_creations(creations);
         Ok(Pool::from_shared(shared))

@@ -13,15 +13,10 @@ use super::shared::Shared;
 use crate::sync::Arc;
 
 pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
-    let mut next: Option<Instant> = None;
     loop {
         let rearmed = shared.expiry.notified();
-        match next {
-            Some(deadline) => {
-                let _ = tokio::time::timeout_at(deadline, rearmed).await;
-            }
-            None => rearmed.await,
-        }
+        // A look before the first wait: a task restarted on another runtime (`home.rs`) takes
+        // over callers that queued while the pool had no expiry task.
         let (wakers, earliest) = {
             let mut engine = shared.engine.lock();
             if engine.is_closed() {
@@ -30,6 +25,11 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
             engine.expire_waiters(Instant::now())
         };
         wakers.into_iter().for_each(std::task::Waker::wake);
-        next = earliest;
+        match earliest {
+            Some(deadline) => {
+                let _ = tokio::time::timeout_at(deadline, rearmed).await;
+            }
+            None => rearmed.await,
+        }
     }
 }

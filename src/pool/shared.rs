@@ -17,6 +17,7 @@ use super::create::SlotReservation;
 use super::engine::{Engine, Entry, Handoff, Wake};
 use super::leak::LeakTracker;
 use super::manager::{CloseReason, Manager};
+use crate::home::{Home, Rehome};
 use crate::sync::{Arc, AtomicUsize, CachePadded, Mutex, Ordering};
 use crate::unwind::contain;
 
@@ -26,7 +27,9 @@ pub(crate) struct Shared<M: Manager> {
     /// The state machine, on cache lines of its own: it is written on every slow-path call, and
     /// must not slow down reads of the configuration beside it.
     pub(crate) engine: CachePadded<Mutex<Engine<M::Resource, M::Error>>>,
-    pub(crate) runtime: Handle,
+    /// The runtime the background tasks run on; the pool moves to a caller's runtime when it
+    /// shuts down (`home.rs`).
+    pub(crate) home: Arc<Home>,
     /// Live `Pool` handles; the last one to go closes the pool.
     pub(crate) handles: AtomicUsize,
     /// Wakes the maintenance task early: the pool closed.
@@ -81,7 +84,7 @@ impl<M: Manager> Shared<M> {
             ),
             manager,
             config,
-            runtime,
+            home: Home::new(runtime),
             handles: AtomicUsize::new(1),
             maintenance: Notify::new(),
             expiry: Notify::new(),
@@ -122,8 +125,9 @@ impl<M: Manager> Shared<M> {
     /// (`try_get`): it goes back to the pool (to a waiter first) if it passes, and is closed, its
     /// slot freed and refilled, if it fails. Until then it counts as in use.
     pub(crate) fn check_in_background(self: &Arc<Self>, entry: Entry<M::Resource>) {
+        self.stay_alive();
         let shared = Arc::clone(self);
-        self.runtime.spawn(async move {
+        self.home.spawn(async move {
             let mut checking = Checking::new(&shared, entry);
             let never = crate::time::after(Instant::now(), Duration::MAX);
             if matches!(checking.run(never).await, Checked::Passed) {
@@ -287,7 +291,19 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Starts the background work a `get()` poll asked for.
+    ///
+    /// A caller that queues relies on the expiry task for its deadline, so every call checks that
+    /// the pool's runtime is still there, whatever it asks for.
     pub(crate) fn start(self: &Arc<Self>, wake: Wake) {
+        self.stay_alive();
+        if wake.creations > 0 || wake.expiry {
+            // This caller waits on background work (a creation, or the expiry task armed for its
+            // deadline): should the pool's runtime go meanwhile, the work moves to this caller's.
+            // A caller queued behind an earlier armed deadline with no creation to wait for
+            // records nothing (this path stays cheap): a returning resource still reaches it, and
+            // its deadline is kept again as soon as any caller moves the pool.
+            self.home.stand_by();
+        }
         self.spawn_creations(wake.creations);
         if wake.expiry {
             self.expiry.notify_one();
@@ -295,9 +311,56 @@ impl<M: Manager> Shared<M> {
     }
 
     pub(crate) fn spawn_creations(self: &Arc<Self>, count: usize) {
+        if count == 0 {
+            return;
+        }
+        self.stay_alive();
         for _ in 0..count {
             let reservation = SlotReservation::new(Arc::clone(self));
-            self.runtime.spawn(super::create::run(reservation));
+            self.home.spawn(super::create::run(reservation));
+        }
+    }
+
+    /// Starts the maintenance and waiter-expiry tasks, and has them start again wherever the
+    /// pool moves when its runtime shuts down.
+    pub(crate) fn launch(self: &Arc<Self>) {
+        let shared = Arc::downgrade(self);
+        self.home.on_move(move || {
+            // The restarted maintenance task plans the creations that queued callers still
+            // need, in place of those the old runtime dropped; its first tick runs at once.
+            if let Some(shared) = shared.upgrade() {
+                if !shared.engine.lock().is_closed() {
+                    shared.start_background();
+                }
+            }
+        });
+        self.start_background();
+    }
+
+    fn start_background(self: &Arc<Self>) {
+        self.home.spawn(super::maintenance::run(Arc::clone(self)));
+        self.home.spawn(super::expiry::run(Arc::clone(self)));
+    }
+
+    /// Moves the background work to the caller's runtime if the pool's own has shut down.
+    #[inline]
+    fn stay_alive(self: &Arc<Self>) {
+        if self.home.is_gone() {
+            self.rehome();
+        }
+    }
+
+    #[cold]
+    fn rehome(self: &Arc<Self>) {
+        // A closed pool has no background task left to run.
+        if self.engine.lock().is_closed() {
+            return;
+        }
+        if self.home.rehome() == Rehome::Moved {
+            tracing::debug!(
+                "millpond: the pool's runtime shut down; its background work moved to the \
+                 caller's runtime"
+            );
         }
     }
 

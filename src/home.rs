@@ -1,0 +1,200 @@
+//! The runtime a pool's background tasks run on, and the move to another when it shuts down.
+//!
+//! A pool takes the runtime current at `build()` for its tasks (creations, maintenance, waiter
+//! expiry, workers). A runtime that shuts down drops every task it holds without running it
+//! further, and a task spawned on it later is dropped at once: a pool whose runtime went away
+//! has no background work at all. That is what a `static` pool shared between `#[tokio::test]`s
+//! meets, each test having a runtime of its own.
+//!
+//! tokio has no way to ask a [`Handle`] whether its runtime is still there, so the pool's own
+//! tasks tell: every task is spawned inside a [`Watched`] wrapper, and a wrapper dropped before
+//! its task finished means the runtime dropped it (the pools never abort their tasks, except a
+//! worker pool past its shutdown deadline, which is closed by then). The next caller that needs
+//! background work sees the mark and moves the pool to its own runtime ([`Home::rehome`]).
+//!
+//! A caller already waiting on that work when the runtime goes would not call again: so callers
+//! that start waiting leave their runtime in reserve ([`Home::stand_by`]), and the drop that
+//! marks the home moves it to the most recent of them at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+
+/// How many callers' runtimes a home keeps in reserve.
+const STANDBY: usize = 4;
+
+/// The runtime a pool spawns on.
+pub(crate) struct Home {
+    runtime: Mutex<Handle>,
+    /// The generation of `runtime` (bumped by every move) shifted left by one, with the low bit
+    /// set once a task of that generation was dropped unfinished: the runtime is gone.
+    ///
+    /// The generation keeps a late drop from an old runtime from condemning the new one.
+    state: AtomicU64,
+    /// The runtimes of recent callers that wait on background work, most recent last: where the
+    /// pool moves at once when its runtime goes, so that those callers are not left waiting on
+    /// work that no longer runs (a `#[tokio::test]` waiting on a pool built by another test
+    /// that just ended).
+    standby: Mutex<Vec<Handle>>,
+    /// Starts the owner's long-lived tasks on the runtime just moved to.
+    restart: Mutex<Option<Restart>>,
+}
+
+type Restart = Arc<dyn Fn() + Send + Sync>;
+
+const GONE: u64 = 1;
+
+/// What [`Home::rehome`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rehome {
+    /// The runtime is alive (or another caller already moved the pool).
+    Stayed,
+    /// The runtime was gone; the pool now spawns on the caller's runtime.
+    Moved,
+    /// The runtime is gone and the caller runs outside any tokio runtime.
+    Stranded,
+}
+
+impl Home {
+    pub(crate) fn new(runtime: Handle) -> Arc<Self> {
+        Arc::new(Self {
+            runtime: Mutex::new(runtime),
+            state: AtomicU64::new(0),
+            standby: Mutex::new(Vec::new()),
+            restart: Mutex::new(None),
+        })
+    }
+
+    /// Sets what a move runs on the new runtime. The owner holds the home, so `restart` should
+    /// hold the owner weakly.
+    pub(crate) fn on_move(&self, restart: impl Fn() + Send + Sync + 'static) {
+        *self.restart.lock() = Some(Arc::new(restart));
+    }
+
+    /// Whether a task of the current runtime was dropped unfinished. One atomic load.
+    #[inline]
+    pub(crate) fn is_gone(&self) -> bool {
+        // Acquire: pairs with the mark's release, so a caller that sees it also sees what the
+        // dropped tasks gave up on their way out (a worker off the count, a slot freed).
+        self.state.load(Ordering::Acquire) & GONE != 0
+    }
+
+    /// Spawns `task` on the pool's runtime; if the runtime drops it unfinished, the home is
+    /// marked gone (and moves to a standby runtime, if it knows one).
+    pub(crate) fn spawn<F>(self: &Arc<Self>, task: F) -> JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (runtime, generation) = {
+            let runtime = self.runtime.lock();
+            (runtime.clone(), self.state.load(Ordering::Acquire) & !GONE)
+        };
+        // Spawned outside the lock: a task dropped inside `spawn` (the runtime is already gone)
+        // marks the home, which may move it, which takes the lock.
+        let watched = Watched { task: Some(Box::pin(task)), home: Arc::clone(self), generation };
+        runtime.spawn(watched)
+    }
+
+    /// Keeps the caller's runtime in reserve, for a move when the pool's runtime goes. For
+    /// callers that will wait on the pool's background work.
+    pub(crate) fn stand_by(&self) {
+        if let Ok(current) = Handle::try_current() {
+            let mut standby = self.standby.lock();
+            if standby.len() == STANDBY {
+                standby.remove(0);
+            }
+            standby.push(current);
+        }
+    }
+
+    /// If the runtime is gone, moves the pool to the caller's runtime and starts its
+    /// long-lived tasks there.
+    pub(crate) fn rehome(self: &Arc<Self>) -> Rehome {
+        let state = self.state.load(Ordering::Acquire);
+        if state & GONE == 0 {
+            return Rehome::Stayed;
+        }
+        let Ok(current) = Handle::try_current() else {
+            return Rehome::Stranded;
+        };
+        if self.move_to(current, state) { Rehome::Moved } else { Rehome::Stayed }
+    }
+
+    /// Moves from the runtime of `state`, which must still be current and gone, to `runtime`.
+    fn move_to(&self, runtime: Handle, state: u64) -> bool {
+        {
+            let mut current = self.runtime.lock();
+            if self.state.load(Ordering::Acquire) != state {
+                // Someone else moved it first.
+                return false;
+            }
+            *current = runtime;
+            self.state.store((state & !GONE) + 2, Ordering::Release);
+        }
+        // Outside every lock: the restarted tasks may be dropped at once (a standby runtime that
+        // is gone too), which marks the home again and moves on to the next standby.
+        let restart = self.restart.lock().clone();
+        if let Some(restart) = restart {
+            restart();
+        }
+        true
+    }
+
+    fn mark_gone(&self, generation: u64) {
+        // Only the generation that spawned the task: a task of an earlier runtime dropped late
+        // says nothing about the current one. Release: pairs with `is_gone`.
+        let marked = self
+            .state
+            .compare_exchange(generation, generation | GONE, Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        if !marked {
+            return;
+        }
+        tracing::debug!("millpond: a pool's tokio runtime shut down");
+        // Each standby is tried once: one that is gone too is dropped from the list, and its
+        // restarted tasks, dropped at once, come back here for the next.
+        let standby = self.standby.lock().pop();
+        if let Some(standby) = standby {
+            self.move_to(standby, generation | GONE);
+        }
+    }
+}
+
+/// A pool task that reports being dropped before it finished.
+struct Watched {
+    /// `None` once the task finished.
+    task: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    home: Arc<Home>,
+    generation: u64,
+}
+
+impl Future for Watched {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(task) = self.task.as_mut() else {
+            return Poll::Ready(());
+        };
+        if task.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.task = None;
+        Poll::Ready(())
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            // The task first, so that what it gives back on drop (a worker off the count, a
+            // reserved slot) is done before anyone sees the mark and moves the pool.
+            drop(task);
+            self.home.mark_gone(self.generation);
+        }
+    }
+}
