@@ -10,9 +10,13 @@
 //! - the request cycles in flight: the startup message, each simple `Query` and each `Sync`
 //!   get exactly one `ReadyForQuery`, even after an error, so a FIFO of sent cycles popped at
 //!   each `ReadyForQuery` is exact;
-//! - which of those do the caller's work (an `Execute`, or a simple query) rather than
-//!   tokio-postgres's own housekeeping (closing a dropped statement, rolling back a dropped
-//!   transaction), which the next user can safely queue behind;
+//! - which of those may do a caller's work, and which are tokio-postgres's own housekeeping that
+//!   the next user can safely queue behind. Housekeeping is told apart by what it *is*, never by
+//!   a prefix a user could also send: a cycle of nothing but `Close` messages (a dropped
+//!   statement or portal), and a simple query whose whole text is `ROLLBACK` (a dropped
+//!   transaction; the statement ends the previous user's transaction, as the pool would, and
+//!   can wait on nothing). Everything else is work, a `Parse` or `Bind` included: both can wait
+//!   on a lock;
 //! - the transaction status of the last `ReadyForQuery`.
 //!
 //! pgx makes the same checks (busy, transaction status) before reusing a connection. Here they
@@ -73,9 +77,7 @@ impl TransactionStatus {
 pub(crate) struct Wire {
     /// Request cycles sent and not yet answered.
     in_flight: AtomicU64,
-    /// Of those, the ones doing the caller's work (an `Execute`, or a simple query other than
-    /// the `ROLLBACK` tokio-postgres sends for a dropped transaction). Closing a dropped
-    /// statement or preparing one is housekeeping that the next user can safely queue behind.
+    /// Of those, the ones that may do a caller's work (see the module docs).
     work_in_flight: AtomicU64,
     status: AtomicU64,
     /// Woken when the last unit of work in flight is answered.
@@ -135,8 +137,9 @@ impl Wire {
 const SSL_REQUEST_CODE: u32 = 80_877_103;
 const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 
-/// The simple query tokio-postgres sends for a transaction dropped without commit or rollback.
-const ROLLBACK: &[u8] = b"ROLLBACK";
+/// The simple query tokio-postgres sends for a transaction dropped without commit or rollback,
+/// as it is on the wire: the whole message body.
+const ROLLBACK_QUERY: &[u8] = b"ROLLBACK\0";
 
 /// Splits one direction of the protocol into messages.
 ///
@@ -231,8 +234,10 @@ pub(crate) struct Watched<S> {
     incoming: Splitter,
     /// The request cycles awaiting a `ReadyForQuery`, oldest first: whether each is work.
     pending: VecDeque<bool>,
-    /// Whether the cycle being sent (up to its `Sync`) has an `Execute`.
+    /// Whether the cycle being sent (up to its `Sync`) has a message other than `Close`.
     cycle_has_work: bool,
+    /// Whether the simple query being sent may still be a bare `ROLLBACK`.
+    maybe_rollback: bool,
     /// The client asked for encryption; the server's next byte is a bare `S` or `N`.
     encryption_reply_next: bool,
     /// Encryption took over below this layer: the bytes are no longer the protocol.
@@ -248,6 +253,7 @@ impl<S> Watched<S> {
             incoming: Splitter::new(false),
             pending: VecDeque::new(),
             cycle_has_work: false,
+            maybe_rollback: false,
             encryption_reply_next: false,
             stopped: false,
         }
@@ -269,6 +275,7 @@ impl<S> Watched<S> {
         }
         let pending = &mut self.pending;
         let cycle_has_work = &mut self.cycle_has_work;
+        let maybe_rollback = &mut self.maybe_rollback;
         let mut asked_for_encryption = false;
         self.outgoing.feed(bytes, |splitter, frame| match frame {
             Frame::Untyped(SSL_REQUEST_CODE | GSSENC_REQUEST_CODE) => asked_for_encryption = true,
@@ -277,21 +284,27 @@ impl<S> Watched<S> {
                 splitter.untyped = false;
                 pending.push_back(false);
             }
-            // A simple query is a cycle of its own; it counts as work until its text shows it
-            // is the rollback of a dropped transaction.
-            Frame::Typed(b'Q') => pending.push_back(true),
-            Frame::Body { kind: b'Q', offset, bytes } if offset < ROLLBACK.len() => {
-                let end = ROLLBACK.len().min(offset + bytes.len());
-                let matches = bytes[..end - offset] == ROLLBACK[offset..end];
-                if let Some(is_work) = pending.back_mut() {
-                    if !matches {
-                        *is_work = true;
-                    } else if end == ROLLBACK.len() {
+            // A simple query (or a function call) is a cycle of its own, and work unless its
+            // whole text turns out to be `ROLLBACK`.
+            Frame::Typed(b'Q') => {
+                pending.push_back(true);
+                *maybe_rollback = splitter.body_left == ROLLBACK_QUERY.len();
+            }
+            Frame::Typed(b'F') => pending.push_back(true),
+            Frame::Body { kind: b'Q', offset, bytes } if *maybe_rollback => {
+                let end = offset + bytes.len();
+                if ROLLBACK_QUERY.get(offset..end) != Some(bytes) {
+                    *maybe_rollback = false;
+                } else if end == ROLLBACK_QUERY.len() {
+                    *maybe_rollback = false;
+                    if let Some(is_work) = pending.back_mut() {
                         *is_work = false;
                     }
                 }
             }
-            Frame::Typed(b'E') => *cycle_has_work = true,
+            // Parse, Bind, Describe, Execute: anything in a cycle but `Close` may wait on the
+            // server. Flush, password and copy messages belong to a cycle already counted.
+            Frame::Typed(b'P' | b'B' | b'D' | b'E') => *cycle_has_work = true,
             Frame::Typed(b'S') => pending.push_back(std::mem::take(cycle_has_work)),
             Frame::Typed(_) | Frame::Body { .. } => {}
         });
@@ -442,9 +455,28 @@ mod tests {
 
     #[test]
     fn a_simple_query_in_flight_is_busy_whatever_its_length() {
-        for query in [&b"SELECT pg_sleep(60)\0"[..], b"BEGIN\0", b"ROLL\0"] {
+        for query in [
+            &b"SELECT pg_sleep(60)\0"[..],
+            b"BEGIN\0",
+            b"ROLL\0",
+            b"ROLLBACK; SELECT pg_sleep(3)\0",
+            b"ROLLBACK TO sp_1\0",
+            b"ROLLBACX\0",
+            b"rollback\0",
+        ] {
             let mut outgoing = startup();
             outgoing.extend(typed(b'Q', query));
+            let incoming = typed(b'Z', b"I");
+            each_split(&outgoing, &incoming, |wire| assert!(wire.is_busy()));
+        }
+    }
+
+    #[test]
+    fn a_prepare_or_bind_in_flight_is_busy() {
+        for kind in [b'P', b'B', b'D'] {
+            let mut outgoing = startup();
+            outgoing.extend(typed(kind, &[0; 6]));
+            outgoing.extend(typed(b'S', b""));
             let incoming = typed(b'Z', b"I");
             each_split(&outgoing, &incoming, |wire| assert!(wire.is_busy()));
         }
