@@ -92,6 +92,11 @@ macro_rules! atomic_int {
             }
 
             #[inline]
+            pub(crate) fn fetch_and(&self, value: $int, order: Ordering) -> $int {
+                self.0.fetch_and(value, order)
+            }
+
+            #[inline]
             pub(crate) fn compare_exchange_weak(
                 &self,
                 current: $int,

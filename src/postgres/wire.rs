@@ -1,11 +1,13 @@
 //! Watching the PostgreSQL wire protocol as it passes, to know when a connection is safe to reuse.
 //!
 //! tokio-postgres does not say whether a connection still has a query in flight (a caller
-//! dropped the future mid-way) or sits inside a transaction (a caller sent `BEGIN` and left).
-//! The server does say: every request cycle ends with a `ReadyForQuery` message carrying the
-//! transaction status. [`Watched`] wraps the byte stream under tokio-postgres, splits both
-//! directions into messages by their length prefix (it never buffers or alters a byte), and
-//! keeps three facts in a [`Wire`] the pool reads on checkout:
+//! dropped the future mid-way), sits inside a transaction (a caller sent `BEGIN` and left), or
+//! carries session state a caller set (`SET`, `LISTEN`, a temporary table). The server does say:
+//! every request cycle ends with a `ReadyForQuery` message carrying the transaction status, every
+//! statement ends with a `CommandComplete` naming what it was, and a change to a reported setting
+//! comes as a `ParameterStatus`. [`Watched`] wraps the byte stream under tokio-postgres, splits
+//! both directions into messages by their length prefix (it never buffers or alters a byte), and
+//! keeps four facts in a [`Wire`] the pool reads on checkout:
 //!
 //! - the request cycles in flight: the startup message, each simple `Query` and each `Sync`
 //!   get exactly one `ReadyForQuery`, even after an error, so a FIFO of sent cycles popped at
@@ -17,10 +19,15 @@
 //!   transaction; the statement ends the previous user's transaction, as the pool would, and
 //!   can wait on nothing). Everything else is work, a `Parse` or `Bind` included: both can wait
 //!   on a lock;
-//! - the transaction status of the last `ReadyForQuery`.
+//! - the transaction status of the last `ReadyForQuery`;
+//! - whether the session was changed: a `CommandComplete` for a statement that leaves state in
+//!   the session (see [`session_effect`]), or a `ParameterStatus` after the startup. The pool's
+//!   own reset is awaited by the manager while it holds the connection alone, so it clears the
+//!   mark once the reset's answer has arrived (everything before it in the FIFO has too).
 //!
-//! pgx makes the same checks (busy, transaction status) before reusing a connection. Here they
-//! cost a few byte comparisons per message.
+//! pgx makes the same checks (busy, transaction status) before reusing a connection, and HikariCP
+//! keeps the same kind of dirty bits (for the JDBC setters it sees). Here they cost a few byte
+//! comparisons per message.
 
 use std::collections::VecDeque;
 use std::io;
@@ -71,8 +78,18 @@ impl TransactionStatus {
     }
 }
 
+/// The session holds state a user set, as the protocol showed or the user said.
+pub(crate) const DIRTY: u64 = 1;
+/// The server dropped every prepared statement: a user ran `DISCARD ALL` or `DEALLOCATE ALL`.
+pub(crate) const STATEMENTS_LOST: u64 = 2;
+
 /// What the watcher has seen on one connection; shared between the stream (written by the
 /// connection task) and the pooled connection (read when it is checked out).
+///
+/// The connection task is the only writer of the counts and the status; it publishes the session
+/// marks, then the status, then the counts, each with `Release`, and readers load the counts
+/// first with `Acquire`. So a reader that sees a request answered also sees the status and the
+/// session marks its answer carried (the loom models check this).
 #[derive(Debug, Default)]
 pub(crate) struct Wire {
     /// Request cycles sent and not yet answered.
@@ -80,6 +97,8 @@ pub(crate) struct Wire {
     /// Of those, the ones that may do a caller's work (see the module docs).
     work_in_flight: AtomicU64,
     status: AtomicU64,
+    /// [`DIRTY`] and [`STATEMENTS_LOST`].
+    session: AtomicU64,
     /// Woken when the last unit of work in flight is answered.
     settled: Notify,
 }
@@ -101,25 +120,55 @@ impl Wire {
         TransactionStatus::from_word(self.status.load(Ordering::Acquire))
     }
 
+    /// Whether the session holds state a user set since the last reset.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.session.load(Ordering::Acquire) & DIRTY != 0
+    }
+
+    /// Marks the session as holding state a user set.
+    pub(crate) fn mark_dirty(&self) {
+        self.session.fetch_or(DIRTY, Ordering::Release);
+    }
+
+    /// Forgets the session's state after a reset whose answer has arrived, on a connection no one
+    /// else can send on.
+    pub(crate) fn clear_dirty(&self) {
+        self.session.fetch_and(!DIRTY, Ordering::AcqRel);
+    }
+
+    /// Whether the server dropped every prepared statement since the last call.
+    pub(crate) fn take_statements_lost(&self) -> bool {
+        // Checked on every `prepare_cached`: a plain load keeps the common case a read.
+        self.session.load(Ordering::Acquire) & STATEMENTS_LOST != 0
+            && self.session.fetch_and(!STATEMENTS_LOST, Ordering::AcqRel) & STATEMENTS_LOST != 0
+    }
+
     /// Waits up to `grace` for the work in flight to be answered; whether it was.
     ///
     /// tokio-postgres hands rows to the caller as they arrive, so a caller can finish (and return
     /// the connection) a moment before the server's closing `ReadyForQuery` is read. A short
     /// grace tells that apart from a query abandoned mid-way.
     pub(crate) async fn settle(&self, grace: Duration) -> bool {
-        let settled = async {
-            loop {
-                let notified = self.settled.notified();
-                if !self.is_busy() {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(grace, settled).await.is_ok()
+        tokio::time::timeout(grace, self.settled()).await.is_ok()
     }
 
-    fn publish(&self, pending: &VecDeque<bool>, status: Option<u8>) {
+    /// Waits until no work is in flight.
+    async fn settled(&self) {
+        loop {
+            // Registered before the check, so an answer published between the two still wakes
+            // this waiter.
+            let notified = self.settled.notified();
+            if !self.is_busy() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn publish(&self, pending: &VecDeque<bool>, status: Option<u8>, session: u64) {
+        if session != 0 {
+            self.session.fetch_or(session, Ordering::Release);
+        }
         if let Some(status) = status {
             self.status.store(TransactionStatus::from_byte(status).to_word(), Ordering::Release);
         }
@@ -132,6 +181,36 @@ impl Wire {
         }
     }
 }
+
+/// What a statement's `CommandComplete` tag (`tag`: its first bytes, NUL included when it fits)
+/// says about the session: [`DIRTY`] for a statement that leaves state in it, [`STATEMENTS_LOST`]
+/// for one that drops every prepared statement, 0 otherwise.
+///
+/// The tag names the statement, not its object, so the rules are conservative: every `CREATE`
+/// counts (a temporary table, view, sequence or function looks like a permanent one), `SET` counts
+/// even as `SET LOCAL` or inside a transaction later rolled back, and `DO` counts (an anonymous
+/// block can set anything). What no tag shows: `CREATE TABLE ... AS` and `SELECT ... INTO`
+/// (tagged `SELECT`, like any query), settings changed through `set_config()` that the server does
+/// not report, session advisory locks, and `currval`/`lastval`. The user marks those with
+/// `PgConnection::mark_dirty`.
+fn session_effect(tag: &[u8]) -> u64 {
+    if tag.starts_with(b"CREATE ") {
+        return DIRTY;
+    }
+    let Some(end) = tag.iter().position(|&byte| byte == 0) else {
+        // Longer than the bytes kept: none of the tags below.
+        return 0;
+    };
+    match &tag[..end] {
+        b"SET" | b"RESET" | b"LISTEN" | b"PREPARE" | b"DECLARE CURSOR" | b"DO" => DIRTY,
+        b"DISCARD ALL" | b"DEALLOCATE ALL" => STATEMENTS_LOST,
+        _ => 0,
+    }
+}
+
+/// How many bytes of a `CommandComplete` tag the watcher keeps: the longest tag it matches
+/// (`DECLARE CURSOR`, `DEALLOCATE ALL`) with its NUL.
+const TAG_BYTES: usize = 16;
 
 /// `SSLRequest` and `GSSENCRequest`: untyped messages the server answers with a single byte.
 const SSL_REQUEST_CODE: u32 = 80_877_103;
@@ -238,6 +317,10 @@ pub(crate) struct Watched<S> {
     cycle_has_work: bool,
     /// Whether the simple query being sent may still be a bare `ROLLBACK`.
     maybe_rollback: bool,
+    /// The first bytes of the `CommandComplete` being received.
+    tag: [u8; TAG_BYTES],
+    /// The session's startup has been answered: a `ParameterStatus` now means a change.
+    started: bool,
     /// The client asked for encryption; the server's next byte is a bare `S` or `N`.
     encryption_reply_next: bool,
     /// Encryption took over below this layer: the bytes are no longer the protocol.
@@ -254,6 +337,8 @@ impl<S> Watched<S> {
             pending: VecDeque::new(),
             cycle_has_work: false,
             maybe_rollback: false,
+            tag: [0; TAG_BYTES],
+            started: false,
             encryption_reply_next: false,
             stopped: false,
         }
@@ -311,7 +396,7 @@ impl<S> Watched<S> {
         if asked_for_encryption {
             self.encryption_reply_next = true;
         }
-        self.wire.publish(&self.pending, None);
+        self.wire.publish(&self.pending, None, 0);
     }
 
     fn saw_incoming(&mut self, mut bytes: &[u8]) {
@@ -328,15 +413,31 @@ impl<S> Watched<S> {
             bytes = &bytes[1..];
         }
         let pending = &mut self.pending;
+        let tag = &mut self.tag;
+        let started = &mut self.started;
         let mut status = None;
-        self.incoming.feed(bytes, |_, frame| match frame {
+        let mut session = 0;
+        self.incoming.feed(bytes, |splitter, frame| match frame {
             Frame::Typed(b'Z') => {
                 pending.pop_front();
+                *started = true;
             }
             Frame::Body { kind: b'Z', offset: 0, bytes } => status = Some(bytes[0]),
+            // The startup reports every setting; after it, a report is a change.
+            Frame::Typed(b'S') if *started => session |= DIRTY,
+            Frame::Typed(b'C') => *tag = [0xff; TAG_BYTES],
+            Frame::Body { kind: b'C', offset, bytes } => {
+                if offset < TAG_BYTES {
+                    let kept = bytes.len().min(TAG_BYTES - offset);
+                    tag[offset..offset + kept].copy_from_slice(&bytes[..kept]);
+                }
+                if splitter.body_left == 0 {
+                    session |= session_effect(&tag[..]);
+                }
+            }
             Frame::Typed(_) | Frame::Untyped(_) | Frame::Body { .. } => {}
         });
-        self.wire.publish(&self.pending, status);
+        self.wire.publish(&self.pending, status, session);
     }
 }
 
@@ -480,6 +581,84 @@ mod tests {
             let incoming = typed(b'Z', b"I");
             each_split(&outgoing, &incoming, |wire| assert!(wire.is_busy()));
         }
+    }
+
+    /// The session marks after a startup and one simple query answered with `answer`.
+    fn session_after(answer: &[u8]) -> Vec<(bool, bool)> {
+        let mut outgoing = startup();
+        outgoing.extend(typed(b'Q', b"...\0"));
+        let mut incoming = typed(b'S', b"TimeZone\0UTC\0");
+        incoming.extend(typed(b'Z', b"I"));
+        incoming.extend_from_slice(answer);
+        incoming.extend(typed(b'Z', b"I"));
+        let marks = std::cell::RefCell::new(Vec::new());
+        each_split(&outgoing, &incoming, |wire| {
+            assert!(!wire.is_busy());
+            let lost = wire.take_statements_lost();
+            marks.borrow_mut().push((wire.is_dirty(), lost));
+        });
+        marks.into_inner()
+    }
+
+    #[test]
+    fn statements_that_leave_session_state_mark_it_dirty() {
+        for tag in [
+            &b"SET\0"[..],
+            b"RESET\0",
+            b"LISTEN\0",
+            b"PREPARE\0",
+            b"DECLARE CURSOR\0",
+            b"CREATE TABLE\0",
+            b"CREATE MATERIALIZED VIEW\0",
+            b"DO\0",
+        ] {
+            let marks = session_after(&typed(b'C', tag));
+            assert!(marks.iter().all(|&mark| mark == (true, false)), "{tag:?}: {marks:?}");
+        }
+    }
+
+    #[test]
+    fn a_reported_setting_that_changes_after_the_startup_marks_the_session_dirty() {
+        let mut answer = typed(b'S', b"TimeZone\0UTC+5\0");
+        answer.extend(typed(b'T', &[0; 6]));
+        answer.extend(typed(b'C', b"SELECT 1\0"));
+        let marks = session_after(&answer);
+        assert!(marks.iter().all(|&mark| mark == (true, false)), "{marks:?}");
+    }
+
+    #[test]
+    fn queries_and_the_startup_leave_the_session_clean() {
+        for tag in [
+            &b"SELECT 1\0"[..],
+            b"INSERT 0 1\0",
+            b"SHOW\0",
+            b"SETTINGS\0",
+            b"DISCARD TEMP\0",
+            b"BEGIN\0",
+            b"ROLLBACK\0",
+            b"ALTER TABLE\0",
+        ] {
+            let marks = session_after(&typed(b'C', tag));
+            assert!(marks.iter().all(|&mark| mark == (false, false)), "{tag:?}: {marks:?}");
+        }
+    }
+
+    #[test]
+    fn discard_all_and_deallocate_all_lose_the_prepared_statements() {
+        for tag in [&b"DISCARD ALL\0"[..], b"DEALLOCATE ALL\0"] {
+            let marks = session_after(&typed(b'C', tag));
+            assert!(marks.iter().all(|&mark| mark == (false, true)), "{tag:?}: {marks:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_mark_and_a_reset_set_and_clear_the_session() {
+        let wire = Wire::default();
+        assert!(!wire.is_dirty());
+        wire.mark_dirty();
+        assert!(wire.is_dirty());
+        wire.clear_dirty();
+        assert!(!wire.is_dirty());
     }
 
     #[test]
