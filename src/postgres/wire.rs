@@ -36,9 +36,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, Notify, Ordering};
 
 /// Where a connection stands with respect to transactions, as of its last completed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,7 +88,7 @@ pub(crate) const STATEMENTS_LOST: u64 = 2;
 /// The connection task is the only writer of the counts and the status; it publishes the session
 /// marks, then the status, then the counts, each with `Release`, and readers load the counts
 /// first with `Acquire`. So a reader that sees a request answered also sees the status and the
-/// session marks its answer carried (the loom models check this).
+/// session marks its answer carried (`wire/loom_models.rs` checks this).
 #[derive(Debug, Default)]
 pub(crate) struct Wire {
     /// Request cycles sent and not yet answered.
@@ -165,7 +164,17 @@ impl Wire {
         }
     }
 
-    fn publish(&self, pending: &VecDeque<bool>, status: Option<u8>, session: u64) {
+    /// Publishes what the watcher saw; `work_before` is the count it published last (the
+    /// watcher is the only writer, so it keeps its own copy rather than reading the atomic back;
+    /// a read-back would also hide the race with a checkout's read from loom, which judges each
+    /// store against the last access only). Returns the count published now.
+    fn publish(
+        &self,
+        work_before: u64,
+        pending: &VecDeque<bool>,
+        status: Option<u8>,
+        session: u64,
+    ) -> u64 {
         if session != 0 {
             self.session.fetch_or(session, Ordering::Release);
         }
@@ -174,11 +183,11 @@ impl Wire {
         }
         let work = pending.iter().filter(|&&is_work| is_work).count() as u64;
         self.in_flight.store(pending.len() as u64, Ordering::Release);
-        let before = self.work_in_flight.load(Ordering::Relaxed);
         self.work_in_flight.store(work, Ordering::Release);
-        if work == 0 && before > 0 {
+        if work == 0 && work_before > 0 {
             self.settled.notify_waiters();
         }
+        work
     }
 }
 
@@ -313,6 +322,8 @@ pub(crate) struct Watched<S> {
     incoming: Splitter,
     /// The request cycles awaiting a `ReadyForQuery`, oldest first: whether each is work.
     pending: VecDeque<bool>,
+    /// The count of work in flight last published to the wire.
+    work_published: u64,
     /// Whether the cycle being sent (up to its `Sync`) has a message other than `Close`.
     cycle_has_work: bool,
     /// Whether the simple query being sent may still be a bare `ROLLBACK`.
@@ -335,6 +346,7 @@ impl<S> Watched<S> {
             outgoing: Splitter::new(true),
             incoming: Splitter::new(false),
             pending: VecDeque::new(),
+            work_published: 0,
             cycle_has_work: false,
             maybe_rollback: false,
             tag: [0; TAG_BYTES],
@@ -396,7 +408,7 @@ impl<S> Watched<S> {
         if asked_for_encryption {
             self.encryption_reply_next = true;
         }
-        self.wire.publish(&self.pending, None, 0);
+        self.work_published = self.wire.publish(self.work_published, &self.pending, None, 0);
     }
 
     fn saw_incoming(&mut self, mut bytes: &[u8]) {
@@ -437,7 +449,8 @@ impl<S> Watched<S> {
             }
             Frame::Typed(_) | Frame::Untyped(_) | Frame::Body { .. } => {}
         });
-        self.wire.publish(&self.pending, status, session);
+        self.work_published =
+            self.wire.publish(self.work_published, &self.pending, status, session);
     }
 }
 
@@ -478,6 +491,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(all(test, millpond_loom))]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {
