@@ -50,7 +50,7 @@ const PRECISE_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET
 ///
 /// The default is [`Precise`](Self::Precise): a clean connection (by far the common case) costs
 /// nothing, a dirty one one round trip, and the statement cache survives. The measured cost of
-/// each policy is in `benches/postgres.rs` (`reset/*`).
+/// each policy is in `benches/postgres.rs` (`pg_session_reset_64_tasks`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum SessionReset {
