@@ -437,6 +437,7 @@ impl<S> Watched<S> {
             Frame::Body { kind: b'Z', offset: 0, bytes } => status = Some(bytes[0]),
             // The startup reports every setting; after it, a report is a change.
             Frame::Typed(b'S') if *started => session |= DIRTY,
+            // No NUL in the buffer but the tag's own, so a short tag is told from a long one.
             Frame::Typed(b'C') => *tag = [0xff; TAG_BYTES],
             Frame::Body { kind: b'C', offset, bytes } => {
                 if offset < TAG_BYTES {
