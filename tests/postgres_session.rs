@@ -300,9 +300,16 @@ async fn a_custom_reset_runs_only_when_the_session_is_dirty() {
 async fn the_statement_cache_survives_a_precise_reset() {
     let Some(server) = PgServer::start() else { return };
     let pool = pool(&server, "statements", SessionReset::default());
+    let admin = server.admin().await;
+    admin
+        .batch_execute("CREATE TYPE mood AS ENUM ('calm'); CREATE TYPE hue AS ENUM ('red')")
+        .await
+        .unwrap();
 
     {
         let conn = pool.get().await.unwrap();
+        // tokio-postgres prepares its own statement to look up a custom type, and keeps it.
+        conn.query_one("SELECT 'calm'::mood", &[]).await.unwrap();
         conn.prepare_cached("SELECT $1::int + 1").await.unwrap();
         conn.batch_execute("SET TIME ZONE 'Asia/Tokyo'; PREPARE mine AS SELECT 2").await.unwrap();
     }
@@ -311,6 +318,9 @@ async fn the_statement_cache_survives_a_precise_reset() {
     let statement = conn.prepare_cached("SELECT $1::int + 1").await.unwrap();
     let row = conn.query_one(&statement, &[&41_i32]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42, "the cached statement still exists on the server");
+    // So does tokio-postgres's (a `DISCARD ALL` would make this fail: "prepared statement ...
+    // does not exist").
+    conn.query_one("SELECT 'red'::hue", &[]).await.unwrap();
     assert_eq!(
         probe(&conn, "SELECT count(*)::text FROM pg_prepared_statements WHERE from_sql").await,
         "0",
