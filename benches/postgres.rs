@@ -14,6 +14,11 @@
 //! window and prints queries/s, the p50/p99/max latency of one query (checkout included) and
 //! the least-served task's share of the fair share (1.00 = even, 0 = a task was starved).
 //!
+//! The cost of each `SessionReset` policy is measured apart (`pg_session_reset_64_tasks`): the
+//! same 64 tasks over 8 millpond connections, each checkout either running the prepared query
+//! only (a clean session) or a `SET statement_timeout` first (a dirty one), under `Off`,
+//! `Precise` (the default), `DiscardAll` and a `Custom("RESET ALL")`.
+//!
 //! `cargo bench --bench postgres --features postgres`; needs the PostgreSQL server binaries
 //! (found as the tests find them: `PG_BIN`, `pg_config`, `/usr/lib/postgresql/*/bin`).
 #![allow(clippy::disallowed_types)]
@@ -28,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use millpond::postgres::{PgManager, PgPool};
+use millpond::postgres::{PgManager, PgPool, SessionReset};
 use server::PgServer;
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, Config, NoTls, Statement};
@@ -189,6 +194,98 @@ impl Contender for Shared {
     }
 }
 
+// --- session reset policies ----------------------------------------------------------------------
+
+/// The pool size of the reset benchmark.
+const RESET_POOL_SIZE: usize = 8;
+
+/// What each checkout of the reset benchmark leaves in the session.
+#[derive(Clone, Copy, Debug)]
+enum Leaves {
+    /// Nothing: the prepared query only.
+    Nothing,
+    /// A setting: `SET statement_timeout`, then the prepared query.
+    Setting,
+}
+
+fn reset_policies() -> [(&'static str, SessionReset); 4] {
+    [
+        ("off", SessionReset::Off),
+        ("precise", SessionReset::Precise),
+        ("discard_all", SessionReset::DiscardAll),
+        ("custom_reset_all", SessionReset::Custom("RESET ALL".into())),
+    ]
+}
+
+async fn reset_pool(config: Config, reset: SessionReset) -> PgPool {
+    millpond::pool::Pool::builder(PgManager::new(config).session_reset(reset))
+        .max_size(RESET_POOL_SIZE)
+        .check_on_get(false)
+        .build()
+        .unwrap()
+}
+
+/// One checkout of the reset benchmark.
+async fn checkout_leaving(pool: &PgPool, leaves: Leaves) {
+    let conn = pool.get().await.unwrap();
+    if let Leaves::Setting = leaves {
+        conn.batch_execute("SET statement_timeout = '5s'").await.unwrap();
+    }
+    let statement = conn.prepare_cached(QUERY).await.unwrap();
+    conn.query_one(&statement, &[]).await.unwrap();
+}
+
+/// Runs `checkouts` checkouts spread over the tasks; returns the time they took.
+async fn run_reset_batch(pool: &PgPool, leaves: Leaves, checkouts: u64) -> Duration {
+    let left = Arc::new(AtomicUsize::new(checkouts as usize));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (pool, left) = (pool.clone(), Arc::clone(&left));
+            tokio::spawn(async move {
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    checkout_leaving(&pool, leaves).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn bench_reset_policies(criterion: &mut Criterion, server: &PgServer) {
+    let rt = runtime();
+    let mut group =
+        criterion.benchmark_group(format!("pg_session_reset_64_tasks/pool_{RESET_POOL_SIZE}"));
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    for (name, reset) in reset_policies() {
+        for leaves in [Leaves::Nothing, Leaves::Setting] {
+            let pool = rt.block_on(async {
+                let pool = reset_pool(server.config(name), reset.clone()).await;
+                run_reset_batch(&pool, leaves, 1_000).await;
+                pool
+            });
+            let id = format!("{name}/leaves_{leaves:?}").to_lowercase();
+            group.bench_function(BenchmarkId::from_parameter(id), |b| {
+                b.to_async(&rt).iter_custom(|checkouts| {
+                    let pool = pool.clone();
+                    async move { run_reset_batch(&pool, leaves, checkouts).await }
+                });
+            });
+            drop(pool);
+        }
+    }
+    group.finish();
+}
+
 // --- harness --------------------------------------------------------------------------------------
 
 fn runtime() -> Runtime {
@@ -326,6 +423,7 @@ fn main() {
         bench_contender::<Bb8>(&mut criterion, &server, size);
         bench_contender::<Shared>(&mut criterion, &server, size);
     }
+    bench_reset_policies(&mut criterion, &server);
     criterion.final_summary();
     fairness_report(&server);
 }

@@ -102,6 +102,10 @@ macro_rules! atomic_int {
                 self.0.compare_exchange(current, new, success, failure)
             }
 
+            pub(crate) fn fetch_and(&self, value: $int, order: Ordering) -> $int {
+                self.0.fetch_and(value, order)
+            }
+
             #[inline]
             pub(crate) fn compare_exchange_weak(
                 &self,
@@ -161,4 +165,69 @@ pub(crate) fn unique_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     // Relaxed: only distinctness matters.
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Wakes every task waiting at the moment it is told to: tokio's `Notify`, or under loom a model
+/// of the part of it the crate relies on (a `Notified` created before `notify_waiters` completes,
+/// polled or not, is woken by it), so that models check how the crate uses it.
+#[cfg(not(millpond_loom))]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code, reason = "used by the watcher"))]
+pub(crate) type Notify = tokio::sync::Notify;
+#[cfg(millpond_loom)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code, reason = "used by the watcher"))]
+pub(crate) type Notify = loom_notify::Notify;
+
+#[cfg(millpond_loom)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code, reason = "used by the watcher"))]
+mod loom_notify {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    #[derive(Debug, Default)]
+    struct State {
+        /// How many times `notify_waiters` ran.
+        generation: u64,
+        waiters: Vec<Waker>,
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Notify(loom::sync::Mutex<State>);
+
+    impl Notify {
+        fn state(&self) -> loom::sync::MutexGuard<'_, State> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        pub(crate) fn notified(&self) -> Notified<'_> {
+            Notified { notify: self, generation: self.state().generation }
+        }
+
+        pub(crate) fn notify_waiters(&self) {
+            let waiters = {
+                let mut state = self.state();
+                state.generation += 1;
+                std::mem::take(&mut state.waiters)
+            };
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    pub(crate) struct Notified<'a> {
+        notify: &'a Notify,
+        generation: u64,
+    }
+
+    impl Future for Notified<'_> {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let mut state = self.notify.state();
+            if state.generation != self.generation {
+                return Poll::Ready(());
+            }
+            state.waiters.push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
 }

@@ -321,6 +321,45 @@ async fn a_prepare_dropped_mid_way_leaves_the_connection_usable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_query_that_starts_with_rollback_is_not_taken_for_housekeeping() {
+    let Some(server) = PgServer::start() else { return };
+    let admin = server.admin().await;
+    let pool = pool(&server, "rollback-prefix", 1);
+
+    let (abandoned_pid, was_busy) = {
+        let conn = pool.get().await.unwrap();
+        let pid = backend_pid(&conn).await;
+        let sleeping = conn.batch_execute("ROLLBACK; SELECT pg_sleep(3)");
+        tokio::select! {
+            _ = sleeping => panic!("the sleep finished"),
+            () = wait_until("the sleep runs", Duration::from_secs(10), || async {
+                admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE pid = $1 AND state = 'active' AND query LIKE 'ROLLBACK;%'",
+                        &[&pid],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    == 1
+            }) => {}
+        }
+        (pid, conn.is_busy())
+    };
+
+    // The next user is not queued behind the sleep on the same session: it gets a fresh one.
+    let conn = pool.get().await.unwrap();
+    assert!(!conn.is_busy());
+    assert_ne!(backend_pid(&conn).await, abandoned_pid);
+    assert!(was_busy, "a query that merely starts with ROLLBACK is the user's work");
+    let one: i32 = conn.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    drop(conn);
+    assert_eq!(pool.metrics().closed.broken, 1, "{:?}", pool.metrics());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_size_holds_and_min_idle_is_kept_as_the_server_counts() {
     let Some(server) = PgServer::start() else { return };
     let admin = server.admin().await;

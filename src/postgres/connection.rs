@@ -20,7 +20,10 @@ const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// The pool watches it: a connection returned with a query still in flight (its future was
 /// dropped mid-query) is closed and its query cancelled on the server; one returned inside a
-/// transaction is rolled back before anyone else gets it.
+/// transaction is rolled back before anyone else gets it; one whose session a user changed
+/// (`SET`, `LISTEN`, a temporary table, ...) is reset as the manager's
+/// [`SessionReset`](super::SessionReset) says. State the protocol cannot show, such as a session
+/// advisory lock taken through `SELECT`, is flagged with [`mark_dirty`](Self::mark_dirty).
 pub struct PgConnection {
     client: Client,
     pub(crate) wire: Arc<Wire>,
@@ -65,6 +68,10 @@ impl PgConnection {
     /// housekeeping, not work (no query runs), so the connection stays usable and the pool does
     /// not close it.
     pub async fn prepare_cached(&self, query: &str) -> Result<Statement, tokio_postgres::Error> {
+        if self.wire.take_statements_lost() {
+            // A `DISCARD ALL` or `DEALLOCATE ALL` dropped them on the server.
+            self.statements.lock().clear();
+        }
         if let Some(statement) = self.statements.lock().get(query) {
             return Ok(statement.clone());
         }
@@ -89,6 +96,35 @@ impl PgConnection {
     /// The transaction status the server reported at the end of the last completed request.
     pub fn transaction_status(&self) -> TransactionStatus {
         self.wire.status()
+    }
+
+    /// Marks the session as changed, so the pool resets it before the next user gets it (under
+    /// the default [`SessionReset::Precise`](super::SessionReset::Precise)).
+    ///
+    /// The pool sees most session changes in the protocol (see
+    /// [`SessionReset`](super::SessionReset)); call this after what it cannot see: a session
+    /// advisory lock (`SELECT pg_advisory_lock(..)`), a setting changed with `set_config()`, a
+    /// temporary table made by `CREATE TEMP TABLE ... AS` or `SELECT ... INTO`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(pool: millpond::postgres::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let conn = pool.get().await?;
+    /// conn.execute("SELECT pg_advisory_lock($1)", &[&42_i64]).await?;
+    /// conn.mark_dirty();
+    /// // ... work under the lock; if this code returns early, the reset releases it.
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn mark_dirty(&self) {
+        self.wire.mark_dirty();
+    }
+
+    /// Whether the session holds state a user set since the pool last reset it: seen in the
+    /// protocol, or marked with [`mark_dirty`](Self::mark_dirty).
+    pub fn is_dirty(&self) -> bool {
+        self.wire.is_dirty()
     }
 
     /// Whether a query sent on this connection is still waiting for the server's answer (not
@@ -126,6 +162,7 @@ impl std::fmt::Debug for PgConnection {
             .field("endpoint", &self.endpoint)
             .field("busy", &self.is_busy())
             .field("transaction_status", &self.transaction_status())
+            .field("dirty", &self.is_dirty())
             .field("cached_statements", &self.cached_statements())
             .finish_non_exhaustive()
     }

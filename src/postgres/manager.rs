@@ -22,6 +22,81 @@ const BUSY_GRACE: Duration = Duration::from_millis(20);
 /// Statements each connection keeps prepared, unless configured otherwise.
 const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 256;
 
+/// What [`SessionReset::Precise`] sends: `DISCARD ALL` without `DEALLOCATE ALL` and
+/// `DISCARD PLANS`, which would drop the statements tokio-postgres and
+/// [`PgConnection::prepare_cached`] keep prepared. Only the statements a user made with SQL
+/// `PREPARE` (`from_sql`) are deallocated. One simple query, so one round trip; it may start with
+/// `ROLLBACK` as none of its statements refuses a transaction block.
+const PRECISE_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; \
+    DO $millpond$ DECLARE statement text; BEGIN \
+    FOR statement IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
+    EXECUTE 'DEALLOCATE ' || quote_ident(statement); END LOOP; END $millpond$";
+
+/// How a [`PgManager`] clears the session state one user leaves to the next: settings,
+/// `LISTEN`s, advisory locks, temporary tables, SQL-prepared statements, open cursors.
+///
+/// The reset runs at checkout, where the pool already rolls back an abandoned transaction (in the
+/// same round trip, for [`Precise`](Self::Precise)). A reset cut short (its `get()` cancelled or
+/// timed out) closes the connection, so no one gets a half-reset session.
+///
+/// **Knowing when a session is dirty.** The manager watches the protocol: a `CommandComplete`
+/// for `SET`, `RESET`, `LISTEN`, `PREPARE`, `DECLARE CURSOR`, `DO` or any `CREATE` (a temporary
+/// table looks like a permanent one), or a `ParameterStatus` (the server reporting a changed
+/// setting such as `TimeZone`, `application_name` or the role), marks it. The protocol does not
+/// show session advisory locks, settings changed through `set_config()` that the server does not
+/// report, temporary tables made by `CREATE TEMP TABLE ... AS` or `SELECT ... INTO` (tagged like
+/// any `SELECT`), or `currval`/`lastval`: mark those with [`PgConnection::mark_dirty`].
+///
+/// The default is [`Precise`](Self::Precise): a clean connection (by far the common case) costs
+/// nothing, a dirty one one round trip, and the statement cache survives. The measured cost of
+/// each policy is in `benches/postgres.rs` (`pg_session_reset_64_tasks`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SessionReset {
+    /// Never reset: session state passes from user to user. For applications that set nothing,
+    /// or that set the same things on every checkout.
+    Off,
+    /// Reset a session only when it is dirty, with `DISCARD ALL` minus what would drop the
+    /// statements tokio-postgres keeps prepared: `CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT;
+    /// RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;`
+    /// and a `DEALLOCATE` of each statement made with SQL `PREPARE`. The default.
+    #[default]
+    Precise,
+    /// `DISCARD ALL` on every checkout, dirty or not, as pgbouncer's `server_reset_query`: one
+    /// round trip per checkout. It drops every prepared statement, so the
+    /// [`prepare_cached`](PgConnection::prepare_cached) cache starts over after each one;
+    /// tokio-postgres's own statements for looking up custom types (enums, composites, domains)
+    /// are dropped too, and it does not notice: a query on a custom type the connection has not
+    /// looked up before may then fail with "prepared statement ... does not exist".
+    DiscardAll,
+    /// Run this SQL (as one simple query) when the session is dirty, instead of the
+    /// [`Precise`](Self::Precise) reset. A `DISCARD ALL` or `DEALLOCATE ALL` in it empties the
+    /// statement cache, as in [`DiscardAll`](Self::DiscardAll).
+    Custom(String),
+}
+
+impl SessionReset {
+    /// The statement that resets a session, if this policy resets one in this state.
+    fn statement(&self, dirty: bool) -> Option<&str> {
+        match self {
+            Self::Off => None,
+            Self::Precise => dirty.then_some(PRECISE_RESET),
+            Self::DiscardAll => Some("DISCARD ALL"),
+            Self::Custom(sql) => dirty.then_some(sql.as_str()),
+        }
+    }
+
+    /// Whether a session in this state needs a reset before its next use.
+    fn resets(&self, dirty: bool) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Precise | Self::Custom(_) => dirty,
+            Self::DiscardAll => true,
+        }
+    }
+}
+
 /// A [`Manager`] for PostgreSQL connections over tokio-postgres.
 ///
 /// - **create** opens a socket to the first configured host that answers (TCP or Unix socket,
@@ -32,8 +107,9 @@ const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 256;
 ///   clean connection used within the check window goes out with no I/O (past the window, the
 ///   empty query above); one whose caller dropped a query mid-way (still unanswered after a
 ///   20 ms grace) is closed and its query cancelled on the server; one left inside a
-///   transaction, open or failed, is rolled back first, a round trip paid only by connections
-///   that need it.
+///   transaction, open or failed, is rolled back first, and one whose session a user changed
+///   (`SET`, `LISTEN`, a temporary table, ...) is reset as [`SessionReset`] says (by default only
+///   when the protocol showed a change): a round trip paid only by connections that need it.
 ///
 /// Without TLS (the default, [`NoTls`]) an `sslmode=prefer` configuration connects in plaintext,
 /// as tokio-postgres does; [`with_tls`](Self::with_tls) plugs in a connector such as
@@ -65,6 +141,7 @@ pub struct PgManager<T = NoTls> {
     session: Config,
     tls: T,
     statement_cache_capacity: usize,
+    reset: SessionReset,
 }
 
 /// The configuration to connect with: without a TLS connector, `sslmode=prefer` means plaintext
@@ -85,6 +162,7 @@ impl PgManager<NoTls> {
             config,
             tls: NoTls,
             statement_cache_capacity: DEFAULT_STATEMENT_CACHE_CAPACITY,
+            reset: SessionReset::default(),
         }
     }
 }
@@ -106,6 +184,7 @@ impl<T> PgManager<T> {
             config: self.config,
             tls,
             statement_cache_capacity: self.statement_cache_capacity,
+            reset: self.reset,
         }
     }
 
@@ -113,6 +192,27 @@ impl<T> PgManager<T> {
     /// default; 0 turns the cache off).
     pub fn statement_cache_capacity(mut self, capacity: usize) -> Self {
         self.statement_cache_capacity = capacity;
+        self
+    }
+
+    /// How session state a user leaves behind is cleared before the next user
+    /// ([`SessionReset::Precise`] by default: only when the protocol showed a change).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::postgres::{PgManager, SessionReset};
+    ///
+    /// # fn run() -> Result<(), tokio_postgres::Error> {
+    /// let manager: PgManager = "host=localhost user=app".parse()?;
+    /// let manager = manager.session_reset(SessionReset::DiscardAll);
+    /// # let _ = manager;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn session_reset(mut self, reset: SessionReset) -> Self {
+        self.reset = reset;
         self
     }
 
@@ -161,20 +261,45 @@ where
             // it. Closing the connection (`on_close` cancels the query) is cheaper.
             return Err(Error::Busy);
         }
-        if !conn.wire.status().is_idle() {
-            // Left inside a transaction, open or failed. A rollback tokio-postgres already
-            // queued for a dropped `Transaction` makes this one redundant, which only draws a
-            // warning from the server.
-            conn.batch_execute("ROLLBACK").await?;
-            let status = conn.wire.status();
-            return if status.is_idle() { Ok(()) } else { Err(Error::StuckInTransaction(status)) };
+        // Left inside a transaction, open or failed, it is rolled back. A rollback tokio-postgres
+        // already queued for a dropped `Transaction` makes this one redundant, which only draws a
+        // warning from the server.
+        let rollback = !conn.wire.status().is_idle();
+        let reset = self.reset.statement(conn.wire.is_dirty());
+        match (rollback, reset) {
+            (false, None) => {
+                conn.simple_query("").await?;
+                return Ok(());
+            }
+            (true, None) => conn.batch_execute("ROLLBACK").await?,
+            (false, Some(reset)) => conn.batch_execute(reset).await?,
+            (true, Some(PRECISE_RESET)) => {
+                conn.batch_execute(&format!("ROLLBACK; {PRECISE_RESET}")).await?;
+            }
+            (true, Some(reset)) => {
+                // `DISCARD ALL` refuses to run inside a transaction block, or a multi-statement
+                // query; a custom reset may too.
+                conn.batch_execute("ROLLBACK").await?;
+                conn.batch_execute(reset).await?;
+            }
         }
-        conn.simple_query("").await?;
+        let status = conn.wire.status();
+        if !status.is_idle() {
+            return Err(Error::StuckInTransaction(status));
+        }
+        if reset.is_some() {
+            // The reset's answer has arrived, after everything sent before it, and no one else
+            // can send on this connection: what it marked (its own `SET`s and `RESET`) is gone.
+            conn.wire.clear_dirty();
+        }
         Ok(())
     }
 
     fn needs_check(&self, conn: &PgConnection) -> bool {
-        conn.is_closed() || conn.wire.is_busy() || !conn.wire.status().is_idle()
+        conn.is_closed()
+            || conn.wire.is_busy()
+            || !conn.wire.status().is_idle()
+            || self.reset.resets(conn.wire.is_dirty())
     }
 
     fn is_reusable(&self, conn: &mut PgConnection) -> bool {

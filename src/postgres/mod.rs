@@ -34,7 +34,12 @@
 //!   and the query is cancelled on the server;
 //! - **outside any transaction**: one returned inside a transaction, open or failed, whether
 //!   begun with [`Client::transaction`](tokio_postgres::Client::transaction) or a plain `BEGIN`,
-//!   is rolled back before its next use.
+//!   is rolled back before its next use;
+//! - **without the last user's session state**: settings (`SET`, including the role and time
+//!   zone), `LISTEN`s, temporary tables, SQL-prepared statements and open cursors, which the
+//!   manager sees in the protocol, and advisory locks or anything else a user flags with
+//!   [`PgConnection::mark_dirty`], are reset before its next use, as [`SessionReset`] says; a
+//!   session nobody changed is not reset.
 
 mod connection;
 mod error;
@@ -45,7 +50,7 @@ mod wire;
 
 pub use connection::PgConnection;
 pub use error::Error;
-pub use manager::PgManager;
+pub use manager::{PgManager, SessionReset};
 pub use socket::Socket;
 pub use wire::TransactionStatus;
 

@@ -1,22 +1,33 @@
 //! Watching the PostgreSQL wire protocol as it passes, to know when a connection is safe to reuse.
 //!
 //! tokio-postgres does not say whether a connection still has a query in flight (a caller
-//! dropped the future mid-way) or sits inside a transaction (a caller sent `BEGIN` and left).
-//! The server does say: every request cycle ends with a `ReadyForQuery` message carrying the
-//! transaction status. [`Watched`] wraps the byte stream under tokio-postgres, splits both
-//! directions into messages by their length prefix (it never buffers or alters a byte), and
-//! keeps three facts in a [`Wire`] the pool reads on checkout:
+//! dropped the future mid-way), sits inside a transaction (a caller sent `BEGIN` and left), or
+//! carries session state a caller set (`SET`, `LISTEN`, a temporary table). The server does say:
+//! every request cycle ends with a `ReadyForQuery` message carrying the transaction status, every
+//! statement ends with a `CommandComplete` naming what it was, and a change to a reported setting
+//! comes as a `ParameterStatus`. [`Watched`] wraps the byte stream under tokio-postgres, splits
+//! both directions into messages by their length prefix (it never buffers or alters a byte), and
+//! keeps four facts in a [`Wire`] the pool reads on checkout:
 //!
 //! - the request cycles in flight: the startup message, each simple `Query` and each `Sync`
 //!   get exactly one `ReadyForQuery`, even after an error, so a FIFO of sent cycles popped at
 //!   each `ReadyForQuery` is exact;
-//! - which of those do the caller's work (an `Execute`, or a simple query) rather than
-//!   tokio-postgres's own housekeeping (closing a dropped statement, rolling back a dropped
-//!   transaction), which the next user can safely queue behind;
-//! - the transaction status of the last `ReadyForQuery`.
+//! - which of those may do a caller's work, and which are tokio-postgres's own housekeeping that
+//!   the next user can safely queue behind. Housekeeping is told apart by what it *is*, never by
+//!   a prefix a user could also send: a cycle of nothing but `Close` messages (a dropped
+//!   statement or portal), and a simple query whose whole text is `ROLLBACK` (a dropped
+//!   transaction; the statement ends the previous user's transaction, as the pool would, and
+//!   can wait on nothing). Everything else is work, a `Parse` or `Bind` included: both can wait
+//!   on a lock;
+//! - the transaction status of the last `ReadyForQuery`;
+//! - whether the session was changed: a `CommandComplete` for a statement that leaves state in
+//!   the session (see [`session_effect`]), or a `ParameterStatus` after the startup. The pool's
+//!   own reset is awaited by the manager while it holds the connection alone, so it clears the
+//!   mark once the reset's answer has arrived (everything before it in the FIFO has too).
 //!
-//! pgx makes the same checks (busy, transaction status) before reusing a connection. Here they
-//! cost a few byte comparisons per message.
+//! pgx makes the same checks (busy, transaction status) before reusing a connection, and HikariCP
+//! keeps the same kind of dirty bits (for the JDBC setters it sees). Here they cost a few byte
+//! comparisons per message.
 
 use std::collections::VecDeque;
 use std::io;
@@ -25,9 +36,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, Notify, Ordering};
 
 /// Where a connection stands with respect to transactions, as of its last completed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,17 +77,27 @@ impl TransactionStatus {
     }
 }
 
+/// The session holds state a user set, as the protocol showed or the user said.
+pub(crate) const DIRTY: u64 = 1;
+/// The server dropped every prepared statement: a user ran `DISCARD ALL` or `DEALLOCATE ALL`.
+pub(crate) const STATEMENTS_LOST: u64 = 2;
+
 /// What the watcher has seen on one connection; shared between the stream (written by the
 /// connection task) and the pooled connection (read when it is checked out).
+///
+/// The connection task is the only writer of the counts and the status; it publishes the session
+/// marks, then the status, then the counts, each with `Release`, and readers load the counts
+/// first with `Acquire`. So a reader that sees a request answered also sees the status and the
+/// session marks its answer carried (`wire/loom_models.rs` checks this).
 #[derive(Debug, Default)]
 pub(crate) struct Wire {
     /// Request cycles sent and not yet answered.
     in_flight: AtomicU64,
-    /// Of those, the ones doing the caller's work (an `Execute`, or a simple query other than
-    /// the `ROLLBACK` tokio-postgres sends for a dropped transaction). Closing a dropped
-    /// statement or preparing one is housekeeping that the next user can safely queue behind.
+    /// Of those, the ones that may do a caller's work (see the module docs).
     work_in_flight: AtomicU64,
     status: AtomicU64,
+    /// [`DIRTY`] and [`STATEMENTS_LOST`].
+    session: AtomicU64,
     /// Woken when the last unit of work in flight is answered.
     settled: Notify,
 }
@@ -99,44 +119,115 @@ impl Wire {
         TransactionStatus::from_word(self.status.load(Ordering::Acquire))
     }
 
+    /// Whether the session holds state a user set since the last reset.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.session.load(Ordering::Acquire) & DIRTY != 0
+    }
+
+    /// Marks the session as holding state a user set.
+    pub(crate) fn mark_dirty(&self) {
+        self.session.fetch_or(DIRTY, Ordering::Release);
+    }
+
+    /// Forgets the session's state after a reset whose answer has arrived, on a connection no one
+    /// else can send on.
+    pub(crate) fn clear_dirty(&self) {
+        self.session.fetch_and(!DIRTY, Ordering::AcqRel);
+    }
+
+    /// Whether the server dropped every prepared statement since the last call.
+    pub(crate) fn take_statements_lost(&self) -> bool {
+        // Checked on every `prepare_cached`: a plain load keeps the common case a read.
+        self.session.load(Ordering::Acquire) & STATEMENTS_LOST != 0
+            && self.session.fetch_and(!STATEMENTS_LOST, Ordering::AcqRel) & STATEMENTS_LOST != 0
+    }
+
     /// Waits up to `grace` for the work in flight to be answered; whether it was.
     ///
     /// tokio-postgres hands rows to the caller as they arrive, so a caller can finish (and return
     /// the connection) a moment before the server's closing `ReadyForQuery` is read. A short
     /// grace tells that apart from a query abandoned mid-way.
     pub(crate) async fn settle(&self, grace: Duration) -> bool {
-        let settled = async {
-            loop {
-                let notified = self.settled.notified();
-                if !self.is_busy() {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(grace, settled).await.is_ok()
+        tokio::time::timeout(grace, self.settled()).await.is_ok()
     }
 
-    fn publish(&self, pending: &VecDeque<bool>, status: Option<u8>) {
+    /// Waits until no work is in flight.
+    async fn settled(&self) {
+        loop {
+            // Registered before the check, so an answer published between the two still wakes
+            // this waiter.
+            let notified = self.settled.notified();
+            if !self.is_busy() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Publishes what the watcher saw; `work_before` is the count it published last (the
+    /// watcher is the only writer, so it keeps its own copy rather than reading the atomic back;
+    /// a read-back would also hide the race with a checkout's read from loom, which judges each
+    /// store against the last access only). Returns the count published now.
+    fn publish(
+        &self,
+        work_before: u64,
+        pending: &VecDeque<bool>,
+        status: Option<u8>,
+        session: u64,
+    ) -> u64 {
+        if session != 0 {
+            self.session.fetch_or(session, Ordering::Release);
+        }
         if let Some(status) = status {
             self.status.store(TransactionStatus::from_byte(status).to_word(), Ordering::Release);
         }
         let work = pending.iter().filter(|&&is_work| is_work).count() as u64;
         self.in_flight.store(pending.len() as u64, Ordering::Release);
-        let before = self.work_in_flight.load(Ordering::Relaxed);
         self.work_in_flight.store(work, Ordering::Release);
-        if work == 0 && before > 0 {
+        if work == 0 && work_before > 0 {
             self.settled.notify_waiters();
         }
+        work
     }
 }
+
+/// What a statement's `CommandComplete` tag (`tag`: its first bytes, NUL included when it fits)
+/// says about the session: [`DIRTY`] for a statement that leaves state in it, [`STATEMENTS_LOST`]
+/// for one that drops every prepared statement, 0 otherwise.
+///
+/// The tag names the statement, not its object, so the rules are conservative: every `CREATE`
+/// counts (a temporary table, view, sequence or function looks like a permanent one), `SET` counts
+/// even as `SET LOCAL` or inside a transaction later rolled back, and `DO` counts (an anonymous
+/// block can set anything). What no tag shows: `CREATE TABLE ... AS` and `SELECT ... INTO`
+/// (tagged `SELECT`, like any query), settings changed through `set_config()` that the server does
+/// not report, session advisory locks, and `currval`/`lastval`. The user marks those with
+/// `PgConnection::mark_dirty`.
+fn session_effect(tag: &[u8]) -> u64 {
+    if tag.starts_with(b"CREATE ") {
+        return DIRTY;
+    }
+    let Some(end) = tag.iter().position(|&byte| byte == 0) else {
+        // Longer than the bytes kept: none of the tags below.
+        return 0;
+    };
+    match &tag[..end] {
+        b"SET" | b"RESET" | b"LISTEN" | b"PREPARE" | b"DECLARE CURSOR" | b"DO" => DIRTY,
+        b"DISCARD ALL" | b"DEALLOCATE ALL" => STATEMENTS_LOST,
+        _ => 0,
+    }
+}
+
+/// How many bytes of a `CommandComplete` tag the watcher keeps: the longest tag it matches
+/// (`DECLARE CURSOR`, `DEALLOCATE ALL`) with its NUL.
+const TAG_BYTES: usize = 16;
 
 /// `SSLRequest` and `GSSENCRequest`: untyped messages the server answers with a single byte.
 const SSL_REQUEST_CODE: u32 = 80_877_103;
 const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 
-/// The simple query tokio-postgres sends for a transaction dropped without commit or rollback.
-const ROLLBACK: &[u8] = b"ROLLBACK";
+/// The simple query tokio-postgres sends for a transaction dropped without commit or rollback,
+/// as it is on the wire: the whole message body.
+const ROLLBACK_QUERY: &[u8] = b"ROLLBACK\0";
 
 /// Splits one direction of the protocol into messages.
 ///
@@ -231,8 +322,16 @@ pub(crate) struct Watched<S> {
     incoming: Splitter,
     /// The request cycles awaiting a `ReadyForQuery`, oldest first: whether each is work.
     pending: VecDeque<bool>,
-    /// Whether the cycle being sent (up to its `Sync`) has an `Execute`.
+    /// The count of work in flight last published to the wire.
+    work_published: u64,
+    /// Whether the cycle being sent (up to its `Sync`) has a message other than `Close`.
     cycle_has_work: bool,
+    /// Whether the simple query being sent may still be a bare `ROLLBACK`.
+    maybe_rollback: bool,
+    /// The first bytes of the `CommandComplete` being received.
+    tag: [u8; TAG_BYTES],
+    /// The session's startup has been answered: a `ParameterStatus` now means a change.
+    started: bool,
     /// The client asked for encryption; the server's next byte is a bare `S` or `N`.
     encryption_reply_next: bool,
     /// Encryption took over below this layer: the bytes are no longer the protocol.
@@ -247,7 +346,11 @@ impl<S> Watched<S> {
             outgoing: Splitter::new(true),
             incoming: Splitter::new(false),
             pending: VecDeque::new(),
+            work_published: 0,
             cycle_has_work: false,
+            maybe_rollback: false,
+            tag: [0; TAG_BYTES],
+            started: false,
             encryption_reply_next: false,
             stopped: false,
         }
@@ -269,6 +372,7 @@ impl<S> Watched<S> {
         }
         let pending = &mut self.pending;
         let cycle_has_work = &mut self.cycle_has_work;
+        let maybe_rollback = &mut self.maybe_rollback;
         let mut asked_for_encryption = false;
         self.outgoing.feed(bytes, |splitter, frame| match frame {
             Frame::Untyped(SSL_REQUEST_CODE | GSSENC_REQUEST_CODE) => asked_for_encryption = true,
@@ -277,28 +381,34 @@ impl<S> Watched<S> {
                 splitter.untyped = false;
                 pending.push_back(false);
             }
-            // A simple query is a cycle of its own; it counts as work until its text shows it
-            // is the rollback of a dropped transaction.
-            Frame::Typed(b'Q') => pending.push_back(true),
-            Frame::Body { kind: b'Q', offset, bytes } if offset < ROLLBACK.len() => {
-                let end = ROLLBACK.len().min(offset + bytes.len());
-                let matches = bytes[..end - offset] == ROLLBACK[offset..end];
-                if let Some(is_work) = pending.back_mut() {
-                    if !matches {
-                        *is_work = true;
-                    } else if end == ROLLBACK.len() {
+            // A simple query (or a function call) is a cycle of its own, and work unless its
+            // whole text turns out to be `ROLLBACK`.
+            Frame::Typed(b'Q') => {
+                pending.push_back(true);
+                *maybe_rollback = splitter.body_left == ROLLBACK_QUERY.len();
+            }
+            Frame::Typed(b'F') => pending.push_back(true),
+            Frame::Body { kind: b'Q', offset, bytes } if *maybe_rollback => {
+                let end = offset + bytes.len();
+                if ROLLBACK_QUERY.get(offset..end) != Some(bytes) {
+                    *maybe_rollback = false;
+                } else if end == ROLLBACK_QUERY.len() {
+                    *maybe_rollback = false;
+                    if let Some(is_work) = pending.back_mut() {
                         *is_work = false;
                     }
                 }
             }
-            Frame::Typed(b'E') => *cycle_has_work = true,
+            // Parse, Bind, Describe, Execute: anything in a cycle but `Close` may wait on the
+            // server. Flush, password and copy messages belong to a cycle already counted.
+            Frame::Typed(b'P' | b'B' | b'D' | b'E') => *cycle_has_work = true,
             Frame::Typed(b'S') => pending.push_back(std::mem::take(cycle_has_work)),
             Frame::Typed(_) | Frame::Body { .. } => {}
         });
         if asked_for_encryption {
             self.encryption_reply_next = true;
         }
-        self.wire.publish(&self.pending, None);
+        self.work_published = self.wire.publish(self.work_published, &self.pending, None, 0);
     }
 
     fn saw_incoming(&mut self, mut bytes: &[u8]) {
@@ -315,15 +425,33 @@ impl<S> Watched<S> {
             bytes = &bytes[1..];
         }
         let pending = &mut self.pending;
+        let tag = &mut self.tag;
+        let started = &mut self.started;
         let mut status = None;
-        self.incoming.feed(bytes, |_, frame| match frame {
+        let mut session = 0;
+        self.incoming.feed(bytes, |splitter, frame| match frame {
             Frame::Typed(b'Z') => {
                 pending.pop_front();
+                *started = true;
             }
             Frame::Body { kind: b'Z', offset: 0, bytes } => status = Some(bytes[0]),
+            // The startup reports every setting; after it, a report is a change.
+            Frame::Typed(b'S') if *started => session |= DIRTY,
+            // No NUL in the buffer but the tag's own, so a short tag is told from a long one.
+            Frame::Typed(b'C') => *tag = [0xff; TAG_BYTES],
+            Frame::Body { kind: b'C', offset, bytes } => {
+                if offset < TAG_BYTES {
+                    let kept = bytes.len().min(TAG_BYTES - offset);
+                    tag[offset..offset + kept].copy_from_slice(&bytes[..kept]);
+                }
+                if splitter.body_left == 0 {
+                    session |= session_effect(&tag[..]);
+                }
+            }
             Frame::Typed(_) | Frame::Untyped(_) | Frame::Body { .. } => {}
         });
-        self.wire.publish(&self.pending, status);
+        self.work_published =
+            self.wire.publish(self.work_published, &self.pending, status, session);
     }
 }
 
@@ -364,6 +492,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(all(test, millpond_loom))]
+mod loom_models;
 
 #[cfg(test)]
 mod tests {
@@ -442,12 +573,109 @@ mod tests {
 
     #[test]
     fn a_simple_query_in_flight_is_busy_whatever_its_length() {
-        for query in [&b"SELECT pg_sleep(60)\0"[..], b"BEGIN\0", b"ROLL\0"] {
+        for query in [
+            &b"SELECT pg_sleep(60)\0"[..],
+            b"BEGIN\0",
+            b"ROLL\0",
+            b"ROLLBACK; SELECT pg_sleep(3)\0",
+            b"ROLLBACK TO sp_1\0",
+            b"ROLLBACX\0",
+            b"rollback\0",
+        ] {
             let mut outgoing = startup();
             outgoing.extend(typed(b'Q', query));
             let incoming = typed(b'Z', b"I");
             each_split(&outgoing, &incoming, |wire| assert!(wire.is_busy()));
         }
+    }
+
+    #[test]
+    fn a_prepare_or_bind_in_flight_is_busy() {
+        for kind in [b'P', b'B', b'D'] {
+            let mut outgoing = startup();
+            outgoing.extend(typed(kind, &[0; 6]));
+            outgoing.extend(typed(b'S', b""));
+            let incoming = typed(b'Z', b"I");
+            each_split(&outgoing, &incoming, |wire| assert!(wire.is_busy()));
+        }
+    }
+
+    /// The session marks after a startup and one simple query answered with `answer`.
+    fn session_after(answer: &[u8]) -> Vec<(bool, bool)> {
+        let mut outgoing = startup();
+        outgoing.extend(typed(b'Q', b"...\0"));
+        let mut incoming = typed(b'S', b"TimeZone\0UTC\0");
+        incoming.extend(typed(b'Z', b"I"));
+        incoming.extend_from_slice(answer);
+        incoming.extend(typed(b'Z', b"I"));
+        let marks = std::cell::RefCell::new(Vec::new());
+        each_split(&outgoing, &incoming, |wire| {
+            assert!(!wire.is_busy());
+            let lost = wire.take_statements_lost();
+            marks.borrow_mut().push((wire.is_dirty(), lost));
+        });
+        marks.into_inner()
+    }
+
+    #[test]
+    fn statements_that_leave_session_state_mark_it_dirty() {
+        for tag in [
+            &b"SET\0"[..],
+            b"RESET\0",
+            b"LISTEN\0",
+            b"PREPARE\0",
+            b"DECLARE CURSOR\0",
+            b"CREATE TABLE\0",
+            b"CREATE MATERIALIZED VIEW\0",
+            b"DO\0",
+        ] {
+            let marks = session_after(&typed(b'C', tag));
+            assert!(marks.iter().all(|&mark| mark == (true, false)), "{tag:?}: {marks:?}");
+        }
+    }
+
+    #[test]
+    fn a_reported_setting_that_changes_after_the_startup_marks_the_session_dirty() {
+        let mut answer = typed(b'S', b"TimeZone\0UTC+5\0");
+        answer.extend(typed(b'T', &[0; 6]));
+        answer.extend(typed(b'C', b"SELECT 1\0"));
+        let marks = session_after(&answer);
+        assert!(marks.iter().all(|&mark| mark == (true, false)), "{marks:?}");
+    }
+
+    #[test]
+    fn queries_and_the_startup_leave_the_session_clean() {
+        for tag in [
+            &b"SELECT 1\0"[..],
+            b"INSERT 0 1\0",
+            b"SHOW\0",
+            b"SETTINGS\0",
+            b"DISCARD TEMP\0",
+            b"BEGIN\0",
+            b"ROLLBACK\0",
+            b"ALTER TABLE\0",
+        ] {
+            let marks = session_after(&typed(b'C', tag));
+            assert!(marks.iter().all(|&mark| mark == (false, false)), "{tag:?}: {marks:?}");
+        }
+    }
+
+    #[test]
+    fn discard_all_and_deallocate_all_lose_the_prepared_statements() {
+        for tag in [&b"DISCARD ALL\0"[..], b"DEALLOCATE ALL\0"] {
+            let marks = session_after(&typed(b'C', tag));
+            assert!(marks.iter().all(|&mark| mark == (false, true)), "{tag:?}: {marks:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_mark_and_a_reset_set_and_clear_the_session() {
+        let wire = Wire::default();
+        assert!(!wire.is_dirty());
+        wire.mark_dirty();
+        assert!(wire.is_dirty());
+        wire.clear_dirty();
+        assert!(!wire.is_dirty());
     }
 
     #[test]
