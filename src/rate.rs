@@ -34,9 +34,10 @@ pub(crate) struct Shape {
 impl Shape {
     /// `per_second` tokens a second, at most `burst` at once.
     ///
-    /// Rates above 10^9 a second act as 10^9 (one token a nanosecond, the clock's grain); a burst
-    /// that would take more than a century to refill holds a century's worth. Both only ever
-    /// admit less than asked, never more.
+    /// The interval between tokens is rounded up to a whole nanosecond, the clock's grain: rates
+    /// above about 10^7 a second come out a little lower (6·10^8 acts as 5·10^8, anything above
+    /// 10^9 as 10^9). A burst that would take more than a century to refill holds a century's
+    /// worth. Both only ever admit less than asked, never more.
     ///
     /// # Errors
     ///

@@ -4,13 +4,16 @@
 ///
 /// Every error in millpond says only its own part and returns its cause from `source()`; a
 /// manager's error may not, so a source whose text the line already holds (an error that prints
-/// its cause and returns it too) is skipped rather than repeated.
+/// its cause and returns it too, so the line already ends with it) is skipped rather than
+/// repeated.
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut line = err.to_string();
     let mut next = err.source();
     while let Some(source) = next {
         let text = source.to_string();
-        if !line.contains(&text) {
+        // Only what a careless layer just printed at its end: a short cause ("timed out") may
+        // well occur earlier in the line and still be news.
+        if !line.ends_with(&text) {
             line.push_str(": ");
             line.push_str(&text);
         }

@@ -10,26 +10,8 @@ use std::time::Duration;
 
 use millpond::cluster::{Backend, Cluster};
 use millpond::pool::{Error, Pool};
+use support::errors::{assert_says_everything_once, chain};
 use support::{Behavior, TestManager};
-
-/// What anyhow's `{:#}` prints: the error and its sources joined with ": ".
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut next = err.source();
-    while let Some(source) = next {
-        parts.push(source.to_string());
-        next = source.source();
-    }
-    parts.join(": ")
-}
-
-/// No piece of a chain printer's line is said twice.
-fn assert_says_everything_once(line: &str) {
-    let pieces: Vec<&str> = line.split(": ").collect();
-    for (index, piece) in pieces.iter().enumerate() {
-        assert!(!pieces[..index].contains(piece), "`{piece}` is repeated in: {line}");
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn an_open_circuit_names_the_cause_once() {

@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_types)]
 
 mod harness;
+mod support;
 
 use std::time::Duration;
 
@@ -14,25 +15,7 @@ use harness::postgres::PgServer;
 use millpond::cluster::{Backend, Cluster};
 use millpond::pool::Pool;
 use millpond::postgres::PgManager;
-
-/// What anyhow's `{:#}` prints: the error and its sources joined with ": ".
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut next = err.source();
-    while let Some(source) = next {
-        parts.push(source.to_string());
-        next = source.source();
-    }
-    parts.join(": ")
-}
-
-/// No piece of a chain printer's line is said twice.
-fn assert_says_everything_once(line: &str) {
-    let pieces: Vec<&str> = line.split(": ").collect();
-    for (index, piece) in pieces.iter().enumerate() {
-        assert!(!pieces[..index].contains(piece), "`{piece}` is repeated in: {line}");
-    }
-}
+use support::errors::{assert_says_everything_once, chain};
 
 fn pool(config: tokio_postgres::Config) -> millpond::pool::Builder<PgManager> {
     Pool::builder(PgManager::new(config)).max_size(2).acquire_timeout(Duration::from_secs(10))

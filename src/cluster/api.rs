@@ -116,24 +116,24 @@ impl Route {
                 members.iter().map(|&index| weights.get(index).copied().unwrap_or(0)).collect();
             own.iter().any(|weight| *weight > 0).then_some(own)
         };
-        let fallback = match balance {
-            Balance::WeightedRoundRobin(weights) | Balance::WeightedRandom(weights) => own(weights)
-                .map_or(0, |own| {
-                    own.iter()
-                        .enumerate()
-                        .filter(|(_, weight)| **weight == 0)
-                        .fold(0, |mask, (position, _)| mask | 1 << position)
-                }),
-            _ => 0,
+        // A backend weighted 0 among weighted ones is this route's fallback, one bit a position
+        // (a route has at most `MAX_BACKENDS`, 64, backends).
+        let zero_weights = |own: &[u32]| -> u64 {
+            own.iter()
+                .enumerate()
+                .filter(|(_, weight)| **weight == 0)
+                .fold(0, |mask, (position, _)| mask | 1 << position)
         };
-        let balance = match balance {
-            Balance::WeightedRoundRobin(weights) => {
-                own(weights).map_or(Balance::RoundRobin, Balance::WeightedRoundRobin)
-            }
-            Balance::WeightedRandom(weights) => {
-                own(weights).map_or(Balance::RoundRobin, Balance::WeightedRandom)
-            }
-            other => other.clone(),
+        let (fallback, balance) = match balance {
+            Balance::WeightedRoundRobin(weights) => match own(weights) {
+                Some(own) => (zero_weights(&own), Balance::WeightedRoundRobin(own)),
+                None => (0, Balance::RoundRobin),
+            },
+            Balance::WeightedRandom(weights) => match own(weights) {
+                Some(own) => (zero_weights(&own), Balance::WeightedRandom(own)),
+                None => (0, Balance::RoundRobin),
+            },
+            other => (0, other.clone()),
         };
         // A route with no backend never picks; any strategy will do.
         let targets = members.len().max(1);

@@ -13,6 +13,9 @@ use crate::sync::{Arc, AtomicU64};
 /// The most backends a cluster takes (a call keeps the backends it tried in one word).
 pub const MAX_BACKENDS: usize = 64;
 
+// A route keeps the backends it tried, and its fallbacks, in one `u64` bit set.
+const _: () = assert!(MAX_BACKENDS <= 64);
+
 /// What a backend is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {

@@ -160,8 +160,10 @@ impl WorkerPoolBuilder {
     ///
     /// `build()` refuses a rate that is not finite, not above 0, or slower than one task every
     /// 100 years, and a burst of 0. Extreme values that are valid only ever admit less than
-    /// asked: rates above 10^9 a second act as 10^9, and a burst that takes more than a century
-    /// to refill holds a century's worth.
+    /// asked: the interval between tokens is rounded up to a whole nanosecond (so rates above
+    /// about 10^7 a second come out a little lower: 6·10^8 acts as 5·10^8, and anything above
+    /// 10^9 as 10^9), and a burst that takes more than a century to refill holds a century's
+    /// worth.
     ///
     /// [`SubmitError::RateLimited`]: super::SubmitError::RateLimited
     pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {

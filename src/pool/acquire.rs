@@ -66,6 +66,10 @@ struct Queue<'a, M: Manager> {
     /// When the caller first queued, if it did before: it lost a resource to a failed check and
     /// keeps its place at the head of the queue.
     rejoin: Option<Instant>,
+    /// The resource that failed that check. Its slot is freed in the same engine step that puts
+    /// the caller back in line, so a replacement created for the freed slot cannot go to a
+    /// caller behind it first.
+    broken: Option<Entry<M::Resource>>,
 }
 
 impl<M: Manager> Future for Queue<'_, M> {
@@ -83,21 +87,39 @@ impl<M: Manager> Future for Queue<'_, M> {
         }
         let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
         let waker = cx.waker();
-        let (poll, wake) = this.shared.engine.lock().poll_acquire(
-            &mut this.queued,
-            || Arc::new(Ticket::new(waker)),
-            now,
-            this.deadline,
-            this.rejoin,
-            this.shared.local_idle(),
-        );
+        let broken = this.broken.take();
+        let (poll, wake) = {
+            let mut engine = this.shared.engine.lock();
+            if broken.is_some() {
+                engine.discard(CloseReason::Broken);
+            }
+            engine.poll_acquire(
+                &mut this.queued,
+                || Arc::new(Ticket::new(waker)),
+                now,
+                this.deadline,
+                this.rejoin,
+                this.shared.local_idle(),
+            )
+        };
         this.shared.start(wake);
+        if let Some(entry) = broken {
+            this.shared.close_resource(entry, CloseReason::Broken);
+            // What else the freed slot calls for (`min_idle`, the breaker, `drain`).
+            this.shared.refill();
+        }
         poll
     }
 }
 
+// No field is pinned: the broken resource is only moved out, never borrowed across a poll.
+impl<M: Manager> Unpin for Queue<'_, M> {}
+
 impl<M: Manager> Drop for Queue<'_, M> {
     fn drop(&mut self) {
+        if let Some(entry) = self.broken.take() {
+            self.shared.discard(entry, CloseReason::Broken);
+        }
         if let Some((key, ticket)) = self.queued.take() {
             let handoff = self.shared.engine.lock().cancel_waiter(key, &ticket, Instant::now());
             self.shared.finish(handoff);
@@ -137,19 +159,21 @@ pub(crate) async fn acquire<M: Manager>(
     let mut now = started;
     // When the caller first queued, kept across a failed check so it keeps its place.
     let mut queued_since: Option<Instant> = None;
+    // A resource that just failed its check, whose slot the next look at the pool frees.
+    let mut broken: Option<Entry<M::Resource>> = None;
     let mut step = cached.map(Step::Fresh);
     loop {
         let step = match step.take() {
             Some(step) => step,
             None => match patience {
                 Patience::Until(deadline) => {
-                    let first_poll_at = Some(now);
                     let queue = Queue {
                         shared,
                         queued: None,
                         deadline,
-                        first_poll_at,
+                        first_poll_at: Some(now),
                         rejoin: queued_since,
+                        broken: broken.take(),
                     };
                     queue.await?
                 }
@@ -185,19 +209,27 @@ pub(crate) async fn acquire<M: Manager>(
             (Vet::Expired, _) => shared.discard(entry, CloseReason::Lifetime),
             (Vet::Check, Patience::None) => shared.check_in_background(entry),
             (Vet::Check, Patience::Until(deadline)) => {
-                if let Some((entry, checked_at)) = check_idle(shared, entry, deadline).await? {
-                    let waited =
-                        queued_since.map(|since| checked_at.saturating_duration_since(since));
-                    return Ok(Checkout { entry, acquired_at: checked_at, waited, pool });
+                match check_idle(shared, entry, deadline).await? {
+                    Ok((entry, checked_at)) => {
+                        let waited =
+                            queued_since.map(|since| checked_at.saturating_duration_since(since));
+                        return Ok(Checkout { entry, acquired_at: checked_at, waited, pool });
+                    }
+                    // The check failed: this caller looks again, ahead of everyone who queued
+                    // after it arrived, and that look frees the broken resource's slot.
+                    Err(failed) => {
+                        broken = failed;
+                        queued_since.get_or_insert(started);
+                    }
                 }
-                // The check failed and closed the resource: this caller looks again, ahead of
-                // everyone who queued after it arrived.
-                queued_since.get_or_insert(started);
             }
         }
         now = Instant::now();
         if let Patience::Until(deadline) = patience {
             if now >= deadline {
+                if let Some(entry) = broken.take() {
+                    shared.discard(entry, CloseReason::Broken);
+                }
                 return Err(timed_out(shared, None));
             }
         }
@@ -216,20 +248,24 @@ pub(crate) fn acquire_now<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) -> 
     }
 }
 
-/// Runs `check` on a resource before handing it out. `Ok(None)` when it failed (the resource is
-/// closed and the caller looks again); an error when the acquire deadline passed during the check.
+/// What a check before hand-out gave: the resource and when it passed, or, when it failed, the
+/// resource to close (its slot still taken).
+type CheckResult<R> = Result<(Entry<R>, Instant), Option<Entry<R>>>;
+
+/// Runs `check` on a resource before handing it out. An error when the acquire deadline passed
+/// during the check (the resource is closed).
 async fn check_idle<M: Manager>(
     shared: &Arc<Shared<M>>,
     entry: Entry<M::Resource>,
     deadline: Instant,
-) -> Result<Option<(Entry<M::Resource>, Instant)>, Error<M::Error>> {
+) -> Result<CheckResult<M::Resource>, Error<M::Error>> {
     let mut checking = Checking::new(shared, entry);
     match checking.run(deadline).await {
         Checked::Passed => {
             let checked_at = Instant::now();
-            Ok(checking.keep(checked_at).map(|entry| (entry, checked_at)))
+            Ok(checking.keep(checked_at).map(|entry| (entry, checked_at)).ok_or(None))
         }
-        Checked::Failed => Ok(None),
+        Checked::Failed => Ok(Err(checking.into_failed())),
         Checked::OutOfTime => {
             drop(checking);
             Err(timed_out(shared, Some(TimeoutPhase::Check)))

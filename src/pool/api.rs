@@ -133,7 +133,9 @@ impl<M: Manager> Pool<M> {
     /// replaced in the background, and one that needs [`Manager::check`] (it sat idle past the
     /// check window, or [`Manager::needs_check`] flags it) is never handed out unchecked. As
     /// `try_get` cannot await the check, it leaves such a resource to be checked in the
-    /// background (it returns to the pool if it passes) and looks for another.
+    /// background (it returns to the pool if it passes) and looks for another. So on a pool that
+    /// sat idle longer than the check window, the first `try_get` may find nothing ready while
+    /// those checks run; [`get`](Self::get) would wait for one.
     ///
     /// # Errors
     ///
@@ -294,5 +296,16 @@ mod tests {
         assert_eq!((status.size, status.idle, status.in_use), (2, 2, 0), "cached counts as idle");
         assert_eq!(cache.count(), 1, "still cached: a status poll keeps the fast path");
         assert_eq!(pool.shared.engine.lock().status(0).idle, 1, "nothing moved into the idle set");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_count_above_what_is_in_use_is_capped() {
+        // The shards are counted without the pool lock: a resource moving from one shard to
+        // another during the count is seen twice.
+        let pool = Pool::builder(Numbers).max_size(2).build().unwrap();
+        let held = pool.get().await.unwrap();
+        let status = pool.shared.engine.lock().status(2);
+        assert_eq!((status.size, status.idle, status.in_use), (1, 1, 0));
+        drop(held);
     }
 }

@@ -63,6 +63,14 @@ impl<'a, M: Manager> Checking<'a, M> {
     }
 }
 
+impl<M: Manager> Checking<'_, M> {
+    /// Takes back a resource that failed its check, for the caller to free its slot in the same
+    /// engine step as it queues again (`acquire.rs`); it must then be closed as broken.
+    pub(crate) fn into_failed(mut self) -> Option<Entry<M::Resource>> {
+        self.entry.take()
+    }
+}
+
 impl<M: Manager> Drop for Checking<'_, M> {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {

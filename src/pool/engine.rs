@@ -86,6 +86,15 @@ pub(crate) enum Step<R> {
     Expired(Entry<R>),
 }
 
+/// Where a caller goes in the queue.
+enum Spot {
+    /// At the back: everyone queued arrived before it.
+    Back,
+    /// Just ahead of `key`, whose deadline is `next`; the caller ahead of it, if any, has the
+    /// deadline `previous`.
+    Before { key: WaiterKey, previous: Option<Instant>, next: Instant },
+}
+
 /// Background work a poll of `get()` calls for, to start once the lock is released.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -183,8 +192,10 @@ impl<R, E> Engine<R, E> {
     }
 
     /// The occupancy, with `cached` resources sitting in thread caches (which the engine counts
-    /// as in use) reported as idle.
+    /// as in use) reported as idle; a count above what is in use (it was taken without the pool
+    /// lock) is capped.
     pub(crate) fn status(&self, cached: usize) -> Status {
+        let cached = cached.min(self.in_use());
         Status {
             max_size: self.limits.max_size,
             size: self.size,
@@ -357,20 +368,25 @@ impl<R, E> Engine<R, E> {
                 return Err(Error::Unavailable(Arc::clone(err)));
             }
         }
-        if self.waiters.len() == 0 {
-            self.deadlines_sorted = true;
-        }
         let ticket = ticket();
         let waiter = Waiter { ticket: Arc::clone(&ticket), since: rejoin.unwrap_or(now), deadline };
-        let later = rejoin.and_then(|since| self.first_waiter_after(since));
-        let key = match later {
-            Some(later) => {
-                // Rare (a failed check): expiry walks the whole queue until it empties again.
-                self.deadlines_sorted = false;
-                self.waiters.insert_before(later, waiter)
+        let spot = match rejoin {
+            Some(since) => self.spot_after(since),
+            None => Spot::Back,
+        };
+        let key = match spot {
+            Spot::Before { key, previous, next } => {
+                // Rare (a failed check). With one acquire timeout an earlier arrival also has the
+                // earlier deadline, so the queue usually stays in deadline order.
+                if previous.is_some_and(|previous| previous > deadline) || next < deadline {
+                    self.deadlines_sorted = false;
+                }
+                self.waiters.insert_before(key, waiter)
             }
-            None => {
-                if deadline < self.last_deadline {
+            Spot::Back => {
+                if self.waiters.len() == 0 {
+                    self.deadlines_sorted = true;
+                } else if deadline < self.last_deadline {
                     self.deadlines_sorted = false;
                 }
                 self.last_deadline = deadline;
@@ -380,16 +396,20 @@ impl<R, E> Engine<R, E> {
         Ok((key, ticket))
     }
 
-    /// The first queued caller that queued after `since`.
-    fn first_waiter_after(&self, since: Instant) -> Option<WaiterKey> {
+    /// Where a caller that first arrived at `since` belongs in the queue: before the first caller
+    /// that queued after it (with the deadlines on either side), or at the back.
+    fn spot_after(&self, since: Instant) -> Spot {
+        let mut previous = None;
         let mut cursor = self.waiters.front();
         while let Some(key) = cursor {
-            if self.waiters.get(key).is_some_and(|waiter| waiter.since > since) {
-                return Some(key);
+            let Some(waiter) = self.waiters.get(key) else { break };
+            if waiter.since > since {
+                return Spot::Before { key, previous, next: waiter.deadline };
             }
+            previous = Some(waiter.deadline);
             cursor = self.waiters.next(key);
         }
-        None
+        Spot::Back
     }
 
     /// Removes a caller that gave up; a resource already handed to it moves on to the next waiter.

@@ -96,7 +96,9 @@ where
     ///
     /// Every resource the view lends was checked out under the pool's rules: one that
     /// [`Manager::needs_check`](super::Manager::needs_check) flags (a connection left inside a
-    /// transaction) is checked before the view lends it.
+    /// transaction) is checked before the view lends it. While the view keeps it, it lends it on
+    /// to later borrowers without another check: they share one session, and what one borrower
+    /// changes in it (a `SET`) the others see until it goes back to the pool.
     ///
     /// # Errors
     ///

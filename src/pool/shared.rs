@@ -192,13 +192,15 @@ impl<M: Manager> Shared<M> {
     /// A snapshot of the pool's occupancy, with thread-cached resources counted as idle.
     ///
     /// A pure read: the cached resources are counted where they are, not moved, so a poller
-    /// does not push callers off their thread's fast path. Resources only move between a shard
+    /// does not push callers off their thread's fast path. The shards are counted before the
+    /// pool lock is taken, so the lock is not held across them. Resources move between a shard
     /// and a caller's hands without the pool lock, and the engine counts both as in use, so the
-    /// counts stay consistent with each other.
+    /// count is a moment's view: the engine caps it at what it counts as in use (a resource that
+    /// moved from one shard to another during the count is seen twice), which keeps
+    /// `size == idle + in_use + creating`.
     pub(crate) fn status(&self) -> super::metrics::Status {
-        let engine = self.engine.lock();
         let cached = self.local_idle().map_or(0, |cache| cache.count());
-        engine.status(cached)
+        self.engine.lock().status(cached)
     }
 
     /// The pool's metrics, with the counters kept by the thread cache folded in.

@@ -2,6 +2,8 @@
 //! counts every resource alive, so tests can prove that nothing leaks.
 #![allow(dead_code, clippy::disallowed_types)]
 
+pub mod errors;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
