@@ -199,6 +199,7 @@ async fn a_task_waiting_on_its_own_full_pool_is_refused() {
 async fn invalid_configurations_name_their_field() {
     let cases = [
         (WorkerPool::builder().workers(0).build().unwrap_err(), "max_workers"),
+        (WorkerPool::builder().max_workers(1 << 21).build().unwrap_err(), "max_workers"),
         (WorkerPool::builder().queue_capacity(0).build().unwrap_err(), "queue_capacity"),
         (WorkerPool::builder().min_workers(5).max_workers(2).build().unwrap_err(), "min_workers"),
         (

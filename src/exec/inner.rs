@@ -14,7 +14,8 @@ use super::queues::Queues;
 use super::stats::Shards;
 use super::waiters::{Slot, Waiters};
 use super::worker;
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+use super::worker_count::WorkerCount;
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 pub(crate) type PanicHook = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -24,12 +25,8 @@ pub(crate) struct Inner {
     pub(crate) idle_timeout: Duration,
     pub(crate) shards: Shards,
     pub(crate) admission: Admission,
-    /// Live workers.
-    live: AtomicUsize,
-    min_workers: AtomicUsize,
-    max_workers: AtomicUsize,
-    /// Whether workers come and go (the shared queue with `min < max`, or after a resize).
-    elastic: bool,
+    /// Live workers and their bounds.
+    count: WorkerCount,
     rejected: AtomicU64,
     panic_hook: Option<PanicHook>,
     runtime: Handle,
@@ -94,38 +91,18 @@ impl Inner {
             idle_timeout: settings.idle_timeout,
             shards: Shards::new(),
             admission: settings.admission,
-            live: AtomicUsize::new(0),
-            min_workers: AtomicUsize::new(settings.min_workers),
-            max_workers: AtomicUsize::new(settings.max_workers),
-            elastic: settings.elastic,
+            count: WorkerCount::new(settings.min_workers, settings.max_workers, settings.elastic),
             rejected: AtomicU64::new(0),
             panic_hook: settings.panic_hook,
             runtime: settings.runtime,
             workers: Mutex::new(Workers { handles: Vec::new(), exits: Waiters::default() }),
         });
         let lanes = inner.queues.lane_count();
+        // Counted in by `WorkerCount::new`.
         for index in 0..settings.min_workers {
-            inner.live.fetch_add(1, Ordering::AcqRel);
             inner.spawn_worker(index % lanes);
         }
         inner
-    }
-
-    /// Counts one more live worker if fewer than `below` are alive; the caller then starts it.
-    fn add_worker_below(&self, below: usize) -> bool {
-        let mut live = self.live.load(Ordering::Acquire);
-        while live < below {
-            match self.live.compare_exchange_weak(
-                live,
-                live + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => live = actual,
-            }
-        }
-        false
     }
 
     fn spawn_worker(self: &Arc<Self>, lane: usize) {
@@ -135,55 +112,42 @@ impl Inner {
         workers.handles.push(handle);
     }
 
-    /// Whether a worker may retire now: the pool is elastic and above its minimum.
+    /// Whether a worker may retire when idle: the pool is elastic and above its minimum.
     pub(crate) fn may_shrink(&self) -> bool {
-        self.elastic && self.live.load(Ordering::Relaxed) > self.min_workers.load(Ordering::Relaxed)
+        self.count.may_shrink()
     }
 
-    /// Starts one more worker if none is idle and the pool may grow (the shared queue only).
+    /// Starts one more worker if the pool may grow (the shared queue only).
     pub(crate) fn grow(self: &Arc<Self>) {
-        if self.elastic && self.add_worker_below(self.max_workers.load(Ordering::Acquire)) {
+        if self.count.grow() {
             self.spawn_worker(0);
         }
     }
 
-    /// Takes a worker off the count if the pool may shrink. The worker exits on `true`.
-    pub(crate) fn try_retire(&self) -> bool {
-        let min = self.min_workers.load(Ordering::Acquire);
-        let mut live = self.live.load(Ordering::Acquire);
-        while live > min {
-            match self.live.compare_exchange_weak(
-                live,
-                live - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => live = actual,
-            }
-        }
-        false
+    /// Takes the idle worker of `lane` off the count if the pool may shrink and the lane has no
+    /// job for it. The worker exits on `true`.
+    pub(crate) fn retire_idle(&self, lane: usize) -> bool {
+        self.queues.lane(lane).if_empty(|| self.count.retire_idle())
     }
 
-    /// Whether a resize left more workers than allowed.
-    pub(crate) fn is_over_size(&self) -> bool {
-        self.live.load(Ordering::Relaxed) > self.max_workers.load(Ordering::Relaxed)
+    /// Takes a worker off the count if a resize left more than allowed. The worker exits on
+    /// `true`.
+    pub(crate) fn retire_surplus(&self) -> bool {
+        self.count.retire_surplus()
     }
 
     pub(crate) fn is_resizable(&self) -> bool {
-        self.elastic
+        self.count.is_elastic()
     }
 
     /// Sets a new maximum (and lowers the minimum to it if needed). Extra workers retire after
     /// their current task; parked ones are interrupted so they retire at once.
     pub(crate) fn resize(self: &Arc<Self>, max: usize) {
-        let min = self.min_workers.load(Ordering::Acquire).min(max);
-        self.min_workers.store(min, Ordering::Release);
-        self.max_workers.store(max, Ordering::Release);
-        while self.add_worker_below(min) {
+        let resized = self.count.resize(max);
+        for _ in 0..resized.start {
             self.spawn_worker(0);
         }
-        if self.live.load(Ordering::Acquire) > max {
+        if resized.interrupt {
             (0..self.queues.lane_count()).for_each(|lane| self.queues.lane(lane).interrupt());
         }
     }
@@ -198,19 +162,14 @@ impl Inner {
     }
 
     pub(crate) fn worker_exited(&self, counted: bool) {
-        let remaining = if counted {
-            self.live.fetch_sub(1, Ordering::AcqRel) - 1
-        } else {
-            self.live.load(Ordering::Acquire)
-        };
-        if remaining == 0 {
+        if self.count.exited(counted) {
             let woken = self.workers.lock().exits.notify_all();
             woken.into_iter().for_each(std::task::Waker::wake);
         }
     }
 
     pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.count.live()
     }
 
     /// Waits until every worker has exited.
@@ -311,7 +270,7 @@ impl Future for AllExited<'_> {
     ) -> std::task::Poll<()> {
         let this = &mut *self;
         let mut workers = this.inner.workers.lock();
-        if this.inner.live.load(Ordering::Acquire) == 0 {
+        if this.inner.count.live() == 0 {
             workers.exits.remove(&mut this.slot);
             return std::task::Poll::Ready(());
         }

@@ -319,6 +319,13 @@ impl<J: Stealable> Lane<J> {
         jobs
     }
 
+    /// Runs `decide` under the lane's lock if no job is queued, so that no commit can slip in
+    /// between the look and the decision; `false` when a job is queued.
+    pub(crate) fn if_empty(&self, decide: impl FnOnce() -> bool) -> bool {
+        let state = self.state.lock();
+        state.jobs.is_empty() && decide()
+    }
+
     /// Wakes every parked worker to re-check the pool's size (after a resize).
     pub(crate) fn interrupt(&self) {
         let woken = {

@@ -1,10 +1,14 @@
-//! loom models of the worker pool's queues: submit vs shutdown, steal vs shutdown, and the load
-//! counters of least-loaded dispatch.
+//! loom models of the worker pool's cores:
+//!
+//! * the queues: submit vs shutdown, steal vs shutdown, the load counters of least-loaded
+//!   dispatch;
+//! * the worker count (`worker_count.rs`): an idle worker retiring against a submit, a grow
+//!   against a resize, two resizes.
 //!
 //! Each thread drives the same calls the pool makes: a submitter reserves room and commits a
 //! job, a worker waits on `next_job` and runs what it gets, a shutdown closes the queues. loom
 //! explores every interleaving (bounded by `LOOM_MAX_PREEMPTIONS`) and fails a model that
-//! deadlocks, which is how "no hang" is checked.
+//! deadlocks, which is how "no hang" (no lost wake-up) is checked.
 //!
 //! Run with `RUSTFLAGS="--cfg millpond_loom" cargo test --release --lib loom_models`.
 //!
@@ -14,11 +18,16 @@
 //! the load-counter model 22 s at 3 and over 5 minutes at 4). Races in protocols like these
 //! show up within two or three preemptions; the bounds below are the largest that keep CI fast.
 
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
 use loom::future::block_on;
 use loom::thread;
 
 use super::job::Job;
+use super::lane::TryPop;
 use super::queues::{Next, Queues};
+use super::worker_count::WorkerCount;
 use crate::balance::{Balancer, LeastLoaded, RoundRobin};
 use crate::sync::{Arc, AtomicUsize, Ordering};
 
@@ -160,3 +169,129 @@ fn keyed_jobs_are_never_stolen() {
         assert_eq!(work(&queues, 0), 1);
     });
 }
+
+/// An elastic worker as `worker::run` drives one, over the shared queue: take a job without
+/// waiting, else wait for one; an idle wait can end at any moment (the idle timeout), and then
+/// the worker retires if the count lets it and the queue has nothing for it. Here every wait
+/// times out after its first poll, the worst case for the hand-off. Returns how many jobs it
+/// ran.
+fn elastic_worker(queues: &Queues, count: &WorkerCount) -> usize {
+    let mut ran = 0;
+    loop {
+        let job = match queues.lane(0).try_pop() {
+            TryPop::Job(job) => job,
+            TryPop::Closed => return ran,
+            TryPop::Empty => {
+                // The wait ends (and withdraws from the lane) before the worker decides.
+                let next = {
+                    let mut next = std::pin::pin!(queues.next_job(0));
+                    next.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                };
+                match next {
+                    Poll::Ready(Next::Job(job)) => job,
+                    Poll::Ready(Next::Closed) => return ran,
+                    Poll::Ready(Next::Interrupted) | Poll::Pending => {
+                        // `Inner::retire_idle`.
+                        if queues.lane(0).if_empty(|| count.retire_idle()) {
+                            return ran;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        block_on(job.future);
+        ran += 1;
+        if count.retire_surplus() {
+            return ran;
+        }
+    }
+}
+
+/// An idle elastic worker times out and retires while a task is submitted: whatever the order,
+/// the task runs, on that worker (it saw the task and stayed) or on one the submit started (it
+/// saw the worker gone). The pool never holds more workers than its maximum.
+#[test]
+fn a_retiring_worker_never_strands_a_submitted_task() {
+    loom::model(|| {
+        let queues = Arc::new(Queues::shared(2));
+        // An elastic pool of at most one worker, which is running.
+        let count = Arc::new(WorkerCount::new(0, 1, true));
+        assert!(count.grow());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let (queues, count) = (Arc::clone(&queues), Arc::clone(&count));
+            thread::spawn(move || elastic_worker(&queues, &count))
+        };
+        // `Inner::commit`, the grown worker run on a thread of its own.
+        let lane = queues.try_reserve(None).unwrap();
+        let grown = (!queues.commit(lane, job(&runs, false)) && count.grow()).then(|| {
+            let (queues, count) = (Arc::clone(&queues), Arc::clone(&count));
+            thread::spawn(move || elastic_worker(&queues, &count))
+        });
+        assert!(count.live() <= 1, "grew past the maximum");
+        let ran = worker.join().unwrap() + grown.map_or(0, |grown| grown.join().unwrap());
+        assert_eq!(ran, 1, "the task was stranded with no worker");
+        assert_eq!(runs.load(Ordering::Acquire), 1);
+        assert_eq!(count.live(), 0, "every worker retired once idle");
+    });
+}
+
+/// A grow races a resize that lowers the maximum: a worker is never counted in above the new
+/// maximum unless the resize saw it and interrupts the workers, so the surplus retires.
+#[test]
+fn a_grow_never_slips_past_a_lowering_resize() {
+    loom::model(|| {
+        let count = Arc::new(WorkerCount::new(1, 3, true));
+        assert!(count.grow());
+        let grower = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || count.grow())
+        };
+        let resized = count.resize(2);
+        let grew = grower.join().unwrap();
+        assert_eq!(count.live(), 2 + usize::from(grew));
+        if count.live() > 2 {
+            assert!(resized.interrupt, "a third worker slipped in unseen");
+        }
+    });
+}
+
+/// Two resizes race: whichever lands last, the minimum is not above the maximum, and neither
+/// resize's lowering of the minimum is lost.
+#[test]
+fn concurrent_resizes_keep_min_at_most_max() {
+    loom::model(|| {
+        let count = Arc::new(WorkerCount::new(2, 3, true));
+        let widen = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || count.resize(4))
+        };
+        let narrowed = count.resize(1);
+        let widened = widen.join().unwrap();
+        let (min, max) = count.bounds();
+        assert!(min <= max, "min {min} above max {max}");
+        assert_eq!(min, 1, "the lowered minimum was lost");
+        assert_eq!(narrowed.start + widened.start, 0, "the minimum never rises");
+    });
+}
+
+/// Two busy workers finish their tasks after a resize to one: exactly one retires, so the
+/// pool keeps a worker for the tasks still queued (each looked "over size" on its own, and a
+/// look followed by a separate retirement let both go).
+#[test]
+fn surplus_workers_retire_down_to_the_maximum_and_no_further() {
+    loom::model(|| {
+        let count = Arc::new(WorkerCount::new(0, 2, true));
+        assert!(count.grow() && count.grow());
+        assert!(count.resize(1).interrupt);
+        let other = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || count.retire_surplus())
+        };
+        let retired = usize::from(count.retire_surplus()) + usize::from(other.join().unwrap());
+        assert_eq!(retired, 1);
+        assert_eq!(count.live(), 1);
+    });
+}
+

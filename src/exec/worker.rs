@@ -88,7 +88,7 @@ pub(crate) async fn run(inner: Arc<Inner>, lane: usize) {
                     Next::Job(job) => job,
                     Next::Closed => return,
                     Next::Interrupted => {
-                        if inner.may_shrink() && inner.try_retire() {
+                        if inner.retire_idle(lane) {
                             alive.counted = false;
                             return;
                         }
@@ -99,7 +99,7 @@ pub(crate) async fn run(inner: Arc<Inner>, lane: usize) {
         };
         run_job(&inner, job).await;
         inner.queues.done(lane);
-        if inner.is_over_size() && inner.try_retire() {
+        if inner.retire_surplus() {
             alive.counted = false;
             return;
         }
