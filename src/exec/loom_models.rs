@@ -3,7 +3,8 @@
 //! * the queues: submit vs shutdown, steal vs shutdown, the load counters of least-loaded
 //!   dispatch;
 //! * the worker count (`worker_count.rs`): an idle worker retiring against a submit, a grow
-//!   against a resize, two resizes.
+//!   against a resize, two resizes;
+//! * the queue-wait tail of overload protection (`admission.rs`): counts racing across windows.
 //!
 //! Each thread drives the same calls the pool makes: a submitter reserves room and commits a
 //! job, a worker waits on `next_job` and runs what it gets, a shutdown closes the queues. loom
@@ -24,6 +25,7 @@ use std::task::{Context, Poll, Waker};
 use loom::future::block_on;
 use loom::thread;
 
+use super::admission::WaitTail;
 use super::job::Job;
 use super::lane::TryPop;
 use super::queues::{Next, Queues};
@@ -295,3 +297,42 @@ fn surplus_workers_retire_down_to_the_maximum_and_no_further() {
     });
 }
 
+/// Threads count task starts in three consecutive windows, the later two concurrently: seen
+/// from the last window, both of its own and the one before are counted, whatever the order
+/// the two threads reach the words in (a thread that read the clock first can arrive last).
+#[test]
+fn the_wait_tail_loses_no_count_across_windows() {
+    loom::model(|| {
+        let tail = Arc::new(WaitTail::default());
+        tail.record(tail.at(0), false);
+        let first = {
+            let tail = Arc::clone(&tail);
+            thread::spawn(move || tail.record(tail.at(1), true))
+        };
+        let second = {
+            let tail = Arc::clone(&tail);
+            thread::spawn(move || tail.record(tail.at(2), false))
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+        assert_eq!(tail.recent(tail.at(2)), (2, 1));
+    });
+}
+
+/// Two threads count in a window while a third opens the next one: none of the three counts
+/// is lost (one counted into the next window is still seen from it).
+#[test]
+fn the_wait_tail_loses_no_count_at_a_window_edge() {
+    loom::model(|| {
+        let tail = Arc::new(WaitTail::default());
+        let threads: Vec<_> = [(0, true), (0, false), (1, true)]
+            .into_iter()
+            .map(|(window, over)| {
+                let tail = Arc::clone(&tail);
+                thread::spawn(move || tail.record(tail.at(window), over))
+            })
+            .collect();
+        threads.into_iter().for_each(|thread| thread.join().unwrap());
+        assert_eq!(tail.recent(tail.at(1)), (3, 2));
+    });
+}
