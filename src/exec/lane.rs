@@ -23,7 +23,7 @@
 //! first (and the workers, which stop only on "closed and nothing taken", wait for its job) or
 //! sees the flag and fails. A job can never land in a lane whose workers have left. The loom
 //! models in `loom_models.rs` check this and the other races (submit vs shutdown, steal vs
-//! shutdown).
+//! shutdown, the waiting hand-offs, a cancelled submit, `kill`).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
