@@ -17,6 +17,7 @@
 //! marks the home moves it to the most recent of them at once.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -180,21 +181,32 @@ impl Future for Watched {
         let Some(task) = self.task.as_mut() else {
             return Poll::Ready(());
         };
-        if task.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                self.task = None;
+                Poll::Ready(())
+            }
+            Err(panic) => {
+                // A task that panicked was not dropped by its runtime: it must not read as one.
+                self.task = None;
+                resume_unwind(panic)
+            }
         }
-        self.task = None;
-        Poll::Ready(())
     }
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
-            // The task first, so that what it gives back on drop (a worker off the count, a
-            // reserved slot) is done before anyone sees the mark and moves the pool.
-            drop(task);
+            // The mark first, and with it the move to a standby runtime if there is one, so that
+            // what the task does as it is dropped can already use the new runtime: a worker
+            // starts its replacement there, on its own lane. What the task gives back (a
+            // reserved slot, a place on the worker count) is still given back before the
+            // restarted tasks get to run, as they run on another runtime's threads only once
+            // spawned and woken.
             self.home.mark_gone(self.generation);
+            drop(task);
         }
     }
 }

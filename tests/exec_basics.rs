@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use millpond::balance::Balance;
+use millpond::balance::{Balance, Balancer, Loads};
 use millpond::exec::{Scheduler, SubmitError, TaskError, WorkerPool};
 use tokio::sync::oneshot;
 
@@ -231,10 +231,54 @@ async fn a_task_waiting_on_its_own_full_pool_is_refused() {
     pool.shutdown().await;
 }
 
+/// Piles every unkeyed task on the first worker.
+#[derive(Debug)]
+struct FirstWorker;
+
+impl Balancer for FirstWorker {
+    fn pick(&self, _loads: &dyn Loads, _key: Option<u64>) -> usize {
+        0
+    }
+
+    fn reads_loads(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_worker_steals_a_task_queued_behind_a_stuck_one() {
+    let pool = WorkerPool::builder()
+        .workers(2)
+        .queue_capacity(4)
+        .scheduler(Scheduler::per_worker(Balance::Custom(Arc::new(FirstWorker))).stealing(true))
+        .build()
+        .unwrap();
+    let (release, stuck) = oneshot::channel::<()>();
+    let (started_tx, started) = oneshot::channel::<()>();
+    let stuck = pool
+        .submit(async move {
+            started_tx.send(()).unwrap();
+            stuck.await.unwrap();
+        })
+        .await
+        .unwrap();
+    started.await.unwrap();
+    // Queued on the first worker, behind a task that cannot finish until it has run: only the
+    // second worker can run it, and only by stealing it. The paused clock jumps to the
+    // deadline as soon as nothing can run, so a pool that never steals fails at once.
+    let behind = pool.submit(async { 7 }).await.unwrap();
+    let ran = tokio::time::timeout(Duration::from_secs(60), behind).await;
+    assert_eq!(ran.expect("the idle worker never stole the queued task").unwrap(), 7);
+    release.send(()).unwrap();
+    stuck.await.unwrap();
+    pool.shutdown().await;
+}
+
 #[tokio::test]
 async fn invalid_configurations_name_their_field() {
     let cases = [
         (WorkerPool::builder().workers(0).build().unwrap_err(), "max_workers"),
+        (WorkerPool::builder().max_workers(1 << 21).build().unwrap_err(), "max_workers"),
         (WorkerPool::builder().queue_capacity(0).build().unwrap_err(), "queue_capacity"),
         (WorkerPool::builder().min_workers(5).max_workers(2).build().unwrap_err(), "min_workers"),
         (

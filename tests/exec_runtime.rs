@@ -138,3 +138,90 @@ fn a_submit_waiting_for_room_when_the_pools_runtime_shuts_down_still_gets_in() {
     assert_eq!(no_hang(&second, "the queued task", queued).unwrap(), "queued");
     assert_eq!(no_hang(&second, "the waiting task", handle).unwrap(), "waited");
 }
+
+#[test]
+fn dropping_a_runtime_that_a_waiting_submit_once_stood_by_on_does_not_hang() {
+    // A submit that waited for room on the pool's own runtime left that runtime in reserve:
+    // when it shuts down, the pool "moves" to a runtime that is going too. Starting workers
+    // there drops them at once; the shutdown must still end.
+    let first = runtime();
+    let pool = first.block_on(async {
+        let pool = WorkerPool::builder().workers(1).queue_capacity(1).build().unwrap();
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        let blocker = pool.try_submit(async move { gate.await.ok() }).unwrap();
+        tokio::task::yield_now().await;
+        let queued = pool.try_submit(async {}).unwrap();
+        let mut waiting = Box::pin(pool.submit(async {}));
+        assert!(futures::poll!(&mut waiting).is_pending(), "the queue is full: it waits");
+        release.send(()).unwrap();
+        let waited = waiting.await.unwrap();
+        blocker.await.unwrap();
+        queued.await.unwrap();
+        waited.await.unwrap();
+        // A task still running when the runtime goes.
+        let _running = pool.try_submit(std::future::pending::<()>()).unwrap();
+        tokio::task::yield_now().await;
+        pool
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(first);
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("dropping the runtime hung restarting the pool's workers on it");
+    // From another runtime the pool works again.
+    let second = runtime();
+    let handle = second.block_on(async { pool.try_submit(async { 9 }) }).unwrap();
+    assert_eq!(no_hang(&second, "the task's handle", handle).unwrap(), 9);
+}
+
+#[test]
+fn a_per_worker_pool_moved_while_its_runtime_shuts_down_keeps_a_worker_on_every_lane() {
+    let first = runtime();
+    let second = runtime();
+    let pool = first.block_on(async {
+        WorkerPool::builder()
+            .workers(4)
+            .queue_capacity(4)
+            .scheduler(Scheduler::per_worker(Balance::RoundRobin))
+            .build()
+            .unwrap()
+    });
+    // Every worker busy and every lane's queue full, on the first runtime.
+    let (gates, _running) = first.block_on(async {
+        let mut gates = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            let (release, gate) = tokio::sync::oneshot::channel::<()>();
+            gates.push(release);
+            handles.push(pool.try_submit(async move { gate.await.ok() }).unwrap());
+        }
+        tokio::task::yield_now().await;
+        while pool.try_submit(async { None::<()> }).is_ok() {}
+        (gates, handles)
+    });
+    // A submit on the second runtime waits for room, leaving that runtime in reserve.
+    let mut waiting = Box::pin(pool.submit(async { Some(()) }));
+    second.block_on(async { assert!(futures::poll!(&mut waiting).is_pending()) });
+    // The first runtime shuts down: the pool moves to the second at once, and each worker it
+    // drops must be replaced on its own lane.
+    drop(first);
+    drop(gates);
+    let waited = no_hang(&second, "the waiting submit", waiting).unwrap();
+    assert_eq!(no_hang(&second, "the waiting task", waited).unwrap(), Some(()));
+    // Round-robin puts these on every lane in turn: each lane needs its worker.
+    let outputs = no_hang(&second, "tasks on every lane", async {
+        let mut handles = Vec::new();
+        for n in 0..8 {
+            handles.push(pool.submit(async move { n }).await.unwrap());
+        }
+        let mut outputs = Vec::new();
+        for handle in handles {
+            outputs.push(handle.await.unwrap());
+        }
+        outputs
+    });
+    assert_eq!(outputs, (0..8).collect::<Vec<_>>());
+}

@@ -127,9 +127,18 @@ const TAIL_WINDOW: Duration = Duration::from_millis(100);
 /// Counts, per 100 ms window, the tasks workers started and how many of them had waited past
 /// the limit: more than 1 % over it means the queue-wait p99 is above it. One word per window
 /// (window number, started, over), updated with one atomic add, or a compare-and-swap when a
-/// window ends. A count lost at a window's edge only blurs a heuristic.
+/// window ends.
+///
+/// Threads read the clock before they count, so a thread can arrive with a window older than
+/// the one another thread has since opened. It counts into the newer window rather than
+/// rolling the word back (which would wipe that window's counts), and the word of an ended
+/// window replaces `previous` only if no later one already has: every count lands in the
+/// window it was taken in or a later one, never nowhere. (A thread that lost the CPU for more
+/// than [`STALE_WINDOWS`] windows between the two, or a count landing 109 minutes after the
+/// last one, when window numbers wrap, can still blur a window: it is a heuristic.) The loom
+/// models in `loom_models.rs` check this.
 #[derive(Debug)]
-struct WaitTail {
+pub(super) struct WaitTail {
     origin: Instant,
     current: AtomicU64,
     previous: AtomicU64,
@@ -153,18 +162,29 @@ fn tail_fields(word: u64) -> (u64, u64, u64) {
     (word >> 48, (word >> 24) & COUNT_MASK, word & COUNT_MASK)
 }
 
+/// How many windows a thread's clock reading may lag behind the current word's window and still
+/// count into it.
+const STALE_WINDOWS: u64 = 16;
+
+/// Whether window `later` comes after window `earlier` by at most [`STALE_WINDOWS`].
+fn just_after(later: u64, earlier: u64) -> bool {
+    (1..=STALE_WINDOWS).contains(&(later.wrapping_sub(earlier) & WINDOW_MASK))
+}
+
 impl WaitTail {
     fn window(&self, now: Instant) -> u64 {
         let elapsed = crate::time::nanos(now.saturating_duration_since(self.origin));
         (elapsed / crate::time::nanos(TAIL_WINDOW)) & WINDOW_MASK
     }
 
-    fn record(&self, now: Instant, over: bool) {
+    pub(super) fn record(&self, now: Instant, over: bool) {
         let window = self.window(now);
         let mut word = self.current.load(Ordering::Acquire);
         loop {
             let (number, started, _) = tail_fields(word);
-            if number == window {
+            if number == window || just_after(number, window) {
+                // A window opened since cannot be replaced by this add: it only moves forward,
+                // so the count lands there at worst.
                 if started < COUNT_MASK {
                     self.current.fetch_add(tail_word(0, 1, u64::from(over)), Ordering::AcqRel);
                 }
@@ -178,9 +198,14 @@ impl WaitTail {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    // The window that just ended is the previous one only if it was the last.
-                    let ended = if (number + 1) & WINDOW_MASK == window { word } else { 0 };
-                    self.previous.store(ended, Ordering::Release);
+                    // The window that just ended is the previous one only if it was the last;
+                    // else the previous one was empty.
+                    let ended = if (number + 1) & WINDOW_MASK == window {
+                        word
+                    } else {
+                        tail_word(window.wrapping_sub(1), 0, 0)
+                    };
+                    self.retire(ended);
                     return;
                 }
                 Err(actual) => word = actual,
@@ -188,8 +213,29 @@ impl WaitTail {
         }
     }
 
-    /// Whether more than 1 % of the tasks started in this window and the last waited too long.
-    fn p99_above(&self, now: Instant) -> bool {
+    /// Makes `ended` the previous window, unless a thread that opened a later window already
+    /// stored a later one (it can get there first after a preemption).
+    fn retire(&self, ended: u64) {
+        let (number, ..) = tail_fields(ended);
+        let mut previous = self.previous.load(Ordering::Acquire);
+        loop {
+            if just_after(tail_fields(previous).0, number) {
+                return;
+            }
+            match self.previous.compare_exchange_weak(
+                previous,
+                ended,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => previous = actual,
+            }
+        }
+    }
+
+    /// `(started, over)` over this window and the last.
+    pub(super) fn recent(&self, now: Instant) -> (u64, u64) {
         let window = self.window(now);
         let recent = |number: u64| number == window || (number + 1) & WINDOW_MASK == window;
         let (mut started, mut over) = (0, 0);
@@ -200,7 +246,19 @@ impl WaitTail {
                 over += late;
             }
         }
+        (started, over)
+    }
+
+    /// Whether more than 1 % of the tasks started in this window and the last waited too long.
+    fn p99_above(&self, now: Instant) -> bool {
+        let (started, over) = self.recent(now);
         over * 100 > started
+    }
+
+    /// A moment in the middle of window `window`, for the models.
+    #[cfg(all(test, millpond_loom))]
+    pub(super) fn at(&self, window: u32) -> Instant {
+        self.origin + TAIL_WINDOW * window + TAIL_WINDOW / 2
     }
 }
 

@@ -12,6 +12,7 @@ use super::inner::{Inner, Refused};
 use super::job::Job;
 use super::stats::Stats;
 use super::worker;
+use super::worker_count::MAX_WORKERS;
 use crate::BuildError;
 use crate::sync::Arc;
 
@@ -274,11 +275,18 @@ impl WorkerPool {
     ///
     /// # Errors
     ///
-    /// A [`BuildError`] naming `max_workers` when it is 0, or when the pool uses per-worker
-    /// queues, whose workers are fixed.
+    /// A [`BuildError`] naming `max_workers` when it is 0 or above 2,097,151, or when the pool
+    /// uses per-worker queues, whose workers are fixed.
     pub fn resize(&self, max_workers: usize) -> Result<(), BuildError> {
         if max_workers == 0 {
             return Err(BuildError::invalid("max_workers", 0, "a pool needs at least one worker"));
+        }
+        if max_workers > MAX_WORKERS {
+            return Err(BuildError::invalid(
+                "max_workers",
+                max_workers,
+                format!("a pool has at most {MAX_WORKERS} workers"),
+            ));
         }
         if !self.inner.is_resizable() {
             return Err(BuildError::invalid(

@@ -7,6 +7,7 @@ use super::admission::{Admission, Overload};
 use super::api::WorkerPool;
 use super::inner::{Inner, PanicHook, Settings};
 use super::queues::Queues;
+use super::worker_count::MAX_WORKERS;
 use crate::BuildError;
 use crate::balance::Balance;
 use crate::rate::{KeyedBuckets, Shape, TokenBucket};
@@ -212,7 +213,7 @@ impl WorkerPoolBuilder {
     /// # Errors
     ///
     /// A [`BuildError`] naming the field when a worker count or the queue capacity is 0,
-    /// `min_workers > max_workers`, per-worker queues are asked to be elastic or given fewer
+    /// `max_workers` is above 2,097,151, `min_workers > max_workers`, per-worker queues are asked to be elastic or given fewer
     /// queue slots than workers, or a weighted strategy's weights do not match the workers or
     /// are all zero (field `weights`), or a rate limit is out of range (see
     /// [`rate_limit`](Self::rate_limit)). [`BuildError::is_no_runtime`] when called outside a
@@ -223,6 +224,13 @@ impl WorkerPoolBuilder {
         let min_workers = self.min_workers.unwrap_or(max_workers);
         if max_workers == 0 {
             return Err(BuildError::invalid("max_workers", 0, "a pool needs at least one worker"));
+        }
+        if max_workers > MAX_WORKERS {
+            return Err(BuildError::invalid(
+                "max_workers",
+                max_workers,
+                format!("a pool has at most {MAX_WORKERS} workers"),
+            ));
         }
         if min_workers > max_workers {
             return Err(BuildError::invalid(

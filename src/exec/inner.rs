@@ -14,8 +14,9 @@ use super::queues::Queues;
 use super::stats::Shards;
 use super::waiters::{Slot, Waiters};
 use super::worker;
+use super::worker_count::WorkerCount;
 use crate::home::{Home, Rehome};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 pub(crate) type PanicHook = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -25,12 +26,8 @@ pub(crate) struct Inner {
     pub(crate) idle_timeout: Duration,
     pub(crate) shards: Shards,
     pub(crate) admission: Admission,
-    /// Live workers.
-    live: AtomicUsize,
-    min_workers: AtomicUsize,
-    max_workers: AtomicUsize,
-    /// Whether workers come and go (the shared queue with `min < max`, or after a resize).
-    elastic: bool,
+    /// Live workers and their bounds.
+    count: WorkerCount,
     rejected: AtomicU64,
     panic_hook: Option<PanicHook>,
     /// The runtime the workers run on; they move to a submitter's when it shuts down.
@@ -98,10 +95,7 @@ impl Inner {
             idle_timeout: settings.idle_timeout,
             shards: Shards::new(),
             admission: settings.admission,
-            live: AtomicUsize::new(0),
-            min_workers: AtomicUsize::new(settings.min_workers),
-            max_workers: AtomicUsize::new(settings.max_workers),
-            elastic: settings.elastic,
+            count: WorkerCount::new(settings.min_workers, settings.max_workers, settings.elastic),
             rejected: AtomicU64::new(0),
             panic_hook: settings.panic_hook,
             home: Home::new(settings.runtime),
@@ -114,28 +108,11 @@ impl Inner {
             }
         });
         let lanes = inner.queues.lane_count();
+        // Counted in by `WorkerCount::new`.
         for index in 0..settings.min_workers {
-            inner.live.fetch_add(1, Ordering::AcqRel);
             inner.spawn_worker(index % lanes);
         }
         inner
-    }
-
-    /// Counts one more live worker if fewer than `below` are alive; the caller then starts it.
-    fn add_worker_below(&self, below: usize) -> bool {
-        let mut live = self.live.load(Ordering::Acquire);
-        while live < below {
-            match self.live.compare_exchange_weak(
-                live,
-                live + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => live = actual,
-            }
-        }
-        false
     }
 
     fn spawn_worker(self: &Arc<Self>, lane: usize) {
@@ -145,55 +122,47 @@ impl Inner {
         workers.handles.push(handle);
     }
 
-    /// Whether a worker may retire now: the pool is elastic and above its minimum.
+    /// Whether a worker may retire when idle: the pool is elastic and above its minimum.
     pub(crate) fn may_shrink(&self) -> bool {
-        self.elastic && self.live.load(Ordering::Relaxed) > self.min_workers.load(Ordering::Relaxed)
+        self.count.may_shrink()
     }
 
-    /// Starts one more worker if none is idle and the pool may grow (the shared queue only).
+    /// Starts one more worker if the pool may grow (the shared queue only).
     pub(crate) fn grow(self: &Arc<Self>) {
-        if self.elastic && self.add_worker_below(self.max_workers.load(Ordering::Acquire)) {
+        if self.count.grow() {
             self.spawn_worker(0);
         }
     }
 
-    /// Takes a worker off the count if the pool may shrink. The worker exits on `true`.
-    pub(crate) fn try_retire(&self) -> bool {
-        let min = self.min_workers.load(Ordering::Acquire);
-        let mut live = self.live.load(Ordering::Acquire);
-        while live > min {
-            match self.live.compare_exchange_weak(
-                live,
-                live - 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => live = actual,
-            }
-        }
-        false
+    /// Takes the idle worker of `lane` off the count if the pool may shrink and the lane has no
+    /// job for it. The worker exits on `true`.
+    pub(crate) fn retire_idle(&self, lane: usize) -> bool {
+        self.queues.lane(lane).if_empty(|| self.count.retire_idle())
     }
 
-    /// Whether a resize left more workers than allowed.
-    pub(crate) fn is_over_size(&self) -> bool {
-        self.live.load(Ordering::Relaxed) > self.max_workers.load(Ordering::Relaxed)
+    /// Takes a worker off the count if a resize left more than allowed. The worker exits on
+    /// `true`.
+    pub(crate) fn retire_surplus(&self) -> bool {
+        self.count.retire_surplus()
     }
 
     pub(crate) fn is_resizable(&self) -> bool {
-        self.elastic
+        self.count.is_elastic()
     }
 
     /// Sets a new maximum (and lowers the minimum to it if needed). Extra workers retire after
     /// their current task; parked ones are interrupted so they retire at once.
     pub(crate) fn resize(self: &Arc<Self>, max: usize) {
-        let min = self.min_workers.load(Ordering::Acquire).min(max);
-        self.min_workers.store(min, Ordering::Release);
-        self.max_workers.store(max, Ordering::Release);
-        while self.add_worker_below(min) {
+        if self.home.is_gone() && !self.is_closed() {
+            // New workers must start where they will run. Outside any runtime they start on
+            // the next submit that moves the pool.
+            let _ = self.rehome();
+        }
+        let resized = self.count.resize(max);
+        for _ in 0..resized.start {
             self.spawn_worker(0);
         }
-        if self.live.load(Ordering::Acquire) > max {
+        if resized.interrupt {
             (0..self.queues.lane_count()).for_each(|lane| self.queues.lane(lane).interrupt());
         }
     }
@@ -208,19 +177,14 @@ impl Inner {
     }
 
     pub(crate) fn worker_exited(&self, counted: bool) {
-        let remaining = if counted {
-            self.live.fetch_sub(1, Ordering::AcqRel) - 1
-        } else {
-            self.live.load(Ordering::Acquire)
-        };
-        if remaining == 0 {
+        if self.count.exited(counted) {
             let woken = self.workers.lock().exits.notify_all();
             woken.into_iter().for_each(std::task::Waker::wake);
         }
     }
 
     pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.count.live()
     }
 
     /// Waits until every worker has exited.
@@ -280,17 +244,39 @@ impl Inner {
         }
     }
 
-    /// Starts workers up to the minimum on the runtime the pool just moved to.
+    /// Starts workers up to the minimum on the runtime the pool just moved to: those that died
+    /// while the pool had no runtime to move to (they could not replace themselves). Workers
+    /// still counted are dropped after the move and replace themselves on their own lanes
+    /// ([`replace_worker`](Self::replace_worker)).
+    ///
+    /// The number is fixed before any spawn: a spawn onto a runtime that is gone too drops the
+    /// worker at once, and a loop until the count reaches the minimum would never end.
     fn restart_workers(self: &Arc<Self>) {
-        let lanes = self.queues.lane_count();
-        let min = self.min_workers.load(Ordering::Acquire);
-        // Workers drop off the count before their runtime's drop marks the home gone, so `live`
-        // counts only workers that are still running.
-        let mut index = self.live();
-        while self.add_worker_below(min) {
-            self.spawn_worker(index % lanes);
-            index += 1;
+        if self.is_closed() {
+            return;
         }
+        let lanes = self.queues.lane_count();
+        let missing = self.count.fill_to_min();
+        for lane in 0..missing {
+            if self.home.is_gone() {
+                // The runtime just moved to is gone as well: the rest are off the count again.
+                self.worker_exited(true);
+                continue;
+            }
+            self.spawn_worker(lane % lanes);
+        }
+    }
+
+    /// A worker of `lane` was dropped by its runtime before it finished. If the pool has moved
+    /// to a live runtime and is open, a new worker takes its place (and its place on the count);
+    /// otherwise it leaves the count, and the next submit that moves the pool starts workers
+    /// again.
+    pub(crate) fn replace_worker(self: &Arc<Self>, lane: usize) {
+        if self.is_closed() || self.home.is_gone() {
+            self.worker_exited(true);
+            return;
+        }
+        self.spawn_worker(lane);
     }
 
     /// Reserves room for a job without waiting. Returns the lane to commit to.
@@ -358,7 +344,7 @@ impl Future for AllExited<'_> {
     ) -> std::task::Poll<()> {
         let this = &mut *self;
         let mut workers = this.inner.workers.lock();
-        if this.inner.live.load(Ordering::Acquire) == 0 {
+        if this.inner.count.live() == 0 {
             workers.exits.remove(&mut this.slot);
             return std::task::Poll::Ready(());
         }

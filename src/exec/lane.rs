@@ -23,7 +23,7 @@
 //! first (and the workers, which stop only on "closed and nothing taken", wait for its job) or
 //! sees the flag and fails. A job can never land in a lane whose workers have left. The loom
 //! models in `loom_models.rs` check this and the other races (submit vs shutdown, steal vs
-//! shutdown).
+//! shutdown, the waiting hand-offs, a cancelled submit, `kill`).
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -317,6 +317,13 @@ impl<J: Stealable> Lane<J> {
         };
         wake_all(woken);
         jobs
+    }
+
+    /// Runs `decide` under the lane's lock if no job is queued, so that no commit can slip in
+    /// between the look and the decision; `false` when a job is queued.
+    pub(crate) fn if_empty(&self, decide: impl FnOnce() -> bool) -> bool {
+        let state = self.state.lock();
+        state.jobs.is_empty() && decide()
     }
 
     /// Wakes every parked worker to re-check the pool's size (after a resize).

@@ -1,26 +1,45 @@
-//! loom models of the worker pool's queues: submit vs shutdown, steal vs shutdown, and the load
-//! counters of least-loaded dispatch.
+//! loom models of the worker pool's cores:
+//!
+//! * the queues: submit vs shutdown, steal vs shutdown, the load counters of least-loaded
+//!   dispatch;
+//! * one lane: a waiting submit and a waiting pop hand off to each other, a cancelled submit
+//!   passes its wake-up on, `kill` leaves nobody parked;
+//! * the worker count (`worker_count.rs`): an idle worker retiring against a submit, a grow
+//!   against a resize, two resizes;
+//! * a task's handle: abort against the task's waker registration, abort against completion;
+//! * the queue-wait tail of overload protection (`admission.rs`): counts racing across windows.
 //!
 //! Each thread drives the same calls the pool makes: a submitter reserves room and commits a
 //! job, a worker waits on `next_job` and runs what it gets, a shutdown closes the queues. loom
 //! explores every interleaving (bounded by `LOOM_MAX_PREEMPTIONS`) and fails a model that
-//! deadlocks, which is how "no hang" is checked.
+//! deadlocks, which is how "no hang" (no lost wake-up) is checked.
 //!
 //! Run with `RUSTFLAGS="--cfg millpond_loom" cargo test --release --lib loom_models`.
 //!
 //! The models with three busy threads run under a lower preemption bound than
 //! `LOOM_MAX_PREEMPTIONS`: each thread takes a dozen locks, and the number of interleavings
 //! grows exponentially with the bound (the steal model takes 2 s at 4 preemptions, 35 s at 6;
-//! the load-counter model 22 s at 3 and over 5 minutes at 4). Races in protocols like these
-//! show up within two or three preemptions; the bounds below are the largest that keep CI fast.
+//! the load-counter model 22 s at 3 and over 5 minutes at 4; the cancelled-submit model 1.8 s
+//! at 4 and 84 s at 8). Races in protocols like these show up within two or three preemptions
+//! (each model below fails within its bound when the re-check or pass-on it checks is taken
+//! out); the bounds below are the largest that keep CI fast.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use loom::future::block_on;
 use loom::thread;
 
+use super::admission::WaitTail;
+use super::error::TaskError;
+use super::handle::tracked;
 use super::job::Job;
+use super::lane::{Lane, NoRoom, Stealable, TryPop};
 use super::queues::{Next, Queues};
+use super::worker_count::WorkerCount;
 use crate::balance::{Balancer, LeastLoaded, RoundRobin};
-use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
 
 /// A job that counts its runs.
 fn job(runs: &Arc<AtomicUsize>, keyed: bool) -> Job {
@@ -158,5 +177,354 @@ fn keyed_jobs_are_never_stolen() {
         queues.close();
         assert_eq!(thief.join().unwrap(), 0);
         assert_eq!(work(&queues, 0), 1);
+    });
+}
+
+/// An elastic worker as `worker::run` drives one, over the shared queue: take a job without
+/// waiting, else wait for one; an idle wait can end at any moment (the idle timeout), and then
+/// the worker retires if the count lets it and the queue has nothing for it. Here every wait
+/// times out after its first poll, the worst case for the hand-off. Returns how many jobs it
+/// ran.
+fn elastic_worker(queues: &Queues, count: &WorkerCount) -> usize {
+    let mut ran = 0;
+    loop {
+        let job = match queues.lane(0).try_pop() {
+            TryPop::Job(job) => job,
+            TryPop::Closed => return ran,
+            TryPop::Empty => {
+                // The wait ends (and withdraws from the lane) before the worker decides.
+                let next = {
+                    let mut next = std::pin::pin!(queues.next_job(0));
+                    next.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                };
+                match next {
+                    Poll::Ready(Next::Job(job)) => job,
+                    Poll::Ready(Next::Closed) => return ran,
+                    Poll::Ready(Next::Interrupted) | Poll::Pending => {
+                        // `Inner::retire_idle`.
+                        if queues.lane(0).if_empty(|| count.retire_idle()) {
+                            return ran;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        block_on(job.future);
+        ran += 1;
+        if count.retire_surplus() {
+            return ran;
+        }
+    }
+}
+
+/// An idle elastic worker times out and retires while a task is submitted: whatever the order,
+/// the task runs, on that worker (it saw the task and stayed) or on one the submit started (it
+/// saw the worker gone). The pool never holds more workers than its maximum.
+#[test]
+fn a_retiring_worker_never_strands_a_submitted_task() {
+    loom::model(|| {
+        let queues = Arc::new(Queues::shared(2));
+        // An elastic pool of at most one worker, which is running.
+        let count = Arc::new(WorkerCount::new(0, 1, true));
+        assert!(count.grow());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let (queues, count) = (Arc::clone(&queues), Arc::clone(&count));
+            thread::spawn(move || elastic_worker(&queues, &count))
+        };
+        // `Inner::commit`, the grown worker run on a thread of its own.
+        let lane = queues.try_reserve(None).unwrap();
+        let grown = (!queues.commit(lane, job(&runs, false)) && count.grow()).then(|| {
+            let (queues, count) = (Arc::clone(&queues), Arc::clone(&count));
+            thread::spawn(move || elastic_worker(&queues, &count))
+        });
+        assert!(count.live() <= 1, "grew past the maximum");
+        let ran = worker.join().unwrap() + grown.map_or(0, |grown| grown.join().unwrap());
+        assert_eq!(ran, 1, "the task was stranded with no worker");
+        assert_eq!(runs.load(Ordering::Acquire), 1);
+        assert_eq!(count.live(), 0, "every worker retired once idle");
+    });
+}
+
+/// A grow races a resize that lowers the maximum: a worker is never counted in above the new
+/// maximum unless the resize saw it and interrupts the workers, so the surplus retires.
+#[test]
+fn a_grow_never_slips_past_a_lowering_resize() {
+    loom::model(|| {
+        let count = Arc::new(WorkerCount::new(1, 3, true));
+        assert!(count.grow());
+        let grower = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || count.grow())
+        };
+        let resized = count.resize(2);
+        let grew = grower.join().unwrap();
+        assert_eq!(count.live(), 2 + usize::from(grew));
+        if count.live() > 2 {
+            assert!(resized.interrupt, "a third worker slipped in unseen");
+        }
+    });
+}
+
+/// Two resizes race: whichever lands last, the minimum is not above the maximum, and neither
+/// resize's lowering of the minimum is lost.
+#[test]
+fn concurrent_resizes_keep_min_at_most_max() {
+    loom::model(|| {
+        let count = Arc::new(WorkerCount::new(2, 3, true));
+        let widen = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || count.resize(4))
+        };
+        let narrowed = count.resize(1);
+        let widened = widen.join().unwrap();
+        let (min, max) = count.bounds();
+        assert!(min <= max, "min {min} above max {max}");
+        assert_eq!(min, 1, "the lowered minimum was lost");
+        assert_eq!(narrowed.start + widened.start, 0, "the minimum never rises");
+    });
+}
+
+/// Two busy workers finish their tasks after a resize to one: exactly one retires, so the
+/// pool keeps a worker for the tasks still queued (each looked "over size" on its own, and a
+/// look followed by a separate retirement let both go).
+#[test]
+fn surplus_workers_retire_down_to_the_maximum_and_no_further() {
+    loom::model(|| {
+        let count = Arc::new(WorkerCount::new(0, 2, true));
+        assert!(count.grow() && count.grow());
+        assert!(count.resize(1).interrupt);
+        let other = {
+            let count = Arc::clone(&count);
+            thread::spawn(move || count.retire_surplus())
+        };
+        let retired = usize::from(count.retire_surplus()) + usize::from(other.join().unwrap());
+        assert_eq!(retired, 1);
+        assert_eq!(count.live(), 1);
+    });
+}
+
+/// Abort races the task's first poll: the task stops whatever the order. The abort sets its
+/// flag, then wakes the waker it finds; the task registers its waker, then looks at the flag
+/// again. Without that second look an abort between the task's first look and its registration
+/// would find no waker, and the task would sleep forever (loom reports the deadlock).
+#[test]
+fn abort_never_loses_the_wake_up_of_a_running_task() {
+    loom::model(|| {
+        let (task, handle) = tracked(std::future::pending::<u32>());
+        let aborter = thread::spawn(move || {
+            handle.abort();
+            handle
+        });
+        // The worker: returns only once the abort reached the task.
+        block_on(task);
+        let handle = aborter.join().unwrap();
+        assert!(matches!(block_on(handle), Err(TaskError::Aborted)));
+    });
+}
+
+/// A task finishes on a worker while its handle is awaited and aborted from other threads:
+/// the handle resolves (to the output, or `Aborted` if the abort came first) and never hangs.
+#[test]
+fn a_handle_resolves_whether_the_task_finishes_or_is_aborted() {
+    model_bounded(4, || {
+        let (task, handle) = tracked(async { 7_u32 });
+        let handle = Arc::new(Mutex::new(handle));
+        let worker = thread::spawn(move || block_on(task));
+        let aborter = {
+            let handle = Arc::clone(&handle);
+            thread::spawn(move || handle.lock().abort())
+        };
+        let outcome = block_on(poll_fn(|cx| Pin::new(&mut *handle.lock()).poll(cx)));
+        worker.join().unwrap();
+        aborter.join().unwrap();
+        assert!(matches!(outcome, Ok(7) | Err(TaskError::Aborted)), "{outcome:?}");
+    });
+}
+
+/// A lane item that counts the drops a dead lane makes of it.
+#[derive(Debug)]
+struct Item {
+    id: u32,
+    /// Set while only the lane holds it: a drop then means the lane dropped it.
+    dropped_by_lane: Option<Arc<AtomicUsize>>,
+}
+
+impl Item {
+    fn new(id: u32, dropped: &Arc<AtomicUsize>) -> Self {
+        Self { id, dropped_by_lane: Some(Arc::clone(dropped)) }
+    }
+
+    /// Taken off the lane: its drop is ours from now on.
+    fn taken(mut self) -> u32 {
+        self.dropped_by_lane = None;
+        self.id
+    }
+}
+
+impl Drop for Item {
+    fn drop(&mut self) {
+        if let Some(dropped) = &self.dropped_by_lane {
+            dropped.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Stealable for Item {
+    fn stealable(&self) -> bool {
+        true
+    }
+}
+
+/// A submit that waits for room, as `Reserve` polls it.
+fn reserve(lane: &Lane<Item>) -> Result<(), NoRoom> {
+    let mut slot = None;
+    block_on(poll_fn(|cx| lane.poll_reserve(cx, &mut slot)))
+}
+
+/// A worker's wait for the next item, as `NextJob` polls it; `None` once closed and drained.
+fn pop(lane: &Lane<Item>) -> Option<u32> {
+    let mut slot = None;
+    block_on(poll_fn(|cx| lane.poll_pop(cx, &mut slot))).map(Item::taken)
+}
+
+/// A submitter waits for room in a full lane while a worker waits for items: the pop that
+/// frees the room wakes the submitter, and the commit that follows wakes the worker.
+#[test]
+fn a_waiting_submit_and_a_waiting_pop_hand_off_to_each_other() {
+    loom::model(|| {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let lane = Arc::new(Lane::new(1));
+        lane.try_reserve().unwrap();
+        lane.commit(Item::new(0, &dropped));
+        let submitter = {
+            let (lane, dropped) = (Arc::clone(&lane), Arc::clone(&dropped));
+            thread::spawn(move || {
+                reserve(&lane).unwrap();
+                lane.commit(Item::new(1, &dropped));
+            })
+        };
+        assert_eq!(pop(&lane), Some(0));
+        assert_eq!(pop(&lane), Some(1), "the second item is the submitter's");
+        submitter.join().unwrap();
+        assert_eq!(dropped.load(Ordering::Acquire), 0);
+    });
+}
+
+/// Two submitters wait for room; one gives up after its first poll (a cancelled `submit`),
+/// possibly after the pop already woke it: the wake-up passes to the other, which gets the room.
+#[test]
+fn a_cancelled_submit_passes_its_wake_up_on() {
+    model_bounded(4, || {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let lane = Arc::new(Lane::new(1));
+        lane.try_reserve().unwrap();
+        lane.commit(Item::new(0, &dropped));
+        let quitter = {
+            let (lane, dropped) = (Arc::clone(&lane), Arc::clone(&dropped));
+            thread::spawn(move || {
+                let mut slot = None;
+                let mut cx = Context::from_waker(Waker::noop());
+                match lane.poll_reserve(&mut cx, &mut slot) {
+                    Poll::Ready(claimed) => {
+                        claimed.unwrap();
+                        lane.commit(Item::new(1, &dropped));
+                    }
+                    Poll::Pending => lane.cancel_reserve(&mut slot),
+                }
+            })
+        };
+        let waiter = {
+            let (lane, dropped) = (Arc::clone(&lane), Arc::clone(&dropped));
+            thread::spawn(move || {
+                reserve(&lane).unwrap();
+                lane.commit(Item::new(2, &dropped));
+            })
+        };
+        assert_eq!(pop(&lane), Some(0));
+        quitter.join().unwrap();
+        // The quitter's item, if it got room first, then the waiter's.
+        let mut next = pop(&lane);
+        if next == Some(1) {
+            next = pop(&lane);
+        }
+        assert_eq!(next, Some(2));
+        waiter.join().unwrap();
+    });
+}
+
+/// `kill` races a waiting submitter and a waiting worker: both wake and end (nobody stays
+/// parked), and every item is accounted for exactly once: popped, handed back by `kill`, or
+/// dropped by the dead lane when its submitter commits it.
+#[test]
+fn kill_leaves_no_waiter_parked_and_loses_no_item() {
+    model_bounded(4, || {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let lane = Arc::new(Lane::new(1));
+        lane.try_reserve().unwrap();
+        lane.commit(Item::new(0, &dropped));
+        let submitter = {
+            let (lane, dropped) = (Arc::clone(&lane), Arc::clone(&dropped));
+            thread::spawn(move || match reserve(&lane) {
+                Ok(()) => {
+                    lane.commit(Item::new(1, &dropped));
+                    true
+                }
+                Err(why) => {
+                    assert_eq!(why, NoRoom::Closed);
+                    false
+                }
+            })
+        };
+        let worker = {
+            let lane = Arc::clone(&lane);
+            thread::spawn(move || std::iter::from_fn(|| pop(&lane)).count())
+        };
+        let killed = lane.kill().into_iter().map(Item::taken).count();
+        let submitted = 1 + usize::from(submitter.join().unwrap());
+        let popped = worker.join().unwrap();
+        assert_eq!(popped + killed + dropped.load(Ordering::Acquire), submitted);
+        assert!(matches!(lane.try_pop(), TryPop::Closed));
+    });
+}
+
+/// Threads count task starts in three consecutive windows, the later two concurrently: seen
+/// from the last window, both of its own and the one before are counted, whatever the order
+/// the two threads reach the words in (a thread that read the clock first can arrive last).
+#[test]
+fn the_wait_tail_loses_no_count_across_windows() {
+    loom::model(|| {
+        let tail = Arc::new(WaitTail::default());
+        tail.record(tail.at(0), false);
+        let first = {
+            let tail = Arc::clone(&tail);
+            thread::spawn(move || tail.record(tail.at(1), true))
+        };
+        let second = {
+            let tail = Arc::clone(&tail);
+            thread::spawn(move || tail.record(tail.at(2), false))
+        };
+        first.join().unwrap();
+        second.join().unwrap();
+        assert_eq!(tail.recent(tail.at(2)), (2, 1));
+    });
+}
+
+/// Two threads count in a window while a third opens the next one: none of the three counts
+/// is lost (one counted into the next window is still seen from it).
+#[test]
+fn the_wait_tail_loses_no_count_at_a_window_edge() {
+    loom::model(|| {
+        let tail = Arc::new(WaitTail::default());
+        let threads: Vec<_> = [(0, true), (0, false), (1, true)]
+            .into_iter()
+            .map(|(window, over)| {
+                let tail = Arc::clone(&tail);
+                thread::spawn(move || tail.record(tail.at(window), over))
+            })
+            .collect();
+        threads.into_iter().for_each(|thread| thread.join().unwrap());
+        assert_eq!(tail.recent(tail.at(1)), (3, 2));
     });
 }

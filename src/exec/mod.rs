@@ -82,6 +82,7 @@ mod queues;
 mod stats;
 mod waiters;
 mod worker;
+mod worker_count;
 
 #[cfg(all(test, millpond_loom))]
 mod loom_models;

@@ -47,17 +47,25 @@ impl Future for InPool {
     }
 }
 
-/// Keeps the count of live workers right however the worker ends: drained, retired, or its task
-/// aborted by a shutdown past its deadline.
+/// Keeps the count of live workers right however the worker ends: drained, retired, its task
+/// aborted by a shutdown past its deadline, or dropped by a runtime that shut down (then a new
+/// worker takes its place on the pool's new runtime, if it has one).
 struct Alive {
     inner: Arc<Inner>,
+    lane: usize,
     /// Cleared when the worker already took itself off the count (retiring).
     counted: bool,
+    /// Set when the worker loop returned (drained or retired), as opposed to being dropped.
+    finished: bool,
 }
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        self.inner.worker_exited(self.counted);
+        if !self.finished && self.counted {
+            self.inner.replace_worker(self.lane);
+        } else {
+            self.inner.worker_exited(self.counted);
+        }
     }
 }
 
@@ -65,11 +73,15 @@ impl Drop for Alive {
 pub(crate) fn run(inner: Arc<Inner>, lane: usize) -> impl Future<Output = ()> + Send {
     // Counted from the spawn, not from the first poll: a runtime that shuts down before it ever
     // polled the worker still takes it off the count.
-    let alive = Alive { inner: Arc::clone(&inner), counted: true };
-    work(inner, alive, lane)
+    let mut alive = Alive { inner: Arc::clone(&inner), lane, counted: true, finished: false };
+    async move {
+        work(inner, &mut alive, lane).await;
+        alive.finished = true;
+        drop(alive);
+    }
 }
 
-async fn work(inner: Arc<Inner>, mut alive: Alive, lane: usize) {
+async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
     loop {
         // The busy path takes a job without arming a timer.
         let job = match inner.queues.lane(lane).try_pop() {
@@ -94,7 +106,7 @@ async fn work(inner: Arc<Inner>, mut alive: Alive, lane: usize) {
                     Next::Job(job) => job,
                     Next::Closed => return,
                     Next::Interrupted => {
-                        if inner.may_shrink() && inner.try_retire() {
+                        if inner.retire_idle(lane) {
                             alive.counted = false;
                             return;
                         }
@@ -105,7 +117,7 @@ async fn work(inner: Arc<Inner>, mut alive: Alive, lane: usize) {
         };
         run_job(&inner, job).await;
         inner.queues.done(lane);
-        if inner.is_over_size() && inner.try_retire() {
+        if inner.retire_surplus() {
             alive.counted = false;
             return;
         }

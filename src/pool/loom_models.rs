@@ -1,4 +1,5 @@
-//! loom models of the engine's slot accounting and waiter hand-off.
+//! loom models of the engine's slot accounting and waiter hand-off, and of the handle count that
+//! closes the pool.
 //!
 //! Each model drives [`Engine`] exactly as the pool does: one lock around every engine call, the
 //! same `poll_acquire` a `get()` future runs, wakers woken after the lock is released. loom then
@@ -317,5 +318,51 @@ fn close_racing_a_return_leaves_nothing_in_the_cache() {
         // The resource was closed exactly once: by `close` (it was cached first) or on return.
         assert_eq!(shared.lock().status(0).size, 0);
         assert!(idle.len() <= 1);
+    });
+}
+
+/// A manager the handle-count model never asks for a resource.
+struct Unused;
+
+impl super::manager::Manager for Unused {
+    type Resource = u32;
+    type Error = std::io::Error;
+
+    async fn create(&self) -> Result<u32, std::io::Error> {
+        Ok(0)
+    }
+}
+
+/// Two threads clone and drop `Pool` handles (`Pool::clone` is `add_handle`, its drop is
+/// `remove_handle`), one cloning from the handle it holds while the other drops its own: the
+/// pool is closed once the last handle is gone, never while one is still held.
+#[test]
+fn the_last_pool_handle_closes_the_pool_and_no_other_does() {
+    // The pool needs a runtime handle to exist; nothing in this model spawns on it.
+    let tokio = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio.handle().clone();
+    loom::model(move || {
+        let config = Config { max_size: 1, ..Config::default() };
+        let shared = Arc::new(super::shared::Shared::new(Unused, config, runtime.clone()));
+        let is_closed = {
+            let shared = Arc::clone(&shared);
+            move || shared.engine.lock().is_closed()
+        };
+        // A second handle, moved to another thread as a cloned `Pool` would be.
+        shared.add_handle();
+        let other = {
+            let (shared, is_closed) = (Arc::clone(&shared), is_closed.clone());
+            thread::spawn(move || {
+                shared.add_handle();
+                assert!(!is_closed(), "closed while this thread held two handles");
+                shared.remove_handle();
+                assert!(!is_closed(), "closed while this thread held a handle");
+                shared.remove_handle();
+            })
+        };
+        assert!(!is_closed(), "closed while the first handle was held");
+        shared.remove_handle();
+        other.join().unwrap();
+        assert!(is_closed(), "every handle is gone but the pool is open");
     });
 }
