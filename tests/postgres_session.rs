@@ -12,9 +12,9 @@
 
 mod harness;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use harness::postgres::PgServer;
+use harness::postgres::{PgServer, wait_until};
 use millpond::pool::Pool;
 use millpond::postgres::{PgConnection, PgManager, PgPool, SessionReset};
 
@@ -183,7 +183,7 @@ async fn without_a_reset_every_kind_of_session_state_reaches_the_next_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn discard_all_resets_every_checkout_marked_or_not() {
+async fn discard_all_resets_every_used_session_marked_or_not() {
     let Some(server) = PgServer::start() else { return };
     let fresh = prepare_server(&server).await;
     let admin = server.admin().await;
@@ -194,7 +194,8 @@ async fn discard_all_resets_every_checkout_marked_or_not() {
         assert_eq!(&seen, fresh, "{}: the next user sees a fresh session", leftover.what);
     }
 
-    // A clean connection is discarded too, and its statement cache starts over.
+    // A session used only for what leaves nothing behind is discarded too, and its statement
+    // cache starts over.
     let pid = {
         let conn = pool.get().await.unwrap();
         conn.prepare_cached("SELECT $1::int").await.unwrap();
@@ -216,6 +217,55 @@ async fn last_query(admin: &tokio_postgres::Client, pid: i32) -> String {
         .await
         .expect("pg_stat_activity")
         .get(0)
+}
+
+/// When the server last started or finished serving a request on the session `pid`.
+async fn state_change(admin: &tokio_postgres::Client, pid: i32) -> SystemTime {
+    admin
+        .query_one("SELECT state_change FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_skips_a_session_nobody_used_so_try_get_has_it_once_reset() {
+    let Some(server) = PgServer::start() else { return };
+    let admin = server.admin().await;
+    let pool = pool(&server, "discard-unused", SessionReset::DiscardAll);
+
+    // A fresh connection taken and given back unused: its next checkout sends nothing.
+    drop(pool.get().await.unwrap());
+    let conn = pool.get().await.unwrap();
+    let session = admin
+        .query_one(
+            "SELECT pid, query FROM pg_stat_activity WHERE application_name = 'discard-unused'",
+            &[],
+        )
+        .await
+        .expect("pg_stat_activity");
+    let (pid, query): (i32, String) = (session.get(0), session.get(1));
+    assert_eq!(query, "", "no request since the startup");
+
+    // Used, then given back: `try_get` cannot await the reset, so it leaves it to a check in the
+    // background, and has the session once that is done.
+    conn.batch_execute("SELECT 'used'").await.unwrap();
+    drop(conn);
+    assert!(pool.try_get().is_err(), "a used session is never handed out unreset");
+    wait_until("the reset session is back", Duration::from_secs(10), || async {
+        pool.status().idle == 1
+    })
+    .await;
+    let conn = pool.try_get().expect("the reset session is ready");
+    assert_eq!(last_query(&admin, pid).await, "DISCARD ALL");
+    let reset_at = state_change(&admin, pid).await;
+
+    // Given back unused since its reset: `try_get` has it at once, and nothing is sent.
+    drop(conn);
+    let conn = pool.try_get().expect("an unused session needs no reset");
+    assert_eq!(state_change(&admin, pid).await, reset_at, "no request was sent");
+    assert_eq!(backend_pid(&conn).await, pid);
+    assert_eq!(pool.metrics().created, 1, "{:?}", pool.metrics());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

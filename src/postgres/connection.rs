@@ -64,9 +64,11 @@ impl PgConnection {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a prepare dropped mid-way caches nothing. Its request to the server is
-    /// housekeeping, not work (no query runs), so the connection stays usable and the pool does
-    /// not close it.
+    /// Cancel safe: a prepare dropped mid-way caches nothing. Its `Parse` still goes to the
+    /// server and counts as work, like a query: parsing takes locks, so it can wait (behind an
+    /// `ALTER TABLE`, say). A checkout that finds it unanswered waits the 20 ms grace for the
+    /// answer. If the answer comes, the connection goes on serving; if not, the connection is
+    /// closed, the `Parse` is cancelled on the server, and the caller gets another connection.
     pub async fn prepare_cached(&self, query: &str) -> Result<Statement, tokio_postgres::Error> {
         if self.wire.take_statements_lost() {
             // A `DISCARD ALL` or `DEALLOCATE ALL` dropped them on the server.

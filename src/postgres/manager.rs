@@ -63,9 +63,11 @@ pub enum SessionReset {
     /// and a `DEALLOCATE` of each statement made with SQL `PREPARE`. The default.
     #[default]
     Precise,
-    /// `DISCARD ALL` on every checkout, dirty or not, as pgbouncer's `server_reset_query`: one
-    /// round trip per checkout. It drops every prepared statement, so the
-    /// [`prepare_cached`](PgConnection::prepare_cached) cache starts over after each one;
+    /// `DISCARD ALL` at the checkout of every session used since its last reset, dirty or not, as
+    /// pgbouncer's `server_reset_query` runs on every release: one round trip per checkout that
+    /// follows a use. A session nobody sent a request on since (a fresh connection, or one a
+    /// `try_get` took and gave back unused) goes out as it is. It drops every prepared statement,
+    /// so the [`prepare_cached`](PgConnection::prepare_cached) cache starts over after each one;
     /// tokio-postgres's own statements for looking up custom types (enums, composites, domains)
     /// are dropped too, and it does not notice: a query on a custom type the connection has not
     /// looked up before may then fail with "prepared statement ... does not exist".
@@ -77,22 +79,13 @@ pub enum SessionReset {
 }
 
 impl SessionReset {
-    /// The statement that resets a session, if this policy resets one in this state.
-    fn statement(&self, dirty: bool) -> Option<&str> {
+    /// The statement that resets a session in the state `wire` shows, if this policy resets it.
+    fn statement(&self, wire: &Wire) -> Option<&str> {
         match self {
             Self::Off => None,
-            Self::Precise => dirty.then_some(PRECISE_RESET),
-            Self::DiscardAll => Some("DISCARD ALL"),
-            Self::Custom(sql) => dirty.then_some(sql.as_str()),
-        }
-    }
-
-    /// Whether a session in this state needs a reset before its next use.
-    fn resets(&self, dirty: bool) -> bool {
-        match self {
-            Self::Off => false,
-            Self::Precise | Self::Custom(_) => dirty,
-            Self::DiscardAll => true,
+            Self::Precise => wire.is_dirty().then_some(PRECISE_RESET),
+            Self::DiscardAll => wire.is_used().then_some("DISCARD ALL"),
+            Self::Custom(sql) => wire.is_dirty().then_some(sql.as_str()),
         }
     }
 }
@@ -265,16 +258,22 @@ where
         // already queued for a dropped `Transaction` makes this one redundant, which only draws a
         // warning from the server.
         let rollback = !conn.wire.status().is_idle();
-        let reset = self.reset.statement(conn.wire.is_dirty());
+        let used = conn.wire.is_used();
+        let reset = self.reset.statement(&conn.wire);
         match (rollback, reset) {
             (false, None) => {
                 conn.simple_query("").await?;
+                if !used {
+                    // The pool's own ping is no use of the session: under `DiscardAll` it would
+                    // cost the next checkout a reset.
+                    conn.wire.clear_used();
+                }
                 return Ok(());
             }
             (true, None) => conn.batch_execute("ROLLBACK").await?,
             (false, Some(reset)) => conn.batch_execute(reset).await?,
-            (true, Some(PRECISE_RESET)) => {
-                conn.batch_execute(&format!("ROLLBACK; {PRECISE_RESET}")).await?;
+            (true, Some(reset)) if matches!(self.reset, SessionReset::Precise) => {
+                conn.batch_execute(&format!("ROLLBACK; {reset}")).await?;
             }
             (true, Some(reset)) => {
                 // `DISCARD ALL` refuses to run inside a transaction block, or a multi-statement
@@ -289,7 +288,8 @@ where
         }
         if reset.is_some() {
             // The reset's answer has arrived, after everything sent before it, and no one else
-            // can send on this connection: what it marked (its own `SET`s and `RESET`) is gone.
+            // can send on this connection: what it marked (its own `SET`s and `RESET`, and its
+            // own use) is gone.
             conn.wire.clear_dirty();
         }
         Ok(())
@@ -299,7 +299,7 @@ where
         conn.is_closed()
             || conn.wire.is_busy()
             || !conn.wire.status().is_idle()
-            || self.reset.resets(conn.wire.is_dirty())
+            || self.reset.statement(&conn.wire).is_some()
     }
 
     fn is_reusable(&self, conn: &mut PgConnection) -> bool {

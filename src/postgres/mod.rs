@@ -38,8 +38,8 @@
 //! - **without the last user's session state**: settings (`SET`, including the role and time
 //!   zone), `LISTEN`s, temporary tables, SQL-prepared statements and open cursors, which the
 //!   manager sees in the protocol, and advisory locks or anything else a user flags with
-//!   [`PgConnection::mark_dirty`], are reset before its next use, as [`SessionReset`] says; a
-//!   session nobody changed is not reset.
+//!   [`PgConnection::mark_dirty`], are reset before its next use, as [`SessionReset`] says; by
+//!   default, a session nobody changed is not reset.
 
 mod connection;
 mod error;

@@ -7,7 +7,7 @@
 //! statement ends with a `CommandComplete` naming what it was, and a change to a reported setting
 //! comes as a `ParameterStatus`. [`Watched`] wraps the byte stream under tokio-postgres, splits
 //! both directions into messages by their length prefix (it never buffers or alters a byte), and
-//! keeps four facts in a [`Wire`] the pool reads on checkout:
+//! keeps five facts in a [`Wire`] the pool reads on checkout:
 //!
 //! - the request cycles in flight: the startup message, each simple `Query` and each `Sync`
 //!   get exactly one `ReadyForQuery`, even after an error, so a FIFO of sent cycles popped at
@@ -23,7 +23,10 @@
 //! - whether the session was changed: a `CommandComplete` for a statement that leaves state in
 //!   the session (see [`session_effect`]), or a `ParameterStatus` after the startup. The pool's
 //!   own reset is awaited by the manager while it holds the connection alone, so it clears the
-//!   mark once the reset's answer has arrived (everything before it in the FIFO has too).
+//!   mark once the reset's answer has arrived (everything before it in the FIFO has too);
+//! - whether the session was used at all since that reset: any request cycle after the startup.
+//!   [`SessionReset::DiscardAll`](super::SessionReset::DiscardAll) resets only such a session, so
+//!   a connection nobody used (a fresh one, or one a `try_get` took and gave back) costs nothing.
 //!
 //! pgx makes the same checks (busy, transaction status) before reusing a connection, and HikariCP
 //! keeps the same kind of dirty bits (for the JDBC setters it sees). Here they cost a few byte
@@ -81,6 +84,8 @@ impl TransactionStatus {
 pub(crate) const DIRTY: u64 = 1;
 /// The server dropped every prepared statement: a user ran `DISCARD ALL` or `DEALLOCATE ALL`.
 pub(crate) const STATEMENTS_LOST: u64 = 2;
+/// A request cycle was sent after the startup: the session was used.
+pub(crate) const USED: u64 = 4;
 
 /// What the watcher has seen on one connection; shared between the stream (written by the
 /// connection task) and the pooled connection (read when it is checked out).
@@ -96,7 +101,7 @@ pub(crate) struct Wire {
     /// Of those, the ones that may do a caller's work (see the module docs).
     work_in_flight: AtomicU64,
     status: AtomicU64,
-    /// [`DIRTY`] and [`STATEMENTS_LOST`].
+    /// [`DIRTY`], [`STATEMENTS_LOST`] and [`USED`].
     session: AtomicU64,
     /// Woken when the last unit of work in flight is answered.
     settled: Notify,
@@ -109,7 +114,7 @@ impl Wire {
     }
 
     /// Whether any request, housekeeping included, is still waiting for its answer.
-    #[cfg(test)]
+    #[cfg(all(test, not(millpond_loom)))]
     pub(crate) fn has_requests_in_flight(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0
     }
@@ -129,10 +134,21 @@ impl Wire {
         self.session.fetch_or(DIRTY, Ordering::Release);
     }
 
-    /// Forgets the session's state after a reset whose answer has arrived, on a connection no one
-    /// else can send on.
+    /// Whether a request cycle was sent since the last reset (or since the startup).
+    pub(crate) fn is_used(&self) -> bool {
+        self.session.load(Ordering::Acquire) & USED != 0
+    }
+
+    /// Forgets the session's state and its use after a reset whose answer has arrived, on a
+    /// connection no one else can send on.
     pub(crate) fn clear_dirty(&self) {
-        self.session.fetch_and(!DIRTY, Ordering::AcqRel);
+        self.session.fetch_and(!(DIRTY | USED), Ordering::Release);
+    }
+
+    /// Forgets the use of the pool's own ping, sent on a session no one used since its reset:
+    /// its answer has arrived, and no one else can send on the connection.
+    pub(crate) fn clear_used(&self) {
+        self.session.fetch_and(!USED, Ordering::Release);
     }
 
     /// Whether the server dropped every prepared statement since the last call.
@@ -374,6 +390,8 @@ impl<S> Watched<S> {
         let cycle_has_work = &mut self.cycle_has_work;
         let maybe_rollback = &mut self.maybe_rollback;
         let mut asked_for_encryption = false;
+        // Any request cycle but the startup (the only untyped one) is a use.
+        let mut used = 0;
         self.outgoing.feed(bytes, |splitter, frame| match frame {
             Frame::Untyped(SSL_REQUEST_CODE | GSSENC_REQUEST_CODE) => asked_for_encryption = true,
             Frame::Untyped(_) => {
@@ -385,9 +403,13 @@ impl<S> Watched<S> {
             // whole text turns out to be `ROLLBACK`.
             Frame::Typed(b'Q') => {
                 pending.push_back(true);
+                used = USED;
                 *maybe_rollback = splitter.body_left == ROLLBACK_QUERY.len();
             }
-            Frame::Typed(b'F') => pending.push_back(true),
+            Frame::Typed(b'F') => {
+                pending.push_back(true);
+                used = USED;
+            }
             Frame::Body { kind: b'Q', offset, bytes } if *maybe_rollback => {
                 let end = offset + bytes.len();
                 if ROLLBACK_QUERY.get(offset..end) != Some(bytes) {
@@ -402,13 +424,16 @@ impl<S> Watched<S> {
             // Parse, Bind, Describe, Execute: anything in a cycle but `Close` may wait on the
             // server. Flush, password and copy messages belong to a cycle already counted.
             Frame::Typed(b'P' | b'B' | b'D' | b'E') => *cycle_has_work = true,
-            Frame::Typed(b'S') => pending.push_back(std::mem::take(cycle_has_work)),
+            Frame::Typed(b'S') => {
+                pending.push_back(std::mem::take(cycle_has_work));
+                used = USED;
+            }
             Frame::Typed(_) | Frame::Body { .. } => {}
         });
         if asked_for_encryption {
             self.encryption_reply_next = true;
         }
-        self.work_published = self.wire.publish(self.work_published, &self.pending, None, 0);
+        self.work_published = self.wire.publish(self.work_published, &self.pending, None, used);
     }
 
     fn saw_incoming(&mut self, mut bytes: &[u8]) {
@@ -497,22 +522,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 mod loom_models;
 
 #[cfg(test)]
+mod test_util;
+
+// The unit tests build wires outside any loom model, which loom's atomics refuse.
+#[cfg(all(test, not(millpond_loom)))]
 mod tests {
+    use super::test_util::{startup, typed, untyped};
     use super::*;
-
-    fn typed(kind: u8, body: &[u8]) -> Vec<u8> {
-        let mut message = vec![kind];
-        message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        message.extend_from_slice(body);
-        message
-    }
-
-    fn untyped(code: u32, body: &[u8]) -> Vec<u8> {
-        let mut message = (body.len() as u32 + 8).to_be_bytes().to_vec();
-        message.extend_from_slice(&code.to_be_bytes());
-        message.extend_from_slice(body);
-        message
-    }
 
     /// Feeds `bytes` in every split into two runs, and checks the wire after each.
     fn each_split(outgoing: &[u8], incoming: &[u8], check: impl Fn(&Wire)) {
@@ -527,10 +543,6 @@ mod tests {
                 check(&wire);
             }
         }
-    }
-
-    fn startup() -> Vec<u8> {
-        untyped(196_608, b"user\0postgres\0\0")
     }
 
     #[test]
@@ -676,6 +688,42 @@ mod tests {
         assert!(wire.is_dirty());
         wire.clear_dirty();
         assert!(!wire.is_dirty());
+    }
+
+    #[test]
+    fn every_request_cycle_after_the_startup_marks_the_session_used() {
+        let startup_only = startup();
+        let answer = typed(b'Z', b"I");
+        each_split(&startup_only, &answer, |wire| assert!(!wire.is_used(), "the startup"));
+        for cycle in [
+            typed(b'Q', b"SELECT 1\0"),
+            typed(b'Q', b"ROLLBACK\0"),
+            [typed(b'C', b"Ss1\0"), typed(b'S', b"")].concat(),
+            [typed(b'P', &[0; 6]), typed(b'S', b"")].concat(),
+            typed(b'F', &[0; 6]),
+        ] {
+            let mut outgoing = startup();
+            outgoing.extend(cycle);
+            let incoming = [answer.clone(), answer.clone()].concat();
+            each_split(&outgoing, &incoming, |wire| assert!(wire.is_used()));
+        }
+    }
+
+    #[test]
+    fn a_reset_clears_the_use_and_the_ping_clears_only_the_use() {
+        let wire = Arc::new(Wire::default());
+        let mut watched = Watched::new((), Arc::clone(&wire));
+        watched.saw_outgoing(&startup());
+        watched.saw_incoming(&typed(b'Z', b"I"));
+        watched.saw_outgoing(&typed(b'Q', b"SET x = 1\0"));
+        watched.saw_incoming(&[typed(b'C', b"SET\0"), typed(b'Z', b"I")].concat());
+        assert!(wire.is_used() && wire.is_dirty());
+        wire.clear_used();
+        assert!(!wire.is_used() && wire.is_dirty());
+        watched.saw_outgoing(&typed(b'Q', b"RESET ALL\0"));
+        watched.saw_incoming(&[typed(b'C', b"RESET\0"), typed(b'Z', b"I")].concat());
+        wire.clear_dirty();
+        assert!(!wire.is_used() && !wire.is_dirty());
     }
 
     #[test]

@@ -11,25 +11,15 @@
 use loom::future::block_on;
 use loom::thread;
 
+use super::test_util::{startup, typed};
 use super::{TransactionStatus, Watched, Wire};
 use crate::sync::Arc;
-
-fn typed(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut message = vec![kind];
-    message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    message.extend_from_slice(body);
-    message
-}
 
 /// A watched connection past its startup, with one simple query sent and unanswered.
 fn query_in_flight() -> (Arc<Wire>, Watched<()>) {
     let wire = Arc::new(Wire::default());
     let mut watched = Watched::new((), Arc::clone(&wire));
-    let body = b"user\0pg\0\0";
-    let mut startup = (body.len() as u32 + 8).to_be_bytes().to_vec();
-    startup.extend_from_slice(&196_608_u32.to_be_bytes());
-    startup.extend_from_slice(body);
-    watched.saw_outgoing(&startup);
+    watched.saw_outgoing(&startup());
     watched.saw_incoming(&typed(b'Z', b"I"));
     watched.saw_outgoing(&typed(b'Q', b"BEGIN; SET search_path TO tenant\0"));
     assert!(wire.is_busy());
