@@ -1,4 +1,4 @@
-//! Checkout throughput and fairness of millpond's pool beside deadpool, bb8 and a
+//! Checkout throughput and fairness of millpond's pool beside deadpool, bb8, qp, mobc and a
 //! `Semaphore + Mutex<Vec>` floor, with the same no-op resource and the same work for each.
 //!
 //! Scenarios (issue #2):
@@ -39,6 +39,9 @@ impl std::error::Error for Never {}
 
 trait Contender: Clone + Send + Sync + 'static {
     const NAME: &'static str;
+    /// Whether a run may never end (then it is run under a deadline first, and skipped if it
+    /// misses it).
+    const MAY_HANG: bool = false;
     /// Builds a pool of `size`; called inside the runtime.
     fn build(size: usize) -> Self;
     /// One checkout: get, bump the counter, optionally yield while holding, give back.
@@ -192,6 +195,81 @@ impl Contender for Bb8 {
     guard_checkout!();
 }
 
+// --- qp ---------------------------------------------------------------------------------------
+
+struct QpManager;
+
+#[qp::async_trait]
+impl qp::resource::Manage for QpManager {
+    type Output = Counter;
+    type Error = Never;
+
+    async fn try_create(&self) -> Result<Counter, Never> {
+        Ok(Counter::default())
+    }
+}
+
+#[derive(Clone)]
+struct Qp(qp::Pool<QpManager>);
+
+impl Contender for Qp {
+    const NAME: &'static str = "qp";
+    // qp's waiters can be left asleep when every checkout is a hand-off between tasks; a batch
+    // that has not ended after this long is recorded as hung.
+    const MAY_HANG: bool = true;
+
+    fn build(size: usize) -> Self {
+        Self(qp::Pool::new(QpManager, size))
+    }
+
+    async fn checkout(&self, yield_while_holding: bool) {
+        let mut counter = self.0.acquire().await.unwrap();
+        hold(&mut counter, yield_while_holding).await;
+    }
+
+    async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
+        let started = Instant::now();
+        let mut counter = self.0.acquire().await.unwrap();
+        let waited = started.elapsed();
+        hold(&mut counter, yield_while_holding).await;
+        waited
+    }
+}
+
+// --- mobc -------------------------------------------------------------------------------------
+
+struct MobcManager;
+
+#[mobc::async_trait]
+impl mobc::Manager for MobcManager {
+    type Connection = Counter;
+    type Error = Never;
+
+    async fn connect(&self) -> Result<Counter, Never> {
+        Ok(Counter::default())
+    }
+
+    async fn check(&self, counter: Counter) -> Result<Counter, Never> {
+        Ok(counter)
+    }
+}
+
+#[derive(Clone)]
+struct Mobc(mobc::Pool<MobcManager>);
+
+impl Contender for Mobc {
+    const NAME: &'static str = "mobc";
+
+    fn build(size: usize) -> Self {
+        // Its pool size is `max_open`; `max_idle` (2 by default) is raised to match, or every
+        // return above two idle connections would close one.
+        let size = size as u64;
+        Self(mobc::Pool::builder().max_open(size).max_idle(size).build(MobcManager))
+    }
+
+    guard_checkout!();
+}
+
 // --- the floor: a semaphore over a locked Vec -------------------------------------------------
 
 #[derive(Clone)]
@@ -328,10 +406,41 @@ async fn run_batch<C: Contender>(pool: &C, scenario: Scenario) {
     }
 }
 
+/// How long a batch of a contender that may hang gets before it is recorded as hung.
+const HANG_LIMIT: Duration = Duration::from_secs(10);
+
+/// Runs one batch of a contender that may hang under [`HANG_LIMIT`]; `false` (and a line on
+/// stderr) if it did not end.
+fn finishes<C: Contender>(scenario: Scenario) -> bool {
+    if !C::MAY_HANG {
+        return true;
+    }
+    let rt = runtime(scenario.multi_thread);
+    let finished = rt.block_on(async {
+        let pool = C::build(scenario.pool_size);
+        tokio::time::timeout(HANG_LIMIT, run_batch(&pool, scenario)).await.is_ok()
+    });
+    // Hung tasks are left to the runtime; do not wait for them.
+    rt.shutdown_background();
+    if !finished {
+        eprintln!(
+            "pool/{}/{}: HUNG (a batch of {} checkouts did not end within {HANG_LIMIT:?}); \
+             not measured",
+            scenario.name,
+            C::NAME,
+            scenario.checkouts
+        );
+    }
+    finished
+}
+
 fn bench_contender<C: Contender>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     scenario: Scenario,
 ) {
+    if !finishes::<C>(scenario) {
+        return;
+    }
     let rt = runtime(scenario.multi_thread);
     let pool = rt.block_on(async { C::build(scenario.pool_size) });
     group.bench_function(BenchmarkId::from_parameter(C::NAME), |b| {
@@ -359,6 +468,8 @@ fn throughput(c: &mut Criterion) {
         bench_contender::<MillpondPolled>(&mut group, scenario);
         bench_contender::<Deadpool>(&mut group, scenario);
         bench_contender::<Bb8>(&mut group, scenario);
+        bench_contender::<Qp>(&mut group, scenario);
+        bench_contender::<Mobc>(&mut group, scenario);
         bench_contender::<Floor>(&mut group, scenario);
         bench_contender::<NoPool>(&mut group, scenario);
         group.finish();
@@ -431,6 +542,7 @@ fn fairness_report() {
             (MillpondPolled::NAME, fairness::<MillpondPolled>(scenario, window)),
             (Deadpool::NAME, fairness::<Deadpool>(scenario, window)),
             (Bb8::NAME, fairness::<Bb8>(scenario, window)),
+            (Mobc::NAME, fairness::<Mobc>(scenario, window)),
             (Floor::NAME, fairness::<Floor>(scenario, window)),
         ];
         for (name, row) in rows {

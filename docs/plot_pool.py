@@ -22,11 +22,18 @@ SCENARIOS = [
     ("c_256tasks_pool2_yield", "(c) 256 tasks, pool 2\nyield while holding"),
     ("d_32tasks_pool8_current_thread", "(d) 32 tasks, pool 8\ncurrent-thread"),
 ]
-POOLS = ["millpond", "deadpool", "bb8", "semaphore+mutex"]
+POOLS = ["millpond", "millpond + status poller", "deadpool", "bb8", "qp", "mobc",
+         "semaphore+mutex"]
 
 
 def throughput(scenario, pool):
-    base = root / f"pool_{scenario}" / pool / "new"
+    """Checkouts per second, or 0 for a contender the bench recorded as hung (not measured)."""
+    # criterion's folder names replace characters that are not file-name safe.
+    base = root / f"pool_{scenario}" / pool.replace("+", "_") / "new"
+    if not base.exists():
+        base = root / f"pool_{scenario}" / pool / "new"
+    if not (base / "benchmark.json").exists():
+        return 0.0
     bench = json.loads((base / "benchmark.json").read_text())
     estimates = json.loads((base / "estimates.json").read_text())
     elements = bench["throughput"]["Elements"]
@@ -37,11 +44,13 @@ rows = {s: {p: throughput(s, p) for p in POOLS} for s, _ in SCENARIOS}
 print("| scenario | " + " | ".join(POOLS) + " |")
 print("|---|" + "---:|" * len(POOLS))
 for scenario, _ in SCENARIOS:
-    cells = " | ".join(f"{rows[scenario][p] / 1e6:.2f} M/s" for p in POOLS)
+    cells = " | ".join(
+        f"{rows[scenario][p] / 1e6:.2f} M/s" if rows[scenario][p] else "hung" for p in POOLS
+    )
     print(f"| {scenario} | {cells} |")
 
-fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(14, 4.2))
-colors = ["#1f6f8b", "#c0504d", "#9bbb59", "#8c8c8c"]
+fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(16, 4.6))
+colors = ["#1f6f8b", "#5a9bb5", "#c0504d", "#9bbb59", "#e3a33b", "#8064a2", "#8c8c8c"]
 for axis, (scenario, title) in zip(axes, SCENARIOS):
     values = [rows[scenario][p] / 1e6 for p in POOLS]
     bars = axis.bar(range(len(POOLS)), values, color=colors)
@@ -50,8 +59,9 @@ for axis, (scenario, title) in zip(axes, SCENARIOS):
     axis.set_xticklabels(POOLS, rotation=30, ha="right", fontsize=8)
     axis.set_ylabel("million checkouts / s" if axis is axes[0] else "")
     for bar, value in zip(bars, values):
-        axis.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value),
-                      ha="center", va="bottom", fontsize=8)
+        label = f"{value:.2f}" if value else "hung"
+        axis.annotate(label, (bar.get_x() + bar.get_width() / 2, value),
+                      ha="center", va="bottom", fontsize=7)
 fig.suptitle("Pool checkout throughput (higher is better), 2-core machine", fontsize=11)
 fig.tight_layout()
 fig.savefig(out, dpi=110)
