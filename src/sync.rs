@@ -123,6 +123,15 @@ macro_rules! atomic_int {
 atomic_int!(AtomicUsize, usize);
 atomic_int!(AtomicU64, u64);
 
+/// Process-wide state, for `static`s: outside every model, as loom's types cannot live in a
+/// `static`. Only for state whose races are harmless or serialised by its own lock.
+pub(crate) mod process {
+    pub(crate) use std::sync::atomic::AtomicBool;
+
+    /// A mutex a `static` can hold (`parking_lot`'s, whose `new` is `const`), in every build.
+    pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
+}
+
 /// Keeps a value on cache lines of its own, so that writes to it do not slow down readers of
 /// its neighbours (false sharing). 128 bytes covers the adjacent-line prefetcher of x86 cores.
 #[derive(Debug, Default)]
