@@ -75,6 +75,15 @@ impl<M: Manager> Builder<M> {
         Builder { manager: wrap(self.manager), config: self.config }
     }
 
+    /// Tells `watcher` of every creation attempt and of those that hit the create timeout.
+    pub(crate) fn watch_creations(
+        mut self,
+        watcher: Arc<dyn super::create::CreateWatcher>,
+    ) -> Self {
+        self.config.create_watcher = Some(watcher);
+        self
+    }
+
     /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;
