@@ -1,7 +1,7 @@
 //! The runtime a pool's background tasks run on, and the move to another when it shuts down.
 //!
 //! A pool takes the runtime current at `build()` for its tasks (creations, maintenance, waiter
-//! expiry, workers). A runtime that shuts down drops every task it holds without running it
+//! expiry, workers, a cluster's health probe). A runtime that shuts down drops every task it holds without running it
 //! further, and a task spawned on it later is dropped at once: a pool whose runtime went away
 //! has no background work at all. That is what a `static` pool shared between `#[tokio::test]`s
 //! meets, each test having a runtime of its own.

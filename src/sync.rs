@@ -126,7 +126,27 @@ atomic_int!(AtomicU64, u64);
 /// Process-wide state, for `static`s: outside every model, as loom's types cannot live in a
 /// `static`. Only for state whose races are harmless or serialised by its own lock.
 pub(crate) mod process {
-    pub(crate) use std::sync::atomic::AtomicBool;
+    use super::Ordering;
+
+    /// A flag a `static` can hold.
+    #[derive(Debug)]
+    pub(crate) struct AtomicBool(std::sync::atomic::AtomicBool);
+
+    impl AtomicBool {
+        pub(crate) const fn new(value: bool) -> Self {
+            Self(std::sync::atomic::AtomicBool::new(value))
+        }
+
+        #[inline]
+        pub(crate) fn load(&self, order: Ordering) -> bool {
+            self.0.load(order)
+        }
+
+        #[inline]
+        pub(crate) fn store(&self, value: bool, order: Ordering) {
+            self.0.store(value, order);
+        }
+    }
 
     /// A mutex a `static` can hold (`parking_lot`'s, whose `new` is `const`), in every build.
     pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
