@@ -73,9 +73,13 @@ impl Drop for Exits {
         STAGE.with(|stage| stage.set(Stage::Exiting));
         for (gate, pool) in self.0.drain(..) {
             let open = gate.lock();
-            // The upgraded handle is dropped inside the gate: the pool's drop waits for it, so
-            // this thread never holds the last one.
-            if let Some(pool) = pool.upgrade().filter(|_| *open) {
+            // Upgraded only while the gate is open (the pool's drop has not begun, so its own
+            // handle is alive), and dropped before the gate opens again: the pool's drop waits
+            // for it, so this thread never holds the last handle.
+            if !*open {
+                continue;
+            }
+            if let Some(pool) = pool.upgrade() {
                 #[cfg(all(test, not(millpond_loom)))]
                 tests::after_upgrade();
                 pool.thread_exits();
@@ -208,9 +212,9 @@ mod tests {
     static AFTER_UPGRADE: process::Mutex<Option<(ThreadId, Hook)>> = process::Mutex::new(None);
 
     pub(super) fn after_upgrade() {
-        let mut hook = AFTER_UPGRADE.lock();
-        // `ThreadId` is read from a value taken before the teardown, never from the thread.
-        if let Some((_, hook)) = hook.take_if(|(thread, _)| Some(*thread) == exiting_thread()) {
+        // The thread's id as it noted it before its teardown: `thread::current` may be gone.
+        let hook = AFTER_UPGRADE.lock().take_if(|(thread, _)| Some(*thread) == exiting_thread());
+        if let Some((_, hook)) = hook {
             hook();
         }
     }
