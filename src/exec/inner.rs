@@ -323,7 +323,8 @@ impl Inner {
         // Woken because the runtime went with no other in reserve, it moves the pool here.
         let reserved = std::future::poll_fn(|cx| {
             if self.home.is_gone() && !self.is_closed() {
-                let _ = self.rehome();
+                // Polled outside any runtime, it stays put; that is no refusal to count.
+                let _ = self.home.rehome();
             }
             reserve.as_mut().poll(cx)
         });
