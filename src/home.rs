@@ -1,7 +1,7 @@
 //! The runtime a pool's background tasks run on, and the move to another when it shuts down.
 //!
 //! A pool takes the runtime current at `build()` for its tasks (creations, maintenance, waiter
-//! expiry, workers). A runtime that shuts down drops every task it holds without running it
+//! expiry, workers, a cluster's health probe). A runtime that shuts down drops every task it holds without running it
 //! further, and a task spawned on it later is dropped at once: a pool whose runtime went away
 //! has no background work at all. That is what a `static` pool shared between `#[tokio::test]`s
 //! meets, each test having a runtime of its own.
@@ -14,7 +14,14 @@
 //!
 //! A caller already waiting on that work when the runtime goes would not call again: so callers
 //! that start waiting leave their runtime in reserve ([`Home::stand_by`]), and the drop that
-//! marks the home moves it to the most recent of them at once.
+//! marks the home moves it to the most recent of them at once. Callers that wait without having
+//! left a runtime (a `get()` queued behind a deadline already armed, a task handle) are covered
+//! the other way round: when the mark finds no live runtime in reserve, the owner wakes them
+//! ([`Home::on_stranded`]), and a woken waiter moves the pool to its own runtime as it polls. A
+//! task handle has no link to its pool, so a worker pool also lists its home with the process
+//! ([`Home::leave_for_rescue`]), and a handle that finds its result not yet in moves every
+//! listed home to its own runtime ([`rescue_stranded`]); until a home is listed that costs the
+//! handle one relaxed load.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -24,7 +31,7 @@ use std::task::{Context, Poll};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, Weak, process};
 
 /// How many callers' runtimes a home keeps in reserve.
 const STANDBY: usize = 4;
@@ -44,6 +51,46 @@ pub(crate) struct Home {
     standby: Mutex<Vec<Handle>>,
     /// Starts the owner's long-lived tasks on the runtime just moved to.
     restart: Mutex<Option<Restart>>,
+    /// Wakes the owner's waiters when the runtime went and there was no live one to move to.
+    stranded: Mutex<Option<Restart>>,
+}
+
+/// Whether [`STRANDED`] may list a home: what a pending task handle reads.
+static ANY_STRANDED: process::AtomicBool = process::AtomicBool::new(false);
+
+/// Homes whose runtime went with no live runtime to move to, whose waiters cannot reach them
+/// (task handles): the first such waiter that polls inside a runtime moves them there.
+static STRANDED: process::Mutex<Vec<Weak<Home>>> = process::Mutex::new(Vec::new());
+
+/// Moves every home listed by [`Home::leave_for_rescue`] to the caller's runtime, if it has one.
+/// For waiters with no link to their pool; one relaxed load while no home is listed.
+#[inline]
+pub(crate) fn rescue_stranded() {
+    // Relaxed: a waiter woken by `on_stranded` is woken after the flag was raised, and the wake
+    // orders the two; a waiter polled for another reason sees it on a later poll.
+    if ANY_STRANDED.load(Ordering::Relaxed) {
+        rescue_listed();
+    }
+}
+
+#[cold]
+fn rescue_listed() {
+    if Handle::try_current().is_err() {
+        return;
+    }
+    let listed = {
+        let mut listed = STRANDED.lock();
+        ANY_STRANDED.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *listed)
+    };
+    for home in listed.iter().filter_map(Weak::upgrade) {
+        if home.rehome() == Rehome::Moved {
+            tracing::debug!(
+                "millpond: a worker pool's runtime shut down; a task handle moved its workers to \
+                 the runtime awaiting it"
+            );
+        }
+    }
 }
 
 type Restart = Arc<dyn Fn() + Send + Sync>;
@@ -68,6 +115,7 @@ impl Home {
             state: AtomicU64::new(0),
             standby: Mutex::new(Vec::new()),
             restart: Mutex::new(None),
+            stranded: Mutex::new(None),
         })
     }
 
@@ -75,6 +123,27 @@ impl Home {
     /// hold the owner weakly.
     pub(crate) fn on_move(&self, restart: impl Fn() + Send + Sync + 'static) {
         *self.restart.lock() = Some(Arc::new(restart));
+    }
+
+    /// Sets what runs when the runtime went and no live runtime was in reserve: the owner wakes
+    /// the callers waiting on its background work, whose next poll moves it (through
+    /// [`rehome`](Self::rehome)) to their own runtime. Runs inside the drop of a task, on the
+    /// thread shutting the runtime down, with no lock of the home held. As for
+    /// [`on_move`](Self::on_move), `stranded` should hold the owner weakly.
+    pub(crate) fn on_stranded(&self, stranded: impl Fn() + Send + Sync + 'static) {
+        *self.stranded.lock() = Some(Arc::new(stranded));
+    }
+
+    /// Lists this home with the process, for waiters that cannot reach it
+    /// ([`rescue_stranded`]). Homes already freed are pruned on the way.
+    pub(crate) fn leave_for_rescue(self: &Arc<Self>) {
+        let mut listed = STRANDED.lock();
+        listed.retain(|home| home.strong_count() > 0);
+        if !listed.iter().any(|home| std::ptr::eq(home.as_ptr(), Arc::as_ptr(self))) {
+            listed.push(Arc::downgrade(self));
+        }
+        // Raised under the lock, before the owner wakes its waiters: see `rescue_stranded`.
+        ANY_STRANDED.store(true, Ordering::Relaxed);
     }
 
     /// Whether a task of the current runtime was dropped unfinished. One atomic load.
@@ -161,7 +230,15 @@ impl Home {
         // restarted tasks, dropped at once, come back here for the next.
         let standby = self.standby.lock().pop();
         if let Some(standby) = standby {
+            // A standby that is gone too drops the restarted tasks at once, which comes back here
+            // for the next one, and to the waiters below once none is left. (An owner with no
+            // task to restart leaves its next caller to find the runtime gone.)
             self.move_to(standby, generation | GONE);
+            return;
+        }
+        let stranded = self.stranded.lock().clone();
+        if let Some(stranded) = stranded {
+            stranded();
         }
     }
 }

@@ -123,6 +123,35 @@ macro_rules! atomic_int {
 atomic_int!(AtomicUsize, usize);
 atomic_int!(AtomicU64, u64);
 
+/// Process-wide state, for `static`s: outside every model, as loom's types cannot live in a
+/// `static`. Only for state whose races are harmless or serialised by its own lock.
+pub(crate) mod process {
+    use super::Ordering;
+
+    /// A flag a `static` can hold.
+    #[derive(Debug)]
+    pub(crate) struct AtomicBool(std::sync::atomic::AtomicBool);
+
+    impl AtomicBool {
+        pub(crate) const fn new(value: bool) -> Self {
+            Self(std::sync::atomic::AtomicBool::new(value))
+        }
+
+        #[inline]
+        pub(crate) fn load(&self, order: Ordering) -> bool {
+            self.0.load(order)
+        }
+
+        #[inline]
+        pub(crate) fn store(&self, value: bool, order: Ordering) {
+            self.0.store(value, order);
+        }
+    }
+
+    /// A mutex a `static` can hold (`parking_lot`'s, whose `new` is `const`), in every build.
+    pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
+}
+
 /// Keeps a value on cache lines of its own, so that writes to it do not slow down readers of
 /// its neighbours (false sharing). 128 bytes covers the adjacent-line prefetcher of x86 cores.
 #[derive(Debug, Default)]

@@ -379,3 +379,62 @@ async fn a_failure_older_than_a_success_keeps_the_backend_in_rotation() {
     assert_eq!(first.await.unwrap().unwrap(), "a");
     assert_eq!(second.await.unwrap().unwrap(), "a");
 }
+
+/// A cluster that outlives the runtime it was built on, as a `static` one shared by
+/// `#[tokio::test]`s does: a creation its shutdown drops does not take a healthy backend out,
+/// and the health probe starts again on the next caller's runtime, so a backend that fails
+/// there comes back when it recovers.
+#[test]
+fn a_cluster_whose_runtime_is_gone_keeps_its_backends_and_its_probe() {
+    let first = support::runtime::runtime();
+    let backend = |name: &str| {
+        let (manager, probe) = TestManager::new();
+        probe.set_create(Behavior::Delay(Duration::from_millis(100)));
+        let pool = Pool::builder(manager)
+            .max_size(4)
+            .create_timeout(Duration::from_secs(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .disable_breaker();
+        (Backend::replica(name, pool), probe)
+    };
+    let (a, a_probe) = backend("a");
+    let (b, b_probe) = backend("b");
+    let cluster = first.block_on(async {
+        let cluster = Cluster::builder()
+            .backend(a)
+            .backend(b)
+            .probe_interval(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        // A call to each backend starts a creation, still connecting when the runtime goes.
+        for _ in 0..2 {
+            let mut get = Box::pin(cluster.get());
+            assert!(futures::poll!(&mut get).is_pending());
+        }
+        tokio::task::yield_now().await;
+        cluster
+    });
+    assert_eq!((a_probe.create_calls(), b_probe.create_calls()), (1, 1), "creations in flight");
+    drop(first);
+    assert_eq!(cluster.status().in_rotation, 2, "a shutdown is no create timeout");
+
+    let second = support::runtime::runtime();
+    a_probe.set_create(Behavior::Succeed);
+    b_probe.set_create(Behavior::Fail);
+    support::runtime::no_hang(&second, "cluster calls", async {
+        // Round-robin: the call routed to `b` fails over to `a`, and `b` leaves the rotation.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(cluster.get().await.unwrap());
+        }
+        assert_eq!(names(&held), ["a", "a", "a", "a"]);
+        assert_eq!(cluster.status().in_rotation, 1);
+        drop(held);
+        // `b` recovers: the probe, running on this runtime now, readmits it.
+        b_probe.set_create(Behavior::Succeed);
+        eventually("the probe readmits b", Duration::from_secs(10), || {
+            cluster.status().in_rotation == 2
+        })
+        .await;
+    });
+}

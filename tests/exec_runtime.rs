@@ -6,26 +6,13 @@
 //! A generous `tokio::time::timeout` around each await only detects a hang (on the paused clock
 //! it costs no real time); the assertions are about the outcome.
 
-use std::future::Future;
+mod support;
+
 use std::time::Duration;
 
 use millpond::balance::Balance;
 use millpond::exec::{Scheduler, TaskError, WorkerPool};
-use tokio::runtime::{Builder, Runtime};
-
-fn runtime() -> Runtime {
-    Builder::new_current_thread().enable_time().start_paused(true).build().unwrap()
-}
-
-/// Runs `call` on `runtime`, failing the test if it has not finished after a minute of the
-/// runtime's (paused) clock.
-fn no_hang<T>(runtime: &Runtime, what: &str, call: impl Future<Output = T>) -> T {
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), call)
-            .await
-            .unwrap_or_else(|_| panic!("{what} hung on a worker pool whose runtime is gone"))
-    })
-}
+use support::runtime::{no_hang, runtime};
 
 fn orphaned_pool(scheduler: Scheduler) -> WorkerPool {
     let first = runtime();
@@ -92,10 +79,80 @@ fn tasks_left_by_a_runtime_that_went_away_finish_or_say_why() {
     let second = runtime();
     let err = no_hang(&second, "a running task's handle", running).unwrap_err();
     assert_eq!(err, TaskError::Aborted, "its worker was dropped with the runtime");
-    // The next submit restarts the worker, which runs what was left queued first.
-    let next = second.block_on(async { pool.try_submit(async { "next" }) }).unwrap();
+    // With no submit since: awaiting the handle restarts the worker on this runtime.
     assert_eq!(no_hang(&second, "a queued task's handle", queued).unwrap(), "queued");
+    let next = second.block_on(async { pool.try_submit(async { "next" }) }).unwrap();
     assert_eq!(no_hang(&second, "the next task's handle", next).unwrap(), "next");
+}
+
+/// A handle already awaited on another runtime when the pool's runtime goes, with no runtime in
+/// reserve and no submit after: it is woken, and moves the workers to its own runtime.
+#[test]
+fn a_handle_awaited_when_the_pools_runtime_shuts_down_still_resolves() {
+    for scheduler in [Scheduler::SharedQueue, Scheduler::per_worker(Balance::RoundRobin)] {
+        let first = runtime();
+        let (pool, running, queued) = first.block_on(async {
+            let pool = WorkerPool::builder()
+                .workers(1)
+                .queue_capacity(4)
+                .scheduler(scheduler)
+                .build()
+                .unwrap();
+            let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+            let running = pool
+                .try_submit(async move {
+                    let _ = started_tx.send(());
+                    std::future::pending::<()>().await;
+                })
+                .unwrap();
+            started_rx.await.unwrap();
+            let queued = pool.try_submit(async { "queued" }).unwrap();
+            (pool, running, queued)
+        });
+        let second = runtime();
+        let mut queued = Box::pin(queued);
+        second.block_on(async { assert!(futures::poll!(&mut queued).is_pending()) });
+        drop(first);
+        assert_eq!(no_hang(&second, "a queued task's handle", queued).unwrap(), "queued");
+        assert_eq!(no_hang(&second, "a running task's handle", running), Err(TaskError::Aborted));
+        no_hang(&second, "shutdown", pool.shutdown());
+    }
+}
+
+/// A submit waiting for room on another runtime when the pool's runtime goes, whose runtime was
+/// pushed out of reserve by later waiters on the pool's own runtime (gone too): it is woken and
+/// moves the workers itself.
+#[test]
+fn a_waiting_submit_moves_the_pool_when_every_runtime_in_reserve_is_gone() {
+    let first = runtime();
+    let (pool, queued) = first.block_on(async {
+        let pool = WorkerPool::builder().workers(1).queue_capacity(1).build().unwrap();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        pool.try_execute(async move {
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        started_rx.await.unwrap();
+        let queued = pool.try_submit(async { "queued" }).unwrap();
+        (pool, queued)
+    });
+    let second = runtime();
+    let mut waiting = Box::pin(pool.submit(async { "waited" }));
+    second.block_on(async { assert!(futures::poll!(&mut waiting).is_pending()) });
+    // More submits wait on the first runtime after it, each leaving that runtime in reserve.
+    let mut on_first: Vec<_> =
+        (0..8).map(|_| Box::pin(pool.submit(async { "on first" }))).collect();
+    first.block_on(async {
+        for submit in &mut on_first {
+            assert!(futures::poll!(submit).is_pending());
+        }
+    });
+    drop(first);
+    let handle = no_hang(&second, "a waiting submit", waiting).expect("room made by a new worker");
+    assert_eq!(no_hang(&second, "the queued task", queued).unwrap(), "queued");
+    assert_eq!(no_hang(&second, "the waiting task", handle).unwrap(), "waited");
+    drop(on_first);
 }
 
 #[test]

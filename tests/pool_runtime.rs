@@ -8,26 +8,11 @@
 
 mod support;
 
-use std::future::Future;
 use std::time::Duration;
 
 use millpond::pool::{Pool, TimeoutPhase};
 use support::TestManager;
-use tokio::runtime::{Builder, Runtime};
-
-fn runtime() -> Runtime {
-    Builder::new_current_thread().enable_time().start_paused(true).build().unwrap()
-}
-
-/// Runs `call` on `runtime`, failing the test if it has not finished after a minute of the
-/// runtime's (paused) clock.
-fn no_hang<T>(runtime: &Runtime, what: &str, call: impl Future<Output = T>) -> T {
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(60), call)
-            .await
-            .unwrap_or_else(|_| panic!("{what} hung on a pool whose runtime is gone"))
-    })
-}
+use support::runtime::{no_hang, runtime};
 
 /// A pool with up to `max_size` resources, built on a runtime that is gone when this returns.
 fn orphaned_pool(max_size: usize) -> Pool<TestManager> {
@@ -133,18 +118,49 @@ fn a_deadline_queued_when_the_pools_runtime_shuts_down_is_still_kept() {
             .build()
             .unwrap();
         let held = pool.get().await.unwrap();
-        // Past the first caller's deadline, the expiry task finds nobody waiting and disarms,
-        // so that the next caller's deadline re-arms it. (A caller queued behind a deadline the
-        // pool still has armed names no runtime to move to: see `Shared::start`.)
-        tokio::time::sleep(Duration::from_millis(250)).await;
         (pool, held)
     });
     let second = runtime();
     let mut get = Box::pin(pool.get());
+    // Queued behind the deadline the first caller armed, which the pool still holds.
     second.block_on(async { assert!(futures::poll!(&mut get).is_pending()) });
     // The expiry task that holds the queued caller's deadline dies with the first runtime.
     drop(first);
     let err = no_hang(&second, "a queued get", get).expect_err("the only resource is held");
     assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Wait), "{err}");
     drop(held);
+}
+
+/// A caller that queues behind a deadline the pool already has armed, with no creation to wait
+/// on, leaves no runtime in reserve: when the pool's runtime goes, nothing would enforce its
+/// deadline or hand it what comes back unless it is woken to move the pool itself.
+#[test]
+fn a_get_queued_behind_an_armed_deadline_is_kept_when_the_pools_runtime_shuts_down() {
+    let first = runtime();
+    let (manager, _probe) = TestManager::new();
+    let (pool, held) = first.block_on(async {
+        let pool = Pool::builder(manager)
+            .max_size(1)
+            .acquire_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let held = pool.get().await.unwrap();
+        (pool, held)
+    });
+    let second = runtime();
+    // Both queue on the second runtime, behind the first caller's deadline (still armed): they
+    // arm nothing and leave no runtime in reserve.
+    let mut early = Box::pin(pool.get());
+    let mut late = Box::pin(pool.get_timeout(Duration::from_secs(10)));
+    second.block_on(async {
+        assert!(futures::poll!(&mut early).is_pending());
+        assert!(futures::poll!(&mut late).is_pending());
+    });
+    drop(first);
+    // Woken, they move the pool to the second runtime: the early deadline is kept, and the
+    // resource given back there reaches the later caller.
+    let err = no_hang(&second, "the early get", early).expect_err("the only resource is held");
+    assert_eq!(err.timeout_phase(), Some(TimeoutPhase::Wait), "{err}");
+    second.block_on(async { drop(held) });
+    no_hang(&second, "the late get", late).expect("the returned resource");
 }

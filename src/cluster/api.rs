@@ -12,6 +12,7 @@ use super::health::{Cause, Health, Watch};
 use super::status::{BackendStatus, ClusterStatus};
 use crate::balance::{Balance, Balancer, Loads};
 use crate::build_error::BuildError;
+use crate::home::{Home, Rehome};
 use crate::pool::{self, Manager, Pool};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Weak};
 
@@ -77,6 +78,9 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) reads_fall_back_to_primary: bool,
     pub(crate) probe_interval: Duration,
     pub(crate) failovers: AtomicU64,
+    /// The runtime the health probe runs on; the probe starts again on a caller's runtime when
+    /// it shuts down (`home.rs`).
+    pub(crate) home: Arc<Home>,
 }
 
 /// One backend as the cluster runs it.
@@ -187,6 +191,37 @@ impl<M: Manager> Loads for RouteLoads<'_, M> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// Starts the health probe, and has it start again wherever the cluster moves when its
+    /// runtime shuts down.
+    pub(crate) fn launch_probe(self: &Arc<Self>) {
+        let cluster = Arc::downgrade(self);
+        self.home.on_move(move || {
+            if let Some(shared) = cluster.upgrade() {
+                shared.home.spawn(probe(Arc::downgrade(&shared)));
+            }
+        });
+        self.home.spawn(probe(Arc::downgrade(self)));
+    }
+
+    /// Moves the probe to the caller's runtime if its own has shut down. One load when it has
+    /// not.
+    #[inline]
+    fn stay_alive(&self) {
+        if self.home.is_gone() {
+            self.rehome();
+        }
+    }
+
+    #[cold]
+    fn rehome(&self) {
+        if self.home.rehome() == Rehome::Moved {
+            tracing::debug!(
+                "millpond: the cluster's runtime shut down; its health probe moved to the \
+                 caller's runtime"
+            );
+        }
+    }
+
     /// The backend for the next call on `route`, skipping those out of rotation or `tried`.
     fn pick(&self, route: &Route, key: Option<u64>, tried: Tried) -> Option<usize> {
         let loads = RouteLoads { shared: self, route, tried };
@@ -222,6 +257,7 @@ impl<M: Manager> Shared<M> {
         route: &Route,
         key: Option<u64>,
     ) -> Result<ClusterConn<M>, Error<M::Error>> {
+        self.stay_alive();
         let mut tried = Tried::default();
         let mut last: Option<(String, Cause)> = None;
         while let Some(index) = self.pick(route, key, tried) {

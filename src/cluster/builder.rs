@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use tokio::runtime::Handle;
+
 use super::api::{Cluster, Member, Route, Shared};
 use super::health::{Health, Watch};
 use crate::balance::Balance;
 use crate::build_error::BuildError;
+use crate::home::Home;
 use crate::pool::{self, Manager};
 use crate::sync::{Arc, AtomicU64};
 
@@ -118,6 +121,12 @@ impl<M: Manager> ClusterBuilder<M> {
 
     /// Checks the configuration, builds every backend's pool and starts the health probe.
     ///
+    /// The probe runs on the tokio runtime current at this call, as the backends' pools do. If
+    /// that runtime shuts down while the cluster lives on (a `static` cluster shared by
+    /// `#[tokio::test]`s), the next call through the cluster starts the probe again on its own
+    /// runtime, and the pools move as [`pool::Builder::build`] says. A creation dropped by the
+    /// shutdown does not count against its backend; only the pool's create timeout does.
+    ///
     /// # Errors
     ///
     /// A [`BuildError`] naming the field: `backends` when there are none, more than
@@ -177,6 +186,7 @@ impl<M: Manager> ClusterBuilder<M> {
                 ));
             }
         }
+        let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let roles: Vec<Role> = self.backends.iter().map(|backend| backend.role).collect();
         let all: Vec<usize> = (0..roles.len()).collect();
         let of_role = |role| all.iter().copied().filter(|&i| roles[i] == role).collect::<Vec<_>>();
@@ -190,7 +200,8 @@ impl<M: Manager> ClusterBuilder<M> {
             let watched = Arc::clone(&health);
             let pool = backend
                 .pool
-                .map_manager(|inner| Watch { inner, health: watched })
+                .map_manager(|inner| Watch { inner, health: Arc::clone(&watched) })
+                .watch_creations(watched)
                 .build()
                 .map_err(|err| err.within(format!("backend `{}`", backend.name)))?;
             members.push(Member {
@@ -210,8 +221,9 @@ impl<M: Manager> ClusterBuilder<M> {
             reads_fall_back_to_primary: self.reads_fall_back_to_primary,
             probe_interval: self.probe_interval,
             failovers: AtomicU64::new(0),
+            home: Home::new(runtime),
         });
-        tokio::spawn(super::api::probe(Arc::downgrade(&shared)));
+        shared.launch_probe();
         Ok(Cluster { shared })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every creation of a backend's pool goes through [`Watch`], which reports its outcome to the
 //! backend's [`Health`]: a failure counts toward the backend's breaker (the same state machine as
-//! the pool's own), and a creation the pool gave up on (its create timeout) opens it at once. An
+//! the pool's own), and a creation the pool gave up on (its create timeout, which the pool's
+//! creation task reports through [`CreateWatcher`]) opens it at once. An
 //! open breaker takes the backend out of rotation; the next successful creation, which only a
 //! probe will attempt, brings it back. A failure counts only if no success came after its attempt
 //! started (see [`Health`]).
@@ -15,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
+use crate::pool::create::CreateWatcher;
 use crate::pool::{CloseReason, Manager};
 use crate::report::chain;
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
@@ -168,19 +170,17 @@ pub(crate) struct Watch<M> {
     pub(crate) health: Arc<Health>,
 }
 
-/// Reports a creation the pool dropped before it finished: its create timeout passed.
-struct Abandoned<'a> {
-    health: &'a Health,
-    since: Epoch,
-    finished: bool,
-}
+/// The pool's word on its creations: a timeout (the pool gave the attempt up) takes the backend
+/// out at once. A creation dropped for any other reason (its runtime shut down, the pool closed)
+/// says nothing about the backend and is not reported.
+impl CreateWatcher for Health {
+    fn attempt(&self) -> u64 {
+        self.epoch().0
+    }
 
-impl Drop for Abandoned<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            let cause = Arc::new(Reported("creating a connection timed out".to_owned()));
-            self.health.failed(cause, true, self.since);
-        }
+    fn timed_out(&self, attempt: u64, after: Duration) {
+        let cause = Arc::new(Reported(format!("creating a connection timed out after {after:?}")));
+        self.failed(cause, true, Epoch(attempt));
     }
 }
 
@@ -190,9 +190,7 @@ impl<M: Manager> Manager for Watch<M> {
 
     async fn create(&self) -> Result<M::Resource, M::Error> {
         let since = self.health.epoch();
-        let mut abandoned = Abandoned { health: &self.health, since, finished: false };
         let created = self.inner.create().await;
-        abandoned.finished = true;
         match &created {
             Ok(_) => self.health.succeeded(),
             Err(err) => self.health.failed(Arc::new(Reported(chain(err))), false, since),

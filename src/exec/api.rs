@@ -242,7 +242,7 @@ impl WorkerPool {
         let sheddable = self.inner.admission.may_shed();
         move |task| {
             let (task, handle) = tracked(task);
-            let mut job = Job::new(task, keyed);
+            let mut job = Job::of(task, keyed);
             job.priority = priority;
             if sheddable {
                 job.shed = Some(handle.shed_hook());

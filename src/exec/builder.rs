@@ -208,7 +208,12 @@ impl WorkerPoolBuilder {
     ///
     /// If that runtime shuts down while the pool lives on (a `static` pool shared by
     /// `#[tokio::test]`s, each with a runtime of its own), the workers die with it and the next
-    /// submit starts them again on its own runtime.
+    /// submit starts them again on its own runtime. Those already waiting do not hang: the
+    /// workers restart at once on the runtime of a recent submit that waited for room, if one is
+    /// still running; otherwise waiting submits, and tasks awaiting the handle of a queued task,
+    /// are woken and restart them on their own runtime. A task still running when the runtime
+    /// went was dropped with it: its handle resolves to
+    /// [`TaskError::Aborted`](super::TaskError::Aborted).
     ///
     /// # Errors
     ///

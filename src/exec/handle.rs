@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use super::error::TaskError;
+use super::job::Work;
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
 
 /// What a task and its handle share.
@@ -107,6 +108,11 @@ impl<T> Future for TaskHandle<T> {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => state.handle = Some(cx.waker().clone()),
         }
+        drop(state);
+        // A worker pool whose runtime went with nowhere to move has no worker to run this task,
+        // and the handle no link to its pool: it moves every such pool to its own runtime. One
+        // relaxed load until then; after the waker is in, so a result stored meanwhile wakes it.
+        crate::home::rescue_stranded();
         Poll::Pending
     }
 }
@@ -153,6 +159,16 @@ pub(crate) fn tracked<F: Future>(future: F) -> (Tracked<F>, TaskHandle<F::Output
         state: Mutex::new(State { result: None, handle: None, task: None, finished: false }),
     });
     (Tracked { future, cell: Arc::clone(&cell) }, TaskHandle { cell })
+}
+
+impl<F> Work for Tracked<F>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    fn handle_waker(&self) -> Option<Waker> {
+        self.cell.state.lock().handle.clone()
+    }
 }
 
 impl<F: Future> Future for Tracked<F> {

@@ -107,6 +107,16 @@ impl Inner {
                 inner.restart_workers();
             }
         });
+        let weak = Arc::downgrade(&inner);
+        inner.home.on_stranded(move || {
+            // No live runtime to move to: the submits waiting for room, and the handles of the
+            // jobs left queued, are woken to move the pool to their own runtime. A handle cannot
+            // reach the pool, so the home is listed for it first (`home.rs`).
+            if let Some(inner) = weak.upgrade() {
+                inner.home.leave_for_rescue();
+                inner.queues.wake_stranded();
+            }
+        });
         let lanes = inner.queues.lane_count();
         // Counted in by `WorkerCount::new`.
         for index in 0..settings.min_workers {
@@ -309,7 +319,15 @@ impl Inner {
         // Only workers make room: should their runtime go while this submit waits, they start
         // again on this submitter's.
         self.home.stand_by();
-        let reserved = self.queues.reserve(lane);
+        let mut reserve = std::pin::pin!(self.queues.reserve(lane));
+        // Woken because the runtime went with no other in reserve, it moves the pool here.
+        let reserved = std::future::poll_fn(|cx| {
+            if self.home.is_gone() && !self.is_closed() {
+                // Polled outside any runtime, it stays put; that is no refusal to count.
+                let _ = self.home.rehome();
+            }
+            reserve.as_mut().poll(cx)
+        });
         let reserved = match timeout {
             None => reserved.await,
             Some(timeout) => match tokio::time::timeout(timeout, reserved).await {

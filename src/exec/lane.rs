@@ -319,6 +319,18 @@ impl<J: Stealable> Lane<J> {
         jobs
     }
 
+    /// Wakes every waiting submitter and the tasks awaiting queued jobs (named by `awaiting`):
+    /// the pool's runtime went with nowhere to move, and each must move it to its own.
+    pub(crate) fn wake_stranded(&self, awaiting: impl Fn(&J) -> Option<Waker>) {
+        let woken = {
+            let mut state = self.state.lock();
+            let mut woken = state.pushers.notify_all();
+            woken.extend(state.jobs.iter().filter_map(&awaiting));
+            woken
+        };
+        wake_all(woken);
+    }
+
     /// Runs `decide` under the lane's lock if no job is queued, so that no commit can slip in
     /// between the look and the decision; `false` when a job is queued.
     pub(crate) fn if_empty(&self, decide: impl FnOnce() -> bool) -> bool {

@@ -187,6 +187,13 @@ impl Queues {
         }
     }
 
+    /// Wakes every waiting submitter and every task awaiting a queued job's handle.
+    pub(crate) fn wake_stranded(&self) {
+        for lane in 0..self.lane_count() {
+            self.lane(lane).wake_stranded(|job| job.future.handle_waker());
+        }
+    }
+
     /// Closes every lane for good and returns the jobs still queued.
     pub(crate) fn kill(&self) -> Vec<Job> {
         let jobs = (0..self.lane_count()).flat_map(|lane| self.lane(lane).kill()).collect();

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::inner::Inner;
-use super::job::Job;
+use super::job::{Job, Work};
 use super::lane::TryPop;
 use super::queues::Next;
 use crate::sync::Arc;
@@ -27,7 +27,7 @@ pub(crate) fn in_pool(id: u64) -> bool {
 /// Runs a job's future marked as inside the pool, catching a panic.
 struct InPool {
     pool: u64,
-    future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    future: Pin<Box<dyn Work>>,
 }
 
 impl Future for InPool {

@@ -63,6 +63,14 @@ pub struct ObjectPool<T: Send + 'static> {
     min_idle: usize,
 }
 
+impl<T: Send + 'static> Drop for ObjectPool<T> {
+    fn drop(&mut self) {
+        // The values go with the pool's handle, on this thread: not with a handle an exiting
+        // thread upgraded meanwhile, inside its thread-local teardown (`registry.rs`).
+        self.caches.close_exits();
+    }
+}
+
 impl<T: Send + 'static> fmt::Debug for ObjectPool<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObjectPool")

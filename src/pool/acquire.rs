@@ -78,7 +78,10 @@ impl<M: Manager> Future for Queue<'_, M> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         if let Some((_, ticket)) = &this.queued {
-            // Queued: only the ticket is touched, not the pool lock.
+            // Queued: only the ticket is touched, not the pool lock; and one load of the home,
+            // for a caller woken because the pool's runtime went with nowhere to move (it moves
+            // the pool to its own runtime, whose restarted tasks keep its deadline).
+            this.shared.stay_alive();
             let poll = ticket.poll(cx.waker());
             if poll.is_ready() {
                 this.queued = None;

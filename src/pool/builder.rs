@@ -75,6 +75,15 @@ impl<M: Manager> Builder<M> {
         Builder { manager: wrap(self.manager), config: self.config }
     }
 
+    /// Tells `watcher` of every creation attempt and of those that hit the create timeout.
+    pub(crate) fn watch_creations(
+        mut self,
+        watcher: Arc<dyn super::create::CreateWatcher>,
+    ) -> Self {
+        self.config.create_watcher = Some(watcher);
+        self
+    }
+
     /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;
@@ -210,8 +219,12 @@ impl<M: Manager> Builder<M> {
     /// The pool's background work (creations, maintenance, and failing queued callers at their
     /// deadline) runs on the tokio runtime current at this call. If that runtime shuts down while
     /// the pool lives on (a `static` pool shared by `#[tokio::test]`s, each with a runtime of its
-    /// own), the work moves to the runtime of the next caller that needs it. Creating the
-    /// `min_idle` resources starts at once, at most `max_concurrent_creates` at a time.
+    /// own), the work moves to the runtime of the next caller that needs it. Callers already
+    /// waiting when it goes are not left hanging: the work moves at once to the runtime of a
+    /// recent caller that waited on a creation or armed a deadline, if one is still running, and
+    /// otherwise every queued caller is woken and moves it to its own runtime (a caller whose
+    /// runtime is gone too waits for the next caller that has one). Creating the `min_idle`
+    /// resources starts at once, at most `max_concurrent_creates` at a time.
     ///
     /// # Errors
     ///

@@ -41,6 +41,8 @@ pub(crate) struct Config {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) leak_threshold: Option<Duration>,
     pub(crate) maintenance_interval: Duration,
+    /// Told of the creations the pool gives up at `create_timeout` (a cluster's backend health).
+    pub(crate) create_watcher: Option<crate::sync::Arc<dyn super::create::CreateWatcher>>,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             breaker_cooldown: Duration::from_secs(5),
             leak_threshold: None,
             maintenance_interval: Duration::from_secs(1),
+            create_watcher: None,
         }
     }
 }

@@ -6,6 +6,9 @@
 //! reservation is made before the spawn and moves into the task's future, so even a future that a
 //! shutting-down runtime drops unpolled gives its slot back.
 
+use std::fmt;
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::engine::{AfterFailure, Entry};
@@ -15,6 +18,16 @@ use super::manager::Manager;
 use super::shared::Shared;
 use crate::sync::Arc;
 use crate::unwind::contain_async;
+
+/// Told when a creation attempt starts and when the pool gives it up at its create timeout: how
+/// a cluster's backend health hears of a timeout from the pool itself, rather than guessing it
+/// from a creation future dropped, which a runtime shutting down does too.
+pub(crate) trait CreateWatcher: Send + Sync + fmt::Debug {
+    /// An attempt starts; the value goes back to [`timed_out`](Self::timed_out).
+    fn attempt(&self) -> u64;
+    /// The attempt that started with `attempt` ran past the create timeout, `after`.
+    fn timed_out(&self, attempt: u64, after: Duration);
+}
 
 /// One reserved slot; dropped without [`SlotReservation::settle`], it gives the slot back.
 pub(crate) struct SlotReservation<M: Manager> {
@@ -50,6 +63,8 @@ pub(crate) async fn run<M: Manager>(mut reservation: SlotReservation<M>) {
     loop {
         let started = Instant::now();
         let timeout = shared.config.create_timeout;
+        let watched =
+            shared.config.create_watcher.as_ref().map(|watcher| (watcher, watcher.attempt()));
         let attempt =
             contain_async("create", || tokio::time::timeout(timeout, shared.manager.create()))
                 .await;
@@ -66,7 +81,12 @@ pub(crate) async fn run<M: Manager>(mut reservation: SlotReservation<M>) {
                 return;
             }
             Some(Ok(Err(err))) => CreateError::Failed(err),
-            Some(Err(_elapsed)) => CreateError::TimedOut(timeout),
+            Some(Err(_elapsed)) => {
+                if let Some((watcher, attempt)) = watched {
+                    watcher.timed_out(attempt, timeout);
+                }
+                CreateError::TimedOut(timeout)
+            }
             None => CreateError::Panicked,
         };
         if let Some(err) = error.manager_error() {

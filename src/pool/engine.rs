@@ -344,6 +344,18 @@ impl<R, E> Engine<R, E> {
         (wakers, next)
     }
 
+    /// The wakers of every queued caller, to wake them without serving them: the pool's runtime
+    /// went with no other to move to, and each must look again from its own.
+    pub(crate) fn waiter_wakers(&self) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        let mut cursor = self.waiters.front();
+        while let Some(key) = cursor {
+            cursor = self.waiters.next(key);
+            wakers.extend(self.waiters.get(key).and_then(|waiter| waiter.ticket.waker()));
+        }
+        wakers
+    }
+
     /// Queues a caller that found nothing idle. While the breaker is open, fails at once a caller
     /// that no returning resource could serve.
     ///

@@ -72,7 +72,7 @@ mod builder;
 mod cache;
 mod check;
 mod config;
-mod create;
+pub(crate) mod create;
 mod engine;
 mod error;
 mod expiry;

@@ -300,10 +300,10 @@ impl<M: Manager> Shared<M> {
         self.stay_alive();
         if wake.creations > 0 || wake.expiry {
             // This caller waits on background work (a creation, or the expiry task armed for its
-            // deadline): should the pool's runtime go meanwhile, the work moves to this caller's.
-            // A caller queued behind an earlier armed deadline with no creation to wait for
-            // records nothing (this path stays cheap): a returning resource still reaches it, and
-            // its deadline is kept again as soon as any caller moves the pool.
+            // deadline): should the pool's runtime go meanwhile, the work moves to this caller's
+            // at once. A caller queued behind an earlier armed deadline with no creation to wait
+            // for records nothing (this path stays cheap): if the runtime goes with no live one
+            // in reserve, every queued caller is woken to move the pool itself (`launch`).
             self.home.stand_by();
         }
         self.spawn_creations(wake.creations);
@@ -336,6 +336,16 @@ impl<M: Manager> Shared<M> {
                 }
             }
         });
+        let shared = Arc::downgrade(self);
+        self.home.on_stranded(move || {
+            // Nowhere to move to: the queued callers' deadlines and creations have no task left.
+            // Woken, each looks at the home as it polls and moves the pool to its own runtime
+            // (`Queue::poll`); a caller woken on a runtime that is gone too changes nothing.
+            if let Some(shared) = shared.upgrade() {
+                let wakers = shared.engine.lock().waiter_wakers();
+                wakers.into_iter().for_each(std::task::Waker::wake);
+            }
+        });
         self.start_background();
     }
 
@@ -346,7 +356,7 @@ impl<M: Manager> Shared<M> {
 
     /// Moves the background work to the caller's runtime if the pool's own has shut down.
     #[inline]
-    fn stay_alive(self: &Arc<Self>) {
+    pub(crate) fn stay_alive(self: &Arc<Self>) {
         if self.home.is_gone() {
             self.rehome();
         }

@@ -51,6 +51,12 @@ impl<R, E> Ticket<R, E> {
         }
     }
 
+    /// The waiting caller's waker, to wake it without serving it (the pool's runtime went and
+    /// the caller must move it: `home.rs`).
+    pub(crate) fn waker(&self) -> Option<Waker> {
+        self.slot.lock().waker.clone()
+    }
+
     /// The engine's side (under the pool lock): hands over a resource or an error; returns the
     /// waker to wake once the pool lock is released.
     pub(crate) fn serve(

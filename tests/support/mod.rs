@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::disallowed_types)]
 
 pub mod errors;
+pub mod runtime;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
