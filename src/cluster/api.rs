@@ -245,10 +245,14 @@ impl<M: Manager> Shared<M> {
                 return Some(route.members[position]);
             }
         }
-        (0..route.members.len())
-            .filter(|&p| loads.usable(p))
-            .min_by_key(|&p| loads.load(p))
-            .map(|p| route.members[p])
+        // The least loaded, weighted backends first: a backend weighted 0 is only the fallback,
+        // even when a random strategy kept missing the one weighted backend left.
+        let least = |weighted: bool| {
+            (0..route.members.len())
+                .filter(|&p| loads.usable(p) && (route.fallback & (1 << p) == 0) == weighted)
+                .min_by_key(|&p| loads.load(p))
+        };
+        least(true).or_else(|| least(false)).map(|p| route.members[p])
     }
 
     /// Takes a connection from a backend of `route`, moving to the next when one fails.
