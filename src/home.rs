@@ -28,6 +28,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -166,7 +167,7 @@ impl Home {
         };
         // Spawned outside the lock: a task dropped inside `spawn` (the runtime is already gone)
         // marks the home, which may move it, which takes the lock.
-        let watched = Watched { task: Some(Box::pin(task)), home: Arc::clone(self), generation };
+        let watched = Watched { task: Some(task), home: Arc::clone(self), generation };
         runtime.spawn(watched)
     }
 
@@ -243,47 +244,53 @@ impl Home {
     }
 }
 
-/// A pool task that reports being dropped before it finished.
-struct Watched {
-    /// `None` once the task finished.
-    task: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    home: Arc<Home>,
-    generation: u64,
-}
+pin_project! {
+    /// A pool task that reports being dropped before it finished. Generic rather than boxed, so
+    /// the task stays inside tokio's own allocation (a worker pool keeps one task per worker).
+    struct Watched<F> {
+        // `None` once the task finished.
+        #[pin]
+        task: Option<F>,
+        home: Arc<Home>,
+        generation: u64,
+    }
 
-impl Future for Watched {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(task) = self.task.as_mut() else {
-            return Poll::Ready(());
-        };
-        match catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(())) => {
-                self.task = None;
-                Poll::Ready(())
-            }
-            Err(panic) => {
-                // A task that panicked was not dropped by its runtime: it must not read as one.
-                self.task = None;
-                resume_unwind(panic)
+    impl<F> PinnedDrop for Watched<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.task.is_some() {
+                // The mark first, and with it the move to a standby runtime if there is one, so
+                // that what the task does as it is dropped can already use the new runtime: a
+                // worker starts its replacement there, on its own lane. What the task gives back
+                // (a reserved slot, a place on the worker count) is still given back before the
+                // restarted tasks get to run, as they run on another runtime's threads only once
+                // spawned and woken.
+                this.home.mark_gone(*this.generation);
+                this.task.set(None);
             }
         }
     }
 }
 
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            // The mark first, and with it the move to a standby runtime if there is one, so that
-            // what the task does as it is dropped can already use the new runtime: a worker
-            // starts its replacement there, on its own lane. What the task gives back (a
-            // reserved slot, a place on the worker count) is still given back before the
-            // restarted tasks get to run, as they run on another runtime's threads only once
-            // spawned and woken.
-            self.home.mark_gone(self.generation);
-            drop(task);
+impl<F: Future<Output = ()>> Future for Watched<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(task) = this.task.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        match catch_unwind(AssertUnwindSafe(|| task.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => {
+                this.task.set(None);
+                Poll::Ready(())
+            }
+            Err(panic) => {
+                // A task that panicked was not dropped by its runtime: it must not read as one.
+                this.task.set(None);
+                resume_unwind(panic)
+            }
         }
     }
 }

@@ -24,14 +24,28 @@ const DEFAULT_STATEMENT_CACHE_CAPACITY: usize = 256;
 
 /// What [`SessionReset::Precise`] sends: `DISCARD ALL` without `DEALLOCATE ALL` and
 /// `DISCARD PLANS`, which would drop the statements tokio-postgres and
-/// [`PgConnection::prepare_cached`] keep prepared. Only the statements a user made with SQL
-/// `PREPARE` (`from_sql`) are deallocated. One simple query, so one round trip; it may start with
-/// `ROLLBACK` as none of its statements refuses a transaction block.
-const PRECISE_RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; \
-    DO $millpond$ DECLARE statement text; BEGIN \
-    FOR statement IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
-    EXECUTE 'DEALLOCATE ' || quote_ident(statement); END LOOP; END $millpond$";
+/// [`PgConnection::prepare_cached`] keep prepared. One simple query, so one round trip; it may
+/// start with `ROLLBACK` as none of its statements refuses a transaction block.
+macro_rules! precise_reset {
+    () => {
+        "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+         SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+    };
+}
+
+/// The precise reset of a session in which no SQL `PREPARE` was seen.
+const PRECISE_RESET: &str = precise_reset!();
+
+/// The precise reset of a session that may hold statements a user made with SQL `PREPARE`
+/// (`from_sql`): those are deallocated one by one, by a server-side loop that costs more than
+/// the rest of the reset, so it runs only when the protocol showed a `PREPARE` (or a `DO`
+/// block, or the user marked the session dirty by hand).
+const PRECISE_RESET_WITH_PREPARED: &str = concat!(
+    precise_reset!(),
+    "; DO $millpond$ DECLARE statement text; BEGIN \
+     FOR statement IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP \
+     EXECUTE 'DEALLOCATE ' || quote_ident(statement); END LOOP; END $millpond$"
+);
 
 /// How a [`PgManager`] clears the session state one user leaves to the next: settings,
 /// `LISTEN`s, advisory locks, temporary tables, SQL-prepared statements, open cursors.
@@ -59,8 +73,9 @@ pub enum SessionReset {
     Off,
     /// Reset a session only when it is dirty, with `DISCARD ALL` minus what would drop the
     /// statements tokio-postgres keeps prepared: `CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT;
-    /// RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;`
-    /// and a `DEALLOCATE` of each statement made with SQL `PREPARE`. The default.
+    /// RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;`,
+    /// and, when the protocol showed a SQL `PREPARE` or a `DO` block (or the session was marked
+    /// by hand), a `DEALLOCATE` of each statement made with SQL `PREPARE`. The default.
     #[default]
     Precise,
     /// `DISCARD ALL` at the checkout of every session used since its last reset, dirty or not, as
@@ -83,7 +98,9 @@ impl SessionReset {
     fn statement(&self, wire: &Wire) -> Option<&str> {
         match self {
             Self::Off => None,
-            Self::Precise => wire.is_dirty().then_some(PRECISE_RESET),
+            Self::Precise if !wire.is_dirty() => None,
+            Self::Precise if wire.may_hold_sql_prepared() => Some(PRECISE_RESET_WITH_PREPARED),
+            Self::Precise => Some(PRECISE_RESET),
             Self::DiscardAll => wire.is_used().then_some("DISCARD ALL"),
             Self::Custom(sql) => wire.is_dirty().then_some(sql.as_str()),
         }

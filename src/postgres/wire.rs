@@ -86,6 +86,9 @@ pub(crate) const DIRTY: u64 = 1;
 pub(crate) const STATEMENTS_LOST: u64 = 2;
 /// A request cycle was sent after the startup: the session was used.
 pub(crate) const USED: u64 = 4;
+/// Statements may have been prepared with SQL `PREPARE` (seen, or not ruled out): the reset must
+/// deallocate them, which costs a server-side loop the other resets do without.
+pub(crate) const SQL_PREPARED: u64 = 8;
 
 /// What the watcher has seen on one connection; shared between the stream (written by the
 /// connection task) and the pooled connection (read when it is checked out).
@@ -101,7 +104,7 @@ pub(crate) struct Wire {
     /// Of those, the ones that may do a caller's work (see the module docs).
     work_in_flight: AtomicU64,
     status: AtomicU64,
-    /// [`DIRTY`], [`STATEMENTS_LOST`] and [`USED`].
+    /// [`DIRTY`], [`STATEMENTS_LOST`], [`USED`] and [`SQL_PREPARED`].
     session: AtomicU64,
     /// Woken when the last unit of work in flight is answered.
     settled: Notify,
@@ -129,9 +132,14 @@ impl Wire {
         self.session.load(Ordering::Acquire) & DIRTY != 0
     }
 
-    /// Marks the session as holding state a user set.
+    /// Marks the session as holding state a user set, of any kind.
     pub(crate) fn mark_dirty(&self) {
-        self.session.fetch_or(DIRTY, Ordering::Release);
+        self.session.fetch_or(DIRTY | SQL_PREPARED, Ordering::Release);
+    }
+
+    /// Whether statements may have been prepared with SQL `PREPARE` since the last reset.
+    pub(crate) fn may_hold_sql_prepared(&self) -> bool {
+        self.session.load(Ordering::Acquire) & SQL_PREPARED != 0
     }
 
     /// Whether a request cycle was sent since the last reset (or since the startup).
@@ -142,7 +150,7 @@ impl Wire {
     /// Forgets the session's state and its use after a reset whose answer has arrived, on a
     /// connection no one else can send on.
     pub(crate) fn clear_dirty(&self) {
-        self.session.fetch_and(!(DIRTY | USED), Ordering::Release);
+        self.session.fetch_and(!(DIRTY | USED | SQL_PREPARED), Ordering::Release);
     }
 
     /// Forgets the use of the pool's own ping, sent on a session no one used since its reset:
@@ -227,7 +235,9 @@ fn session_effect(tag: &[u8]) -> u64 {
         return 0;
     };
     match &tag[..end] {
-        b"SET" | b"RESET" | b"LISTEN" | b"PREPARE" | b"DECLARE CURSOR" | b"DO" => DIRTY,
+        // An anonymous block can prepare statements too.
+        b"PREPARE" | b"DO" => DIRTY | SQL_PREPARED,
+        b"SET" | b"RESET" | b"LISTEN" | b"DECLARE CURSOR" => DIRTY,
         b"DISCARD ALL" | b"DEALLOCATE ALL" => STATEMENTS_LOST,
         _ => 0,
     }
@@ -644,6 +654,21 @@ mod tests {
             let marks = session_after(&typed(b'C', tag));
             assert!(marks.iter().all(|&mark| mark == (true, false)), "{tag:?}: {marks:?}");
         }
+    }
+
+    #[test]
+    fn only_a_prepare_or_an_anonymous_block_calls_for_deallocating_sql_statements() {
+        for tag in [&b"PREPARE\0"[..], b"DO\0"] {
+            assert_eq!(session_effect(tag), DIRTY | SQL_PREPARED, "{tag:?}");
+        }
+        for tag in [&b"SET\0"[..], b"LISTEN\0", b"DECLARE CURSOR\0", b"CREATE TABLE\0"] {
+            assert_eq!(session_effect(tag), DIRTY, "{tag:?}");
+        }
+        let wire = Wire::default();
+        wire.mark_dirty();
+        assert!(wire.may_hold_sql_prepared(), "a session marked by hand may hold anything");
+        wire.clear_dirty();
+        assert!(!wire.is_dirty() && !wire.may_hold_sql_prepared());
     }
 
     #[test]
