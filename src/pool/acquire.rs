@@ -157,6 +157,14 @@ pub(crate) async fn acquire<M: Manager>(
     // either way.
     let (cached, pool) = shared.cache.take();
     let pool = pool.unwrap_or_else(|| shared.fallback_ref());
+    // The common case, kept apart so it stays a straight line: a clean resource cached on this
+    // thread goes out at once. Anything else it needs takes the general path below.
+    let cached = match cached {
+        Some(entry) if shared.vet(&entry, started, true) == Vet::Clean => {
+            return Ok(Checkout { entry, acquired_at: started, waited: None, pool });
+        }
+        other => other,
+    };
     // The time of each look at the pool: the caller's arrival first, then a fresh reading after
     // anything that may have taken time (a check), so no round reads the clock twice.
     let mut now = started;
