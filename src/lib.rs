@@ -68,6 +68,7 @@
 //! | leak detection with call site | yes | no | no | no |
 //! | concurrency model-checked | loom | no | no | no |
 //! | a PostgreSQL connection returned mid-query or mid-transaction | closed (query cancelled) or rolled back | reused as is with the default `Fast` recycling; the other methods add a round trip per checkout and do not roll back | reused as is | n/a |
+//! | session state a user left (`SET`, `LISTEN`, temporary tables, SQL `PREPARE`) | reset at checkout when the protocol showed a change (`postgres::SessionReset`); a clean session costs nothing | reset on every checkout with `RecyclingMethod::Clean` (a round trip each), kept otherwise | kept | n/a |
 //! | one connection shared by several tasks (pipelining) | [`Pool::multiplexed`](pool::Pool::multiplexed) | no | no | no |
 //!
 //! Checkout throughput on a 2-core machine is in `docs/benchmarks.md`: far ahead of deadpool and
