@@ -11,8 +11,9 @@ mod support;
 use std::time::Duration;
 
 use millpond::balance::Balance;
-use millpond::exec::{Scheduler, TaskError, WorkerPool};
+use millpond::exec::{Scheduler, TaskError, TaskHandle, WorkerPool};
 use support::runtime::{no_hang, runtime};
+use tokio::runtime::Runtime;
 
 fn orphaned_pool(scheduler: Scheduler) -> WorkerPool {
     let first = runtime();
@@ -59,11 +60,19 @@ fn waiting_submits_run_on_the_callers_runtime_when_the_pools_runtime_is_gone() {
     assert_eq!(output.unwrap(), 3);
 }
 
-#[test]
-fn tasks_left_by_a_runtime_that_went_away_finish_or_say_why() {
-    let first = runtime();
-    let (pool, running, queued) = first.block_on(async {
-        let pool = WorkerPool::builder().workers(1).queue_capacity(4).build().unwrap();
+/// A one-worker pool built on `runtime`, with a task running forever on its worker and one
+/// queued behind it.
+fn running_and_queued(
+    runtime: &Runtime,
+    scheduler: Scheduler,
+) -> (WorkerPool, TaskHandle<()>, TaskHandle<&'static str>) {
+    runtime.block_on(async {
+        let pool = WorkerPool::builder()
+            .workers(1)
+            .queue_capacity(4)
+            .scheduler(scheduler)
+            .build()
+            .unwrap();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let running = pool
             .try_submit(async move {
@@ -74,7 +83,13 @@ fn tasks_left_by_a_runtime_that_went_away_finish_or_say_why() {
         started_rx.await.unwrap();
         let queued = pool.try_submit(async { "queued" }).unwrap();
         (pool, running, queued)
-    });
+    })
+}
+
+#[test]
+fn tasks_left_by_a_runtime_that_went_away_finish_or_say_why() {
+    let first = runtime();
+    let (pool, running, queued) = running_and_queued(&first, Scheduler::SharedQueue);
     drop(first);
     let second = runtime();
     let err = no_hang(&second, "a running task's handle", running).unwrap_err();
@@ -91,24 +106,7 @@ fn tasks_left_by_a_runtime_that_went_away_finish_or_say_why() {
 fn a_handle_awaited_when_the_pools_runtime_shuts_down_still_resolves() {
     for scheduler in [Scheduler::SharedQueue, Scheduler::per_worker(Balance::RoundRobin)] {
         let first = runtime();
-        let (pool, running, queued) = first.block_on(async {
-            let pool = WorkerPool::builder()
-                .workers(1)
-                .queue_capacity(4)
-                .scheduler(scheduler)
-                .build()
-                .unwrap();
-            let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-            let running = pool
-                .try_submit(async move {
-                    let _ = started_tx.send(());
-                    std::future::pending::<()>().await;
-                })
-                .unwrap();
-            started_rx.await.unwrap();
-            let queued = pool.try_submit(async { "queued" }).unwrap();
-            (pool, running, queued)
-        });
+        let (pool, running, queued) = running_and_queued(&first, scheduler);
         let second = runtime();
         let mut queued = Box::pin(queued);
         second.block_on(async { assert!(futures::poll!(&mut queued).is_pending()) });

@@ -10,9 +10,10 @@ mod support;
 
 use std::time::Duration;
 
-use millpond::pool::{Pool, TimeoutPhase};
+use millpond::pool::{Pool, Pooled, TimeoutPhase};
 use support::TestManager;
 use support::runtime::{no_hang, runtime};
+use tokio::runtime::Runtime;
 
 /// A pool with up to `max_size` resources, built on a runtime that is gone when this returns.
 fn orphaned_pool(max_size: usize) -> Pool<TestManager> {
@@ -46,16 +47,7 @@ fn get_creates_on_the_callers_runtime_when_the_pools_runtime_is_gone() {
 #[test]
 fn a_queued_get_times_out_at_its_deadline_when_the_pools_runtime_is_gone() {
     let first = runtime();
-    let (manager, _probe) = TestManager::new();
-    let (pool, held) = first.block_on(async {
-        let pool = Pool::builder(manager)
-            .max_size(1)
-            .acquire_timeout(Duration::from_millis(200))
-            .build()
-            .unwrap();
-        let held = pool.get().await.unwrap();
-        (pool, held)
-    });
+    let (pool, held) = one_held(&first);
     drop(first);
     let second = runtime();
     let err = no_hang(&second, "get", pool.get()).expect_err("the only resource is held");
@@ -107,11 +99,11 @@ fn a_caller_waiting_when_the_pools_runtime_shuts_down_is_still_served() {
     no_hang(&second, "a queued get", get).expect("created on the waiting caller's runtime");
 }
 
-#[test]
-fn a_deadline_queued_when_the_pools_runtime_shuts_down_is_still_kept() {
-    let first = runtime();
+/// A pool of one resource with a 200 ms acquire timeout, built on `runtime`, and its resource
+/// checked out.
+fn one_held(runtime: &Runtime) -> (Pool<TestManager>, Pooled<TestManager>) {
     let (manager, _probe) = TestManager::new();
-    let (pool, held) = first.block_on(async {
+    runtime.block_on(async {
         let pool = Pool::builder(manager)
             .max_size(1)
             .acquire_timeout(Duration::from_millis(200))
@@ -119,7 +111,13 @@ fn a_deadline_queued_when_the_pools_runtime_shuts_down_is_still_kept() {
             .unwrap();
         let held = pool.get().await.unwrap();
         (pool, held)
-    });
+    })
+}
+
+#[test]
+fn a_deadline_queued_when_the_pools_runtime_shuts_down_is_still_kept() {
+    let first = runtime();
+    let (pool, held) = one_held(&first);
     let second = runtime();
     let mut get = Box::pin(pool.get());
     // Queued behind the deadline the first caller armed, which the pool still holds.
@@ -137,16 +135,7 @@ fn a_deadline_queued_when_the_pools_runtime_shuts_down_is_still_kept() {
 #[test]
 fn a_get_queued_behind_an_armed_deadline_is_kept_when_the_pools_runtime_shuts_down() {
     let first = runtime();
-    let (manager, _probe) = TestManager::new();
-    let (pool, held) = first.block_on(async {
-        let pool = Pool::builder(manager)
-            .max_size(1)
-            .acquire_timeout(Duration::from_millis(200))
-            .build()
-            .unwrap();
-        let held = pool.get().await.unwrap();
-        (pool, held)
-    });
+    let (pool, held) = one_held(&first);
     let second = runtime();
     // Both queue on the second runtime, behind the first caller's deadline (still armed): they
     // arm nothing and leave no runtime in reserve.
