@@ -8,9 +8,9 @@
 mod harness;
 
 use std::pin::pin;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use harness::postgres::{PgServer, wait_until};
+use harness::postgres::{PgServer, state_change, wait_until};
 use millpond::pool::Pool;
 use millpond::postgres::{PgManager, PgPool, TransactionStatus};
 
@@ -82,15 +82,6 @@ async fn quiet_backend_pid(conn: &tokio_postgres::Client) -> i32 {
         })
         .and_then(|pid| pid.parse().ok())
         .expect("a pid")
-}
-
-/// When the server last started or finished serving a request on session `pid`.
-async fn state_change(admin: &tokio_postgres::Client, pid: i32) -> SystemTime {
-    admin
-        .query_one("SELECT state_change FROM pg_stat_activity WHERE pid = $1", &[&pid])
-        .await
-        .expect("pg_stat_activity")
-        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

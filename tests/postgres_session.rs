@@ -12,9 +12,9 @@
 
 mod harness;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use harness::postgres::{PgServer, wait_until};
+use harness::postgres::{PgServer, state_change, wait_until};
 use millpond::pool::Pool;
 use millpond::postgres::{PgConnection, PgManager, PgPool, SessionReset};
 
@@ -214,15 +214,6 @@ async fn discard_all_resets_every_used_session_marked_or_not() {
 async fn last_query(admin: &tokio_postgres::Client, pid: i32) -> String {
     admin
         .query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid])
-        .await
-        .expect("pg_stat_activity")
-        .get(0)
-}
-
-/// When the server last started or finished serving a request on the session `pid`.
-async fn state_change(admin: &tokio_postgres::Client, pid: i32) -> SystemTime {
-    admin
-        .query_one("SELECT state_change FROM pg_stat_activity WHERE pid = $1", &[&pid])
         .await
         .expect("pg_stat_activity")
         .get(0)

@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_postgres::Config;
 
@@ -277,6 +277,16 @@ impl Drop for PgServer {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// When the server last started or finished serving a request on session `pid`: it moves with
+/// every request the session serves, so a test can tell whether a checkout sent one.
+pub async fn state_change(admin: &tokio_postgres::Client, pid: i32) -> SystemTime {
+    admin
+        .query_one("SELECT state_change FROM pg_stat_activity WHERE pid = $1", &[&pid])
+        .await
+        .expect("pg_stat_activity")
+        .get(0)
 }
 
 /// Gives a test's pool time to settle between phases without guessing: polls `ready` every
