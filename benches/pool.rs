@@ -58,18 +58,21 @@ async fn hold(counter: &mut Counter, yield_while_holding: bool) {
     }
 }
 
-/// The checkout of a pool whose `get()` gives a guard that derefs to `Counter`: the same code
-/// for millpond, deadpool and bb8.
+/// The checkout of a pool whose `get()` (or the method named) gives a guard that derefs to
+/// `Counter`: the same code for every pool.
 macro_rules! guard_checkout {
     () => {
+        guard_checkout!(get);
+    };
+    ($get:ident) => {
         async fn checkout(&self, yield_while_holding: bool) {
-            let mut counter = self.0.get().await.unwrap();
+            let mut counter = self.0.$get().await.unwrap();
             hold(&mut counter, yield_while_holding).await;
         }
 
         async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
             let started = Instant::now();
-            let mut counter = self.0.get().await.unwrap();
+            let mut counter = self.0.$get().await.unwrap();
             let waited = started.elapsed();
             hold(&mut counter, yield_while_holding).await;
             waited
@@ -222,18 +225,7 @@ impl Contender for Qp {
         Self(qp::Pool::new(QpManager, size))
     }
 
-    async fn checkout(&self, yield_while_holding: bool) {
-        let mut counter = self.0.acquire().await.unwrap();
-        hold(&mut counter, yield_while_holding).await;
-    }
-
-    async fn timed_checkout(&self, yield_while_holding: bool) -> Duration {
-        let started = Instant::now();
-        let mut counter = self.0.acquire().await.unwrap();
-        let waited = started.elapsed();
-        hold(&mut counter, yield_while_holding).await;
-        waited
-    }
+    guard_checkout!(acquire);
 }
 
 // --- mobc -------------------------------------------------------------------------------------

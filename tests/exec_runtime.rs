@@ -60,6 +60,19 @@ fn waiting_submits_run_on_the_callers_runtime_when_the_pools_runtime_is_gone() {
     assert_eq!(output.unwrap(), 3);
 }
 
+/// Submits a task that runs forever, once it has started on the pool's only worker.
+async fn occupy_the_worker(pool: &WorkerPool) -> TaskHandle<()> {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let running = pool
+        .try_submit(async move {
+            let _ = started_tx.send(());
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    started_rx.await.unwrap();
+    running
+}
+
 /// A one-worker pool built on `runtime`, with a task running forever on its worker and one
 /// queued behind it.
 fn running_and_queued(
@@ -73,14 +86,7 @@ fn running_and_queued(
             .scheduler(scheduler)
             .build()
             .unwrap();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let running = pool
-            .try_submit(async move {
-                let _ = started_tx.send(());
-                std::future::pending::<()>().await;
-            })
-            .unwrap();
-        started_rx.await.unwrap();
+        let running = occupy_the_worker(&pool).await;
         let queued = pool.try_submit(async { "queued" }).unwrap();
         (pool, running, queued)
     })
@@ -172,14 +178,7 @@ fn a_submit_waiting_for_room_when_the_pools_runtime_shuts_down_still_gets_in() {
     let first = runtime();
     let (pool, running) = first.block_on(async {
         let pool = WorkerPool::builder().workers(1).queue_capacity(1).build().unwrap();
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let running = pool
-            .try_submit(async move {
-                let _ = started_tx.send(());
-                std::future::pending::<()>().await;
-            })
-            .unwrap();
-        started_rx.await.unwrap();
+        let running = occupy_the_worker(&pool).await;
         (pool, running)
     });
     let queued = first.block_on(async { pool.try_submit(async { "queued" }) }).unwrap();
