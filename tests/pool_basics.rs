@@ -37,6 +37,55 @@ async fn a_returned_resource_is_reused() {
     assert_eq!(metrics.hold_time.count(), 2);
 }
 
+/// A return to the thread cache measures its hold only now and then, but every checkout counts
+/// in the hold histogram, and the values in it are measured ones.
+#[tokio::test(start_paused = true)]
+async fn every_checkout_counts_in_the_hold_histogram_with_a_measured_value() {
+    let (pool, _probe) = pool(1);
+    for _ in 0..200 {
+        let conn = pool.get().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        drop(conn);
+    }
+    let metrics = pool.metrics();
+    assert_eq!(metrics.gets_direct + metrics.gets_waited, 200);
+    assert_eq!(metrics.hold_time.count(), 200);
+    // Every hold took 40 ms of the paused clock (the timer rounds up to the next millisecond).
+    let mean = metrics.hold_time.mean();
+    assert!(mean >= Duration::from_millis(40) && mean <= Duration::from_millis(41), "{mean:?}");
+    assert!(metrics.hold_time.max() <= Duration::from_millis(41));
+}
+
+/// A return that reads no clock is stamped with the thread's latest reading: never later than it
+/// happened, and at most about one maintenance tick earlier.
+#[tokio::test(start_paused = true)]
+async fn a_return_is_stamped_never_late_and_at_most_a_maintenance_tick_early() {
+    let (manager, _probe) = TestManager::new();
+    let tick = Duration::from_secs(1);
+    let pool = Pool::builder(manager)
+        .max_size(1)
+        .maintenance_interval(tick)
+        .check_on_get(false)
+        .build()
+        .unwrap();
+    let mut conn = pool.get().await.unwrap();
+    // Enough rounds that most returns are unmeasured ones.
+    for round in 0..60 {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let returned = tokio::time::Instant::now();
+        drop(conn);
+        conn = pool.get().await.unwrap();
+        let stamp = conn.metadata().last_used();
+        assert!(stamp <= returned, "round {round}: stamped after the return");
+        // One tick, plus the millisecond the paused timer may round by.
+        assert!(
+            returned.duration_since(stamp) <= tick + Duration::from_millis(1),
+            "round {round}: stamped {:?} early",
+            returned.duration_since(stamp)
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn size_never_exceeds_max_size_under_load() {
     let (pool, probe) = pool(3);

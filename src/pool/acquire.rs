@@ -91,6 +91,9 @@ impl<M: Manager> Future for Queue<'_, M> {
         let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
         let waker = cx.waker();
         let broken = this.broken.take();
+        // When callers already queue this one will most likely queue too: its place in the
+        // queue is allocated before the pool lock rather than under it.
+        let mut prepared = this.shared.cache.in_demand().then(|| Arc::new(Ticket::new(waker)));
         let (poll, wake) = {
             let mut engine = this.shared.engine.lock();
             if broken.is_some() {
@@ -98,13 +101,14 @@ impl<M: Manager> Future for Queue<'_, M> {
             }
             engine.poll_acquire(
                 &mut this.queued,
-                || Arc::new(Ticket::new(waker)),
+                || prepared.take().unwrap_or_else(|| Arc::new(Ticket::new(waker))),
                 now,
                 this.deadline,
                 this.rejoin,
                 this.shared.local_idle(),
             )
         };
+        drop(prepared);
         this.shared.start(wake);
         if let Some(entry) = broken {
             this.shared.close_resource(entry, CloseReason::Broken);
@@ -155,7 +159,7 @@ pub(crate) async fn acquire<M: Manager>(
 ) -> Acquired<M> {
     // The fast path: a resource cached on this thread. The shard's pool handle serves the guard
     // either way.
-    let (cached, pool) = shared.cache.take();
+    let (cached, pool) = shared.cache.take(started);
     let pool = pool.unwrap_or_else(|| shared.fallback_ref());
     // The common case, kept apart so it stays a straight line: a clean resource cached on this
     // thread goes out at once. Anything else it needs takes the general path below.

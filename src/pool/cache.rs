@@ -24,6 +24,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::engine::Entry;
 use super::metrics::{DurationHistogram, Metrics};
 use crate::sync::{AtomicUsize, CachePadded, Mutex, Ordering, thread_index};
@@ -45,6 +47,12 @@ pub(crate) trait LocalIdle<R> {
     fn count(&self) -> usize;
 }
 
+/// One checkout in this many, on average, has its hold time measured with a clock read of its
+/// own when it ends; the others are counted with the last measured one. A clock read costs about
+/// as much as the rest of a cached checkout (docs/benchmarks.md), and a histogram needs only a
+/// sample of the values, not each one.
+const HOLD_SAMPLE_PERIOD: u32 = 16;
+
 /// Counters and timings recorded on the thread that saw them, merged into the pool's metrics on
 /// demand: recording them under the pool lock made every checkout bounce the histogram's cache
 /// lines between cores.
@@ -53,6 +61,12 @@ struct ShardStats {
     gets_direct: u64,
     gets_waited: u64,
     hold: DurationHistogram,
+    /// Checkouts ended since the last one whose hold was measured; they count as that one's
+    /// value when the stats are merged, so the histogram's count stays exact.
+    unmeasured: u64,
+    last_hold: Duration,
+    /// Checkouts to end before the next measured one. Starts at zero, so the first is measured.
+    countdown: u32,
     wait: DurationHistogram,
 }
 
@@ -60,6 +74,10 @@ impl ShardStats {
     /// Records a checkout that ended: how long it was held, and how long its `get()` queued.
     fn checkout_ended(&mut self, held: Duration, waited: Option<Duration>) {
         self.hold.record(held);
+        self.count_get(waited);
+    }
+
+    fn count_get(&mut self, waited: Option<Duration>) {
         match waited {
             Some(waited) => {
                 self.gets_waited += 1;
@@ -68,6 +86,26 @@ impl ShardStats {
             None => self.gets_direct += 1,
         }
     }
+
+    /// Whether the checkout ending now is one whose hold is measured.
+    fn measure_this_one(&mut self) -> bool {
+        if self.countdown > 0 {
+            self.countdown -= 1;
+            return false;
+        }
+        // A jittered period, so a caller whose checkouts alternate in step with the period
+        // cannot have only one kind of them measured.
+        self.countdown = fastrand::u32(HOLD_SAMPLE_PERIOD / 2..HOLD_SAMPLE_PERIOD * 3 / 2);
+        true
+    }
+
+    fn merge_into(&self, metrics: &mut Metrics) {
+        metrics.gets_direct += self.gets_direct;
+        metrics.gets_waited += self.gets_waited;
+        metrics.hold_time.merge(&self.hold);
+        metrics.hold_time.record_n(self.last_hold, self.unmeasured);
+        metrics.wait_time.merge(&self.wait);
+    }
 }
 
 struct Slot<T, H> {
@@ -75,6 +113,10 @@ struct Slot<T, H> {
     /// This shard's handle to the pool; taken away when the pool closes (it points back at the
     /// pool, so keeping it would keep the pool alive).
     handle: Option<H>,
+    /// The latest clock reading taken on this shard: by a `get()` that took from it, a measured
+    /// return, or the maintenance tick. A return that reads no clock stamps the resource with it
+    /// (never later than the true time, so a check or an idle close can only come early).
+    recent: Option<Instant>,
     stats: ShardStats,
 }
 
@@ -112,6 +154,7 @@ impl<T, H: Clone> IdleCache<T, H> {
                 CachePadded(Mutex::new(Slot {
                     value: None,
                     handle: None,
+                    recent: None,
                     stats: ShardStats::default(),
                 }))
             })
@@ -139,10 +182,12 @@ impl<T, H: Clone> IdleCache<T, H> {
     }
 
     /// Takes the value cached in this thread's shard, if any, and a clone of the shard's handle
-    /// (none once the pool closed): one lock for both, as every `get()` needs the handle.
-    pub(crate) fn take(&self) -> (Option<T>, Option<H>) {
+    /// (none once the pool closed): one lock for both, as every `get()` needs the handle. `now`
+    /// is the caller's clock reading, kept as the shard's latest.
+    pub(crate) fn take(&self, now: Instant) -> (Option<T>, Option<H>) {
         let mut guard = self.home().lock();
         let slot = &mut *guard;
+        advance(&mut slot.recent, now);
         let Some(handle) = &slot.handle else {
             return (None, None);
         };
@@ -150,17 +195,64 @@ impl<T, H: Clone> IdleCache<T, H> {
         (slot.value.take(), Some(handle))
     }
 
-    /// Records how long a value was held (and how long its `get()` queued), and caches it in
-    /// this thread's shard unless caching is off or there is demand for it elsewhere.
-    pub(crate) fn put(&self, value: T, held: Duration, waited: Option<Duration>) -> Put<T> {
-        let mut slot = self.home().lock();
-        slot.stats.checkout_ended(held, waited);
+    /// Ends a checkout that began at `acquired_at` (its `get()` queued for `waited`): stamps the
+    /// value with the time through `settle`, which says whether it may be cached, records the
+    /// checkout, and caches the value in this thread's shard unless caching is off, the slot is
+    /// taken, or there is demand for it elsewhere.
+    ///
+    /// The stamp is a fresh clock reading for about one return in [`HOLD_SAMPLE_PERIOD`] (whose
+    /// hold time it measures) and the shard's latest reading for the rest, never earlier than
+    /// `acquired_at`. A declined value was stamped the same way; a caller that hands it on reads
+    /// the clock itself.
+    pub(crate) fn put(
+        &self,
+        mut value: T,
+        acquired_at: Instant,
+        waited: Option<Duration>,
+        settle: impl FnOnce(&mut T, Instant) -> bool,
+    ) -> Put<T> {
+        let mut guard = self.home().lock();
+        let slot = &mut *guard;
+        let now = if slot.stats.measure_this_one() {
+            let now = Instant::now();
+            advance(&mut slot.recent, now);
+            let held = now.saturating_duration_since(acquired_at);
+            slot.stats.hold.record_n(held, slot.stats.unmeasured + 1);
+            slot.stats.unmeasured = 0;
+            slot.stats.last_hold = held;
+            now
+        } else {
+            slot.stats.unmeasured += 1;
+            slot.recent.map_or(acquired_at, |recent| recent.max(acquired_at))
+        };
+        slot.stats.count_get(waited);
+        let cacheable = settle(&mut value, now);
         // Relaxed: the shard mutex orders this load against the engine's spill (module docs).
-        if !self.caching || slot.value.is_some() || self.demand.load(Ordering::Relaxed) != 0 {
+        if !cacheable
+            || !self.caching
+            || slot.value.is_some()
+            || self.demand.load(Ordering::Relaxed) != 0
+        {
             return Put::Declined(value);
         }
         slot.value = Some(value);
         Put::Cached
+    }
+
+    /// Whether callers queue or the pool closed, as last published: a hint for a returner to go
+    /// straight to the pool's idle set, or for a caller to prepare its place in the queue before
+    /// it takes the pool lock. Only `put` decides whether a value may be cached.
+    pub(crate) fn in_demand(&self) -> bool {
+        // Relaxed: a hint; a stale answer costs a detour, never a wrong hand-out.
+        self.caching && self.demand.load(Ordering::Relaxed) != 0
+    }
+
+    /// Raises every shard's latest clock reading to `now` (the maintenance tick), so a return on a
+    /// thread that took nothing for a while is stamped no more than a tick early.
+    pub(crate) fn refresh(&self, now: Instant) {
+        for shard in &self.shards {
+            advance(&mut shard.lock().recent, now);
+        }
     }
 
     /// Records a checkout whose resource does not come back to the cache path (closed on
@@ -180,12 +272,15 @@ impl<T, H: Clone> IdleCache<T, H> {
     /// Adds the shards' counters into `metrics`.
     pub(crate) fn merge_stats(&self, metrics: &mut Metrics) {
         for shard in &self.shards {
-            let slot = shard.lock();
-            metrics.gets_direct += slot.stats.gets_direct;
-            metrics.gets_waited += slot.stats.gets_waited;
-            metrics.hold_time.merge(&slot.stats.hold);
-            metrics.wait_time.merge(&slot.stats.wait);
+            shard.lock().stats.merge_into(metrics);
         }
+    }
+}
+
+/// Moves a shard's latest reading forward to `now`, never back.
+fn advance(recent: &mut Option<Instant>, now: Instant) {
+    if recent.is_none_or(|recent| recent < now) {
+        *recent = Some(now);
     }
 }
 

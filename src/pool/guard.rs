@@ -31,7 +31,14 @@ impl Metadata {
         self.created_at
     }
 
-    /// When a caller last gave it back (its creation time if it was never used).
+    /// When a caller last gave it back (its creation time if it was never used), as the pool's
+    /// clock saw it.
+    ///
+    /// A return to the returning thread's cache reads no clock of its own: it takes the latest
+    /// reading made on that thread (by a `get()` there, a measured return, or the maintenance
+    /// tick). So this may be earlier than the true return, by at most about one
+    /// [`maintenance_interval`](super::Builder::maintenance_interval), and is never later;
+    /// the idle check and the idle timeout that it feeds can only come early, never late.
     pub fn last_used(&self) -> Instant {
         self.last_used
     }

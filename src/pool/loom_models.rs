@@ -251,7 +251,7 @@ fn cache() -> Cache {
 
 /// A return as `Pooled::drop` does it: into the thread cache, or to the engine if declined.
 fn give_back(shared: &Shared, cache: &Cache, entry: Entry<u32>) {
-    if let Put::Declined(entry) = cache.put(entry, Duration::ZERO, None) {
+    if let Put::Declined(entry) = cache.put(entry, Instant::now(), None, |_, _| true) {
         let handoff = {
             let mut engine = shared.lock();
             let handoff = engine.put_back(entry, Instant::now());
@@ -265,7 +265,7 @@ fn give_back(shared: &Shared, cache: &Cache, entry: Entry<u32>) {
 /// A `get()` as `acquire` does it: the thread cache first, then the engine (which spills the
 /// cache before queueing).
 fn get_cached(shared: &Shared, cache: &Cache) -> Entry<u32> {
-    if let (Some(entry), _) = cache.take() {
+    if let (Some(entry), _) = cache.take(Instant::now()) {
         return entry;
     }
     let mut place: Place = None;

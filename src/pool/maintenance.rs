@@ -31,6 +31,8 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
 
 async fn tick<M: Manager>(shared: &Arc<Shared<M>>) {
     let now = Instant::now();
+    // Returns to the thread cache stamp resources with their shard's latest reading.
+    shared.cache.refresh(now);
     let reaped = {
         let mut engine = shared.engine.lock();
         // Resources cached on threads are idle too: bring them where reaping can see them.

@@ -151,6 +151,11 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Gives back a resource a caller held since `acquired_at` (the `Pooled` drop path).
+    ///
+    /// A resource that goes back to this thread's cache is stamped with the shard's clock (see
+    /// [`IdleCache::put`]): the return reads no clock of its own, as every decision about handing
+    /// it out again is taken with the next caller's fresh reading (`vet`). Every other way back
+    /// (to the pool's idle set or a waiter, or closed) reads the clock.
     pub(crate) fn give_back(
         self: &Arc<Self>,
         mut entry: Entry<M::Resource>,
@@ -158,35 +163,83 @@ impl<M: Manager> Shared<M> {
         waited: Option<Duration>,
         leak_id: Option<u64>,
     ) {
-        let now = Instant::now();
-        if let (Some(leaks), Some(id)) = (&self.leaks, leak_id) {
-            leaks.unregister(id, now);
-        }
-        let held = now.saturating_duration_since(acquired_at);
         // A panicking `is_reusable` counts as "not reusable".
         let reusable = contain("is_reusable", || self.manager.is_reusable(&mut entry.resource));
-        let reason = match reusable {
-            Some(true) if entry.meta.is_expired(now) => Some(CloseReason::Lifetime),
-            Some(true) => None,
-            Some(false) | None => Some(CloseReason::Broken),
-        };
-        if let Some(reason) = reason {
-            self.cache.checkout_ended(held, waited);
-            self.discard(entry, reason);
+        if reusable != Some(true) || leak_id.is_some() {
+            self.give_back_timed(entry, acquired_at, waited, leak_id, reusable == Some(true));
             return;
         }
-        entry.meta.mark_used(now);
-        let entry = match self.cache.put(entry, held, waited) {
+        if self.cache.in_demand() {
+            // Someone waits for it (or the pool closed): straight to the pool, past the cache.
+            self.give_back_to_pool(entry, acquired_at, waited);
+            return;
+        }
+        let settle = |entry: &mut Entry<M::Resource>, now: Instant| {
+            entry.meta.mark_used(now);
+            !entry.meta.is_expired(now)
+        };
+        let entry = match self.cache.put(entry, acquired_at, waited, settle) {
             Put::Cached => return,
             Put::Declined(entry) => entry,
         };
+        // Already recorded by `put`; the resource goes on with a fresh reading.
+        let now = Instant::now();
+        entry_returned(self, entry, now);
+    }
+
+    /// The return of a resource while callers queue: one clock reading, and the checkout is
+    /// recorded under the pool lock the hand-off takes anyway, rather than under a cache shard's.
+    fn give_back_to_pool(
+        self: &Arc<Self>,
+        mut entry: Entry<M::Resource>,
+        acquired_at: Instant,
+        waited: Option<Duration>,
+    ) {
+        let now = Instant::now();
+        let held = now.saturating_duration_since(acquired_at);
+        if entry.meta.is_expired(now) {
+            self.cache.checkout_ended(held, waited);
+            self.discard(entry, CloseReason::Lifetime);
+            return;
+        }
+        entry.meta.mark_used(now);
         let handoff = {
             let mut engine = self.engine.lock();
+            engine.metrics.checkout_ended(held, waited);
             let handoff = engine.put_back(entry, now);
             engine.relax_demand(self.local_idle());
             handoff
         };
         self.finish(handoff);
+    }
+
+    /// The return of a resource that is closed, or that a leak tracker follows: both read the
+    /// clock, as neither is the cached fast path.
+    #[cold]
+    fn give_back_timed(
+        self: &Arc<Self>,
+        entry: Entry<M::Resource>,
+        acquired_at: Instant,
+        waited: Option<Duration>,
+        leak_id: Option<u64>,
+        reusable: bool,
+    ) {
+        let now = Instant::now();
+        if let (Some(leaks), Some(id)) = (&self.leaks, leak_id) {
+            leaks.unregister(id, now);
+        }
+        if !reusable {
+            self.cache.checkout_ended(now.saturating_duration_since(acquired_at), waited);
+            self.discard(entry, CloseReason::Broken);
+            return;
+        }
+        let settle = |entry: &mut Entry<M::Resource>, _: Instant| {
+            entry.meta.mark_used(now);
+            !entry.meta.is_expired(now)
+        };
+        if let Put::Declined(entry) = self.cache.put(entry, acquired_at, waited, settle) {
+            entry_returned(self, entry, now);
+        }
     }
 
     /// A snapshot of the pool's occupancy, with thread-cached resources counted as idle.
@@ -412,4 +465,25 @@ impl<M: Manager> Shared<M> {
             self.close();
         }
     }
+}
+
+/// Takes a returned resource that the thread cache declined to the pool's idle set or a waiter,
+/// or closes it when it is past its lifetime at `now` (a fresh reading).
+fn entry_returned<M: Manager>(
+    shared: &Arc<Shared<M>>,
+    mut entry: Entry<M::Resource>,
+    now: Instant,
+) {
+    if entry.meta.is_expired(now) {
+        shared.discard(entry, CloseReason::Lifetime);
+        return;
+    }
+    entry.meta.mark_used(now);
+    let handoff = {
+        let mut engine = shared.engine.lock();
+        let handoff = engine.put_back(entry, now);
+        engine.relax_demand(shared.local_idle());
+        handoff
+    };
+    shared.finish(handoff);
 }
