@@ -137,6 +137,8 @@ impl RedisServer {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--logfile", "server.log", "--daemonize", "no"])
+            // `DEBUG SLEEP` holds the server for the timeout tests.
+            .args(["--enable-debug-command", "local"])
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
