@@ -35,7 +35,7 @@ fn pool(manager: RedisManager) -> RedisPool {
 /// The pooled connection's `CLIENT INFO` line and client id, asked through the pool.
 async fn client_info(pool: &RedisPool) -> (String, String) {
     let conn = pool.get().await.expect("a connection");
-    let info: String = conn.query(&redis::cmd("CLIENT").arg("INFO")).await.expect("CLIENT INFO");
+    let info: String = conn.query(redis::cmd("CLIENT").arg("INFO")).await.expect("CLIENT INFO");
     let id = client_field(&info, "id").to_owned();
     (info, id)
 }

@@ -124,7 +124,7 @@ fn seconds(bytes: Option<&[u8]>) -> Block {
         .and_then(|bytes| std::str::from_utf8(bytes).ok())
         .and_then(|text| text.trim().parse::<f64>().ok());
     match parsed {
-        Some(secs) if secs == 0.0 => Block::Forever,
+        Some(0.0) => Block::Forever,
         Some(secs) => Duration::try_from_secs_f64(secs).map_or(Block::No, Block::For),
         // The server refuses a malformed timeout at once.
         None => Block::No,
