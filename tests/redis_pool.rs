@@ -110,6 +110,14 @@ async fn blocking_commands_wait_their_own_time_past_the_response_timeout() {
     assert_eq!(popped, None);
     assert!(began.elapsed() >= Duration::from_secs(2), "it blocked its 2 s");
 
+    // The same through exclusive access and the redis crate's own command methods.
+    let mut exclusive = pool.get().await.unwrap();
+    let began = Instant::now();
+    let popped: Option<(String, String)> = exclusive.blpop("empty", 1.0).await.expect("BLPOP 1 s");
+    assert_eq!(popped, None);
+    assert!(began.elapsed() >= Duration::from_secs(1));
+    drop(exclusive);
+
     let began = Instant::now();
     let read: Option<redis::Value> = conn
         .query(redis::cmd("XREAD").arg("BLOCK").arg(1200).arg("STREAMS").arg("s").arg("$"))
