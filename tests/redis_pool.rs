@@ -1,7 +1,7 @@
 //! The Redis pool on a real, throwaway server: commands through exclusive and shared
 //! checkouts, the configured database and credentials, blocking commands under a short
 //! response timeout, per-checkout and per-command timeouts, and a command future dropped
-//! mid-`BLPOP` whose reply must not reach the next user.
+//! mid-`BLPOP` or timed out, which must not reach the next user.
 
 #![cfg(feature = "redis")]
 #![allow(clippy::disallowed_types)]
@@ -206,9 +206,10 @@ async fn a_dropped_blpop_does_not_reach_the_next_user() {
     assert!(!list.contains(&format!("id={first_id} ")), "the old connection is closed");
 }
 
-/// A reply that comes after its waiter timed out must not be read as the next command's.
+/// A command that timed out may still be running on the server (here `DEBUG SLEEP`): the next
+/// user gets another connection, rather than waiting behind it or reading its late reply.
 #[tokio::test]
-async fn a_timed_out_reply_does_not_reach_the_next_command() {
+async fn a_timed_out_command_does_not_hold_up_the_next_user() {
     let Some(server) = RedisServer::start() else { return };
     let pool = pool(server.manager(), 1);
     let conn = pool.get().await.unwrap();
@@ -219,6 +220,6 @@ async fn a_timed_out_reply_does_not_reach_the_next_command() {
     assert!(conn.in_flight() > 0);
     drop(conn);
     let conn = pool.get().await.unwrap();
-    let value: String = conn.query(redis::cmd("GET").arg("k")).await.unwrap();
+    let value: String = conn.query(redis::cmd("GET").arg("k")).await.expect("served at once");
     assert_eq!(value, "right");
 }

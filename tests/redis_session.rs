@@ -239,3 +239,44 @@ async fn shared_access_refuses_session_commands() {
     assert_eq!(n, 1);
     assert!(!conn.is_dirty());
 }
+
+#[tokio::test]
+async fn an_acl_user_and_resp3_are_restored_after_the_reset() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut admin = server.admin().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">app-pw", "~*", "&*", "+@all"][..])
+        .query_async(&mut admin)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://app:app-pw@127.0.0.1:{}/?protocol=resp3", server.port());
+    let pool = pool(RedisManager::new(url).unwrap());
+    let (info, id) = client_info(&pool).await;
+    assert_eq!((client_field(&info, "user"), client_field(&info, "resp")), ("app", "3"));
+    {
+        let mut conn = pool.get().await.unwrap();
+        let _: () = redis::cmd("SELECT").arg(6).query_async(&mut *conn).await.unwrap();
+        let _: Value = redis::cmd("HELLO").arg(2).query_async(&mut *conn).await.unwrap();
+    }
+    let (info, same_id) = client_info(&pool).await;
+    assert_eq!(same_id, id, "reset, not replaced");
+    assert_eq!(client_field(&info, "user"), "app", "authenticated again: {info}");
+    assert_eq!(client_field(&info, "resp"), "3", "RESP3 again: {info}");
+    assert_eq!(client_field(&info, "db"), DB.to_string(), "{info}");
+    assert_eq!(calls(&mut admin, "reset").await, 1);
+}
+
+#[tokio::test]
+async fn an_idle_connection_past_the_check_window_is_pinged_once() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut admin = server.admin().await;
+    let pool: RedisPool =
+        Pool::builder(server.manager()).max_size(1).check_window(Duration::ZERO).build().unwrap();
+    drop(pool.get().await.unwrap());
+    let pings = calls(&mut admin, "ping").await;
+    for _ in 0..5 {
+        drop(pool.get().await.unwrap());
+    }
+    assert_eq!(calls(&mut admin, "ping").await, pings + 5, "one PING per checkout");
+    assert_eq!(calls(&mut admin, "reset").await, 0, "and no reset of a clean session");
+}

@@ -193,7 +193,8 @@ impl RedisConnection {
         self.session.is_doomed()
     }
 
-    /// Sends the pool's own commands (the check and the reset) outside the session tracking.
+    /// A clone of the crate's connection, for the pool's own commands (the check and the
+    /// reset), which are not the user's and are not tracked.
     pub(crate) fn raw_clone(&self) -> MultiplexedConnection {
         self.inner.clone()
     }
