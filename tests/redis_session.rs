@@ -172,6 +172,23 @@ async fn raw_access_marks_the_session_dirty() {
     let (info, _) = client_info(&pool).await;
     assert_pristine(&info, "a raw SELECT");
     assert_eq!(calls(&mut admin, "reset").await, 1);
+
+    // A subscription through the raw connection, and messages for it: the next user gets a
+    // connection that is subscribed to nothing and whose replies pair with its commands.
+    {
+        let mut conn = pool.get().await.unwrap();
+        let raw: &mut MultiplexedConnection = &mut conn;
+        let _: Value = redis::cmd("SUBSCRIBE").arg("raw-news").query_async(raw).await.unwrap();
+    }
+    for _ in 0..3 {
+        let _: i64 = admin.publish("raw-news", "hello").await.unwrap();
+    }
+    let (info, _) = client_info(&pool).await;
+    assert_pristine(&info, "a raw SUBSCRIBE");
+    let conn = pool.get().await.unwrap();
+    let _: () = conn.query(redis::cmd("SET").arg("after").arg("raw")).await.unwrap();
+    let after: String = conn.query(redis::cmd("GET").arg("after")).await.unwrap();
+    assert_eq!(after, "raw");
 }
 
 /// Subscriptions, `MONITOR` and `CLIENT REPLY OFF` change how many replies the server sends:

@@ -35,7 +35,9 @@ use super::session::Session;
 ///   [`pipeline`](Self::pipeline)), which is all a multiplexed view's borrowers get: commands
 ///   that change the session are refused with [`Error::SessionCommand`], as they would reach
 ///   every other borrower. An atomic pipeline ([`Pipeline::atomic`]) is fine: its
-///   `MULTI`...`EXEC` goes out in one piece.
+///   `MULTI`...`EXEC` goes out in one piece. A blocking command (`BLPOP`) is not refused, but
+///   the server runs one connection's commands in order, so on a shared connection every other
+///   borrower waits behind it: send blocking commands through exclusive checkouts.
 ///
 /// Raw access to the crate's connection through `Deref`/`DerefMut` is allowed, but the pool
 /// cannot see the commands sent through it: it marks the session dirty, so it is reset (one

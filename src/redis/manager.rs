@@ -33,7 +33,8 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 ///   access to the crate's connection) is restored in one round trip: `RESET` (Redis 6.2
 ///   or later), then `AUTH` with the configured credentials and `SELECT` of the configured
 ///   database where those are set. A reset whose replies are not what those commands answer,
-///   or that fails, closes the connection. A clean connection is handed out with no I/O.
+///   or that fails (a server before Redis 6.2 has no `RESET`), closes the connection instead.
+///   A clean connection is handed out with no I/O.
 ///
 /// # Examples
 ///
@@ -274,5 +275,59 @@ impl Manager for RedisManager {
     fn is_reusable(&self, conn: &mut RedisConnection) -> bool {
         conn.restore_timeout();
         conn.session.is_reusable()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reset pipeline's commands, as text.
+    fn reset_commands(manager: &RedisManager) -> Vec<String> {
+        manager
+            .reset_pipeline()
+            .cmd_iter()
+            .map(|cmd| {
+                cmd.args_iter()
+                    .filter_map(|arg| match arg {
+                        redis::Arg::Simple(bytes) => {
+                            Some(String::from_utf8_lossy(bytes).into_owned())
+                        }
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reset_restores_only_what_differs_from_what_reset_leaves() {
+        let plain = RedisManager::new("redis://127.0.0.1").unwrap();
+        assert_eq!(reset_commands(&plain), ["RESET"]);
+        let db = plain.clone().db(3).password("pw");
+        assert_eq!(reset_commands(&db), ["RESET", "AUTH pw", "SELECT 3"]);
+        let user = plain.clone().username("app").password("pw");
+        assert_eq!(reset_commands(&user), ["RESET", "AUTH app pw"]);
+        let resp3 = RedisManager::new("redis://app:pw@127.0.0.1/2?protocol=resp3").unwrap();
+        assert_eq!(reset_commands(&resp3), ["RESET", "HELLO 3 AUTH app pw", "SELECT 2"]);
+        let resp3_anonymous = RedisManager::new("redis://127.0.0.1/?protocol=resp3").unwrap();
+        assert_eq!(reset_commands(&resp3_anonymous), ["RESET", "HELLO 3"]);
+    }
+
+    #[test]
+    fn builders_set_the_connection_info() {
+        let manager =
+            RedisManager::tcp("localhost", 7000).unwrap().db(5).username("u").password("p");
+        let settings = manager.connection_info().redis_settings();
+        assert_eq!(
+            (settings.db(), settings.username(), settings.password()),
+            (5, Some("u"), Some("p"))
+        );
+        assert!(
+            matches!(manager.connection_info().addr(), ConnectionAddr::Tcp(host, 7000) if host == "localhost")
+        );
+        assert!("not a url".parse::<RedisManager>().is_err());
+        assert!(format!("{manager:?}").contains("redacted"), "no password in Debug output");
     }
 }
