@@ -297,3 +297,52 @@ async fn an_idle_connection_past_the_check_window_is_pinged_once() {
     assert_eq!(calls(&mut admin, "ping").await, pings + 5, "one PING per checkout");
     assert_eq!(calls(&mut admin, "reset").await, 0, "and no reset of a clean session");
 }
+
+/// `WATCH`, `MULTI`, ..., `EXEC`, Redis's optimistic transaction, ends what it began on the
+/// server: the connection goes out again without a reset.
+#[tokio::test]
+async fn a_completed_optimistic_transaction_costs_no_reset() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut admin = server.admin().await;
+    let pool = pool(server.manager());
+    for round in 0..3 {
+        let mut conn = pool.get().await.unwrap();
+        let _: () = redis::cmd("WATCH").arg("stock").query_async(&mut *conn).await.unwrap();
+        let stock: Option<i64> = conn.get("stock").await.unwrap();
+        if round % 2 == 0 {
+            // As the redis crate writes it: an atomic pipeline.
+            let _: (i64,) = redis::pipe()
+                .atomic()
+                .set("stock", stock.unwrap_or(0) + 1)
+                .ignore()
+                .incr("sold", 1)
+                .query_async(&mut *conn)
+                .await
+                .unwrap();
+        } else {
+            // By hand.
+            let _: () = redis::cmd("MULTI").query_async(&mut *conn).await.unwrap();
+            let _: () = conn.set("stock", stock.unwrap_or(0) + 1).await.unwrap();
+            let _: Value = redis::cmd("EXEC").query_async(&mut *conn).await.unwrap();
+        }
+        assert!(!conn.is_dirty(), "round {round}: EXEC ended the transaction and the watch");
+    }
+    {
+        let mut conn = pool.get().await.unwrap();
+        let _: () = redis::cmd("WATCH").arg("stock").query_async(&mut *conn).await.unwrap();
+        let _: () = redis::cmd("UNWATCH").query_async(&mut *conn).await.unwrap();
+        assert!(!conn.is_dirty(), "UNWATCH ended the watch");
+        let _: () = redis::cmd("WATCH").arg("stock").query_async(&mut *conn).await.unwrap();
+        let refused = redis::cmd("EXEC").query_async::<Value>(&mut *conn).await;
+        assert!(refused.is_err(), "EXEC without MULTI");
+        assert!(conn.is_dirty(), "the server kept the watch, so does the pool");
+    }
+    let (info, _) = client_info(&pool).await;
+    assert_pristine(&info, "WATCH and a refused EXEC");
+    assert_eq!(calls(&mut admin, "reset").await, 1, "only the last connection was reset");
+    let sold: i64 = {
+        let _: () = redis::cmd("SELECT").arg(DB).query_async(&mut admin).await.unwrap();
+        admin.get("sold").await.unwrap()
+    };
+    assert_eq!(sold, 2);
+}

@@ -14,13 +14,23 @@ use redis::{Arg, Cmd};
 /// What running a command does to its connection's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Effect {
-    /// Leaves the session as it found it (`GET`, `SET`, `EVAL`, `EXEC`, `UNWATCH`, ...).
+    /// Leaves the session as it found it (`GET`, `SET`, `EVAL`, `PING`, ...).
     Clean,
-    /// Changes per-connection state that `RESET` (then `AUTH` and `SELECT` of the configured
-    /// database) restores: the selected database, an open `MULTI`, `WATCH`ed keys, client-side
-    /// caching (`CLIENT TRACKING`), the authenticated user, the protocol (`HELLO`), the client
-    /// name, `READONLY`.
+    /// Changes per-connection state that only `RESET` (then `AUTH` and `SELECT` of the
+    /// configured database) restores: the selected database, client-side caching
+    /// (`CLIENT TRACKING`), the authenticated user, the protocol (`HELLO`), the client name,
+    /// `READONLY`.
     Dirty,
+    /// Opens a transaction (`MULTI`): dirty until an `EXEC` or `DISCARD` ends it.
+    Begin,
+    /// Watches keys (`WATCH`): dirty until an `EXEC` or `DISCARD` (of a transaction opened
+    /// after it) or an `UNWATCH`.
+    Watch,
+    /// Ends an open transaction and every watch with it (`EXEC`, `DISCARD`; without an open
+    /// transaction, the server refuses them and the watches stay).
+    End,
+    /// Forgets every watched key (`UNWATCH`).
+    Unwatch,
     /// Makes the server send more or fewer replies than commands: subscriptions (each channel
     /// and each message is a reply in RESP2), `MONITOR`, `CLIENT REPLY OFF|SKIP`, or ends the
     /// connection (`QUIT`) or turns it into a replica link. The multiplexed connection pairs
@@ -30,13 +40,11 @@ pub(crate) enum Effect {
 }
 
 impl Effect {
-    /// The stronger of two effects, for a pipeline of commands.
-    pub(crate) fn max(self, other: Self) -> Self {
-        match (self, other) {
-            (Self::Desync, _) | (_, Self::Desync) => Self::Desync,
-            (Self::Dirty, _) | (_, Self::Dirty) => Self::Dirty,
-            _ => Self::Clean,
-        }
+    /// Whether the command changes the session for whoever shares the connection: refused
+    /// through shared access. (`EXEC`, `DISCARD` and `UNWATCH` only end what a `MULTI` or
+    /// `WATCH` began, which shared access cannot send.)
+    pub(crate) fn changes_session(self) -> bool {
+        matches!(self, Self::Dirty | Self::Begin | Self::Watch | Self::Desync)
     }
 }
 
@@ -93,8 +101,13 @@ pub(crate) fn classify(cmd: &Cmd) -> Effect {
     }
     let name = name.to_ascii_uppercase();
     match name.as_slice() {
-        b"SELECT" | b"MULTI" | b"WATCH" | b"AUTH" | b"HELLO" | b"RESET" | b"READONLY"
-        | b"READWRITE" | b"ASKING" => Effect::Dirty,
+        b"SELECT" | b"AUTH" | b"HELLO" | b"RESET" | b"READONLY" | b"READWRITE" | b"ASKING" => {
+            Effect::Dirty
+        }
+        b"MULTI" => Effect::Begin,
+        b"WATCH" => Effect::Watch,
+        b"EXEC" | b"DISCARD" => Effect::End,
+        b"UNWATCH" => Effect::Unwatch,
         b"SUBSCRIBE" | b"PSUBSCRIBE" | b"SSUBSCRIBE" | b"UNSUBSCRIBE" | b"PUNSUBSCRIBE"
         | b"SUNSUBSCRIBE" | b"MONITOR" | b"QUIT" | b"SYNC" | b"PSYNC" | b"REPLCONF" => {
             Effect::Desync
@@ -198,9 +211,6 @@ mod tests {
         for args in [
             &["GET", "k"][..],
             &["SET", "k", "v"],
-            &["EXEC"],
-            &["DISCARD"],
-            &["UNWATCH"],
             &["EVAL", "return 1", "0"],
             &["CLIENT", "ID"],
             &["CLIENT", "INFO"],
@@ -218,8 +228,6 @@ mod tests {
         for args in [
             &["SELECT", "1"][..],
             &["select", "1"],
-            &["Multi"],
-            &["WATCH", "k"],
             &["AUTH", "pw"],
             &["HELLO", "3"],
             &["RESET"],
@@ -249,10 +257,18 @@ mod tests {
     }
 
     #[test]
-    fn a_pipeline_takes_its_strongest_effect() {
-        assert_eq!(Effect::Clean.max(Effect::Dirty), Effect::Dirty);
-        assert_eq!(Effect::Dirty.max(Effect::Desync), Effect::Desync);
-        assert_eq!(Effect::Clean.max(Effect::Clean), Effect::Clean);
+    fn transactions_and_watches_are_tracked_apart() {
+        assert_eq!(classify(&command(&["Multi"])), Effect::Begin);
+        assert_eq!(classify(&command(&["WATCH", "k"])), Effect::Watch);
+        assert_eq!(classify(&command(&["exec"])), Effect::End);
+        assert_eq!(classify(&command(&["DISCARD"])), Effect::End);
+        assert_eq!(classify(&command(&["UNWATCH"])), Effect::Unwatch);
+        for effect in [Effect::Dirty, Effect::Begin, Effect::Watch, Effect::Desync] {
+            assert!(effect.changes_session(), "{effect:?}");
+        }
+        for effect in [Effect::Clean, Effect::End, Effect::Unwatch] {
+            assert!(!effect.changes_session(), "{effect:?}");
+        }
     }
 
     #[test]

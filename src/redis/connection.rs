@@ -234,19 +234,34 @@ impl Sender<'_> {
         outcome.map_err(|err| self.failure.take().unwrap_or(Error::Redis(err)))
     }
 
-    /// Checks and records `effect` before a command goes out.
-    fn admit(&mut self, effect: Effect, name: impl FnOnce() -> String) -> Result<(), RedisError> {
-        if self.shared && effect != Effect::Clean {
-            let name = name();
-            let err = RedisError::from((
-                redis::ErrorKind::Client,
-                "a command that changes the session was sent through shared access",
-                name.clone(),
-            ));
-            self.failure = Some(Error::SessionCommand(name));
-            return Err(err);
+    /// Checks and records what the commands `cmds()` yields, sent in this order, do to the
+    /// session, before they go out. `transaction`: they go out between a `MULTI` and an `EXEC`
+    /// of the redis crate's own (an atomic pipeline), which end any transaction opened before,
+    /// and the watches with it.
+    fn admit<'a, I>(&mut self, cmds: impl Fn() -> I, transaction: bool) -> Result<(), RedisError>
+    where
+        I: Iterator<Item = &'a Cmd>,
+    {
+        if self.shared {
+            if let Some(refused) = cmds().find(|cmd| command::classify(cmd).changes_session()) {
+                let name = name(refused);
+                let err = RedisError::from((
+                    redis::ErrorKind::Client,
+                    "a command that changes the session was sent through shared access",
+                    name.clone(),
+                ));
+                self.failure = Some(Error::SessionCommand(name));
+                return Err(err);
+            }
         }
-        self.conn.session.note(effect);
+        let session = &self.conn.session;
+        if transaction {
+            session.note(Effect::Begin);
+        }
+        cmds().for_each(|cmd| session.note(command::classify(cmd)));
+        if transaction {
+            session.note(Effect::End);
+        }
         Ok(())
     }
 
@@ -303,7 +318,7 @@ async fn exchange<T>(
 impl ConnectionLike for Sender<'_> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            self.admit(command::classify(cmd), || name(cmd))?;
+            self.admit(|| std::iter::once(cmd), false)?;
             let timeout = self.reply_timeout(command::block(cmd));
             let reply = self.inner.send_packed_command(cmd);
             let outcome = exchange(&self.conn.session, reply, timeout).await;
@@ -318,13 +333,7 @@ impl ConnectionLike for Sender<'_> {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let effect = pipe.cmd_iter().map(command::classify).fold(Effect::Clean, Effect::max);
-            let first_unclean = || {
-                pipe.cmd_iter()
-                    .find(|cmd| command::classify(cmd) != Effect::Clean)
-                    .map_or_else(|| String::from("(unnamed)"), name)
-            };
-            self.admit(effect, first_unclean)?;
+            self.admit(|| pipe.cmd_iter(), pipe.is_transaction())?;
             let block = pipe.cmd_iter().map(command::block).fold(Block::No, Block::then);
             let timeout = self.reply_timeout(block);
             let reply = self.inner.send_packed_commands(pipe, offset, count);

@@ -29,8 +29,9 @@ const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 ///   made the server's replies stop pairing one to one with commands (`SUBSCRIBE`,
 ///   `PSUBSCRIBE`, `SSUBSCRIBE`, `MONITOR`, `CLIENT REPLY OFF|SKIP`, `QUIT`).
 /// - **at the next checkout**, a connection whose session a user changed (`SELECT`, a `MULTI`
-///   without `EXEC`, `WATCH`, `CLIENT TRACKING`, `AUTH`, `HELLO`, `CLIENT SETNAME`, raw
-///   access to the crate's connection) is restored in one round trip: `RESET` (Redis 6.2
+///   without `EXEC`, a `WATCH` without `EXEC` or `UNWATCH`, `CLIENT TRACKING`, `AUTH`,
+///   `HELLO`, `CLIENT SETNAME`, raw access to the crate's connection) is restored in one
+///   round trip: `RESET` (Redis 6.2
 ///   or later), then `AUTH` with the configured credentials and `SELECT` of the configured
 ///   database where those are set. A reset whose replies are not what those commands answer,
 ///   or that fails (a server before Redis 6.2 has no `RESET`), closes the connection instead.

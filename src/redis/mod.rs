@@ -43,7 +43,8 @@
 //! - **has the configured session**: one left with another database `SELECT`ed, a `MULTI`
 //!   without `EXEC`, `WATCH`ed keys, `CLIENT TRACKING` on, another user `AUTH`enticated, a
 //!   protocol changed by `HELLO`, or a client name, is restored with `RESET`, then `AUTH` and
-//!   `SELECT` of the configured database, in one round trip before its next use;
+//!   `SELECT` of the configured database, in one round trip before its next use (a `WATCH` and
+//!   `MULTI` that ended with their `EXEC` need none);
 //! - **costs nothing when clean**: a connection nobody changed goes out with no I/O (past the
 //!   pool's check window, a `PING` first, as for every manager).
 //!

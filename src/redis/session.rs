@@ -6,9 +6,17 @@
 //!
 //! | state | set by | cleared by | at checkout |
 //! |---|---|---|---|
-//! | `DIRTY` | an [`Effect::Dirty`] command, raw access, [`mark_dirty`](Session::mark_dirty) | a `RESET` whose reply was checked | one round trip: `RESET`, `AUTH`, `SELECT` |
-//! | `DOOMED` | an [`Effect::Desync`] command, an I/O error, a reset that failed | never | closed |
+//! | `SESSION` | an [`Effect::Dirty`] command, raw access, [`mark_dirty`](Session::mark_dirty) | a `RESET` whose reply was checked | one round trip: `RESET`, `AUTH`, `SELECT` |
+//! | `MULTI` | `MULTI` | `EXEC`, `DISCARD`, the reset | as `SESSION` |
+//! | `WATCH` | `WATCH` | `EXEC` or `DISCARD` with `MULTI` set, `UNWATCH`, the reset | as `SESSION` |
+//! | `DOOMED` | an [`Effect::Desync`] command, an I/O error, a failed check or reset | never | closed |
 //! | in flight > 0 | a command sent and not yet answered | its reply | closed |
+//!
+//! `MULTI` and `WATCH` are kept apart from `SESSION` so that the optimistic transaction, Redis's
+//! most common session command (`WATCH`, `MULTI`, ..., `EXEC`), leaves a connection clean when it
+//! completes: its `EXEC` ends the transaction and the watches on the server. The flags are
+//! updated as a command is sent, before its reply: an `EXEC` whose reply never comes leaves a
+//! command in flight, and the connection is closed anyway.
 //!
 //! **Orderings.** Every access is `Relaxed`: the state is only read when the connection changes
 //! hands (returned to the pool, checked out, or released by the last borrower of a multiplexed
@@ -19,10 +27,16 @@
 use super::command::Effect;
 use crate::sync::{AtomicUsize, Ordering};
 
-/// A user may have changed the session.
-const DIRTY: usize = 1;
+/// A user may have changed state only `RESET` undoes.
+const SESSION: usize = 1;
 /// The connection must be closed.
 const DOOMED: usize = 2;
+/// A transaction may be open.
+const MULTI: usize = 4;
+/// Keys may be watched.
+const WATCH: usize = 8;
+/// Any of the states a reset clears.
+const DIRTY: usize = SESSION | MULTI | WATCH;
 
 /// See the [module docs](self).
 #[derive(Debug, Default)]
@@ -36,17 +50,35 @@ impl Session {
     pub(crate) fn note(&self, effect: Effect) {
         match effect {
             Effect::Clean => {}
-            Effect::Dirty => self.mark_dirty(),
+            Effect::Dirty => self.set(SESSION),
+            Effect::Begin => self.set(MULTI),
+            Effect::Watch => self.set(WATCH),
+            Effect::End => {
+                // Without an open transaction the server refuses `EXEC` and `DISCARD`, and the
+                // watches stay.
+                if self.flags.load(Ordering::Relaxed) & MULTI != 0 {
+                    self.flags.fetch_and(!(MULTI | WATCH), Ordering::Relaxed);
+                }
+            }
+            Effect::Unwatch => {
+                // Inside a transaction the server queues `UNWATCH`: `MULTI` stays set, and the
+                // `EXEC` or `DISCARD` that ends it unwatches too.
+                self.flags.fetch_and(!WATCH, Ordering::Relaxed);
+            }
             Effect::Desync => self.doom(),
         }
     }
 
-    pub(crate) fn mark_dirty(&self) {
+    fn set(&self, flag: usize) {
         // A load first: a connection already marked (the common case after the first session
         // command) costs no write to a shared cache line.
-        if self.flags.load(Ordering::Relaxed) & DIRTY == 0 {
-            self.flags.fetch_or(DIRTY, Ordering::Relaxed);
+        if self.flags.load(Ordering::Relaxed) & flag == 0 {
+            self.flags.fetch_or(flag, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn mark_dirty(&self) {
+        self.set(SESSION);
     }
 
     pub(crate) fn doom(&self) {
@@ -110,6 +142,24 @@ mod tests {
         session.note(Effect::Desync);
         session.clear_dirty();
         assert!(session.is_doomed() && !session.is_reusable());
+    }
+
+    #[test]
+    fn a_completed_transaction_leaves_the_session_clean() {
+        let session = Session::default();
+        for effect in [Effect::Watch, Effect::Begin, Effect::Clean, Effect::End] {
+            session.note(effect);
+        }
+        assert!(!session.is_dirty(), "WATCH, MULTI, ..., EXEC");
+        session.note(Effect::Watch);
+        session.note(Effect::End);
+        assert!(session.is_dirty(), "an EXEC without MULTI keeps the watches");
+        session.note(Effect::Unwatch);
+        assert!(!session.is_dirty());
+        session.note(Effect::Dirty);
+        session.note(Effect::Begin);
+        session.note(Effect::End);
+        assert!(session.is_dirty(), "a SELECT stays");
     }
 
     #[test]
