@@ -96,7 +96,8 @@ impl RedisConnection {
         self.sender(true, None).query(cmd).await
     }
 
-    /// [`query`](Self::query) with its own response timeout: `None` waits as long as it takes.
+    /// [`query`](Self::query) with its own timeout for the reply, which replaces both the
+    /// response timeout and a blocking command's allowance: `None` waits as long as it takes.
     ///
     /// # Examples
     ///
