@@ -52,6 +52,10 @@
 //!   [`ObjectPool`](object::ObjectPool), with a per-thread fast path.
 //! * `postgres` (feature `postgres`): a [`Manager`](pool::Manager) over tokio-postgres that
 //!   never hands out a busy or in-transaction connection, with a prepared-statement cache.
+//! * `redis` (feature `redis`): a [`Manager`](pool::Manager) over the redis crate that never
+//!   hands on a connection with a reply pending, a session changed (`SELECT`, `MULTI`,
+//!   `WATCH`, `CLIENT TRACKING`: reset with `RESET`) or a subscription (closed), and whose
+//!   response timeout lets blocking commands (`BLPOP`) wait their time.
 //! * `sqlite` (feature `sqlite`): a [`Manager`](pool::Manager) over rusqlite running SQLite on
 //!   blocking threads, with WAL files and one shared `:memory:` database.
 //!
@@ -69,6 +73,7 @@
 //! | concurrency model-checked | loom | no | no | no |
 //! | a PostgreSQL connection returned mid-query or mid-transaction | closed (query cancelled) or rolled back | reused as is with the default `Fast` recycling; the other methods add a round trip per checkout and do not roll back | reused as is | n/a |
 //! | session state a user left (`SET`, `LISTEN`, temporary tables, SQL `PREPARE`) | reset at checkout when the protocol showed a change (`postgres::SessionReset`); a clean session costs nothing | reset on every checkout with `RecyclingMethod::Clean` (a round trip each), kept otherwise | kept | n/a |
+//! | a Redis connection left with a `SELECT`, an open `MULTI`, `WATCH`, `CLIENT TRACKING`, a subscription, or a reply pending | reset with `RESET` when a command showed a change, or closed; a clean connection costs nothing | deadpool-redis: `UNWATCH` and `PING` on recycle, the rest kept | bb8-redis: `PING`, the rest kept | n/a |
 //! | one connection shared by several tasks (pipelining) | [`Pool::multiplexed`](pool::Pool::multiplexed) | no | no | no |
 //!
 //! Checkout throughput on a 2-core machine is in `docs/benchmarks.md`: far ahead of deadpool and
@@ -106,6 +111,8 @@ pub mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rate;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod report;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

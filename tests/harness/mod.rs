@@ -1,5 +1,8 @@
-//! Real servers for the integration tests: a throwaway PostgreSQL per test.
+//! Real servers for the integration tests: a throwaway PostgreSQL or Redis per test.
 
 #![allow(dead_code, reason = "each test binary uses a different part of the harness")]
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
