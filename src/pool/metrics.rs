@@ -2,8 +2,6 @@
 
 pub use crate::histogram::DurationHistogram;
 
-use std::time::Duration;
-
 /// A consistent snapshot of a pool's occupancy, from [`Pool::status`](super::Pool::status).
 ///
 /// All fields are read under one lock, so they always add up:
@@ -78,18 +76,4 @@ pub struct Metrics {
     pub hold_time: DurationHistogram,
     /// Time successful creations took.
     pub create_time: DurationHistogram,
-}
-
-impl Metrics {
-    /// Records a checkout that ended: how long it was held, and how long its `get()` queued.
-    pub(crate) fn checkout_ended(&mut self, held: Duration, waited: Option<Duration>) {
-        self.hold_time.record(held);
-        match waited {
-            Some(waited) => {
-                self.gets_waited += 1;
-                self.wait_time.record(waited);
-            }
-            None => self.gets_direct += 1,
-        }
-    }
 }
