@@ -91,9 +91,6 @@ impl<M: Manager> Future for Queue<'_, M> {
         let now = this.first_poll_at.take().unwrap_or_else(Instant::now);
         let waker = cx.waker();
         let broken = this.broken.take();
-        // When callers already queue this one will most likely queue too: its place in the
-        // queue is allocated before the pool lock rather than under it.
-        let mut prepared = this.shared.cache.in_demand().then(|| Arc::new(Ticket::new(waker)));
         let (poll, wake) = {
             let mut engine = this.shared.engine.lock();
             if broken.is_some() {
@@ -101,14 +98,13 @@ impl<M: Manager> Future for Queue<'_, M> {
             }
             engine.poll_acquire(
                 &mut this.queued,
-                || prepared.take().unwrap_or_else(|| Arc::new(Ticket::new(waker))),
+                || Arc::new(Ticket::new(waker)),
                 now,
                 this.deadline,
                 this.rejoin,
                 this.shared.local_idle(),
             )
         };
-        drop(prepared);
         this.shared.start(wake);
         if let Some(entry) = broken {
             this.shared.close_resource(entry, CloseReason::Broken);

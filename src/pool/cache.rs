@@ -240,8 +240,7 @@ impl<T, H: Clone> IdleCache<T, H> {
     }
 
     /// Whether callers queue or the pool closed, as last published: a hint for a returner to go
-    /// straight to the pool's idle set, or for a caller to prepare its place in the queue before
-    /// it takes the pool lock. Only `put` decides whether a value may be cached.
+    /// straight to the pool's idle set. Only `put` decides whether a value may be cached.
     pub(crate) fn in_demand(&self) -> bool {
         // Relaxed: a hint; a stale answer costs a detour, never a wrong hand-out.
         self.caching && self.demand.load(Ordering::Relaxed) != 0
