@@ -106,13 +106,14 @@ impl Contender for Millpond {
     guard_checkout!();
 }
 
-/// millpond with a monitor beside the load: a task reads `status()` every 100 ms, as a service
-/// exporting pool gauges would. The poll must not cost the checkouts their fast path.
+/// millpond with a monitor beside the load: a task reads `status()` and `metrics()` every 100 ms,
+/// as a service exporting pool gauges and histograms would. The poll must not cost the checkouts
+/// their fast path.
 #[derive(Clone)]
 struct MillpondPolled(millpond::pool::Pool<MillpondManager>);
 
 impl Contender for MillpondPolled {
-    const NAME: &'static str = "millpond + status poller";
+    const NAME: &'static str = "millpond + poller";
 
     fn build(size: usize) -> Self {
         let pool = Millpond::build(size).0;
@@ -122,6 +123,7 @@ impl Contender for MillpondPolled {
             loop {
                 every.tick().await;
                 std::hint::black_box(polled.status());
+                std::hint::black_box(polled.metrics());
             }
         });
         Self(pool)

@@ -22,7 +22,7 @@ SCENARIOS = [
     ("c_256tasks_pool2_yield", "(c) 256 tasks, pool 2\nyield while holding"),
     ("d_32tasks_pool8_current_thread", "(d) 32 tasks, pool 8\ncurrent-thread"),
 ]
-POOLS = ["millpond", "millpond + status poller", "deadpool", "bb8", "qp", "mobc",
+POOLS = ["millpond", "millpond + poller", "deadpool", "bb8", "qp", "mobc",
          "semaphore+mutex"]
 
 
