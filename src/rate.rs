@@ -128,27 +128,48 @@ fn nanos_since(origin: Instant) -> u64 {
 #[derive(Debug)]
 pub(crate) struct KeyedBuckets {
     shape: Shape,
-    tats: Mutex<HashMap<u64, u64>>,
+    map: Mutex<KeyedMap>,
     origin: Instant,
 }
 
-/// Keys kept before the full buckets are swept out.
+#[derive(Debug)]
+struct KeyedMap {
+    tats: HashMap<u64, u64>,
+    /// The size at which the next sweep runs: twice what the last one left, and at least
+    /// [`SWEEP_ABOVE`]. Sweeping at a fixed size instead would, once that many keys were live,
+    /// scan them all on every call and free nothing; doubling makes each sweep pay for the
+    /// inserts since the last one, so a call costs O(1) amortised, and the map holds at most
+    /// twice the live keys (or `SWEEP_ABOVE`).
+    sweep_at: usize,
+    /// Sweeps run so far, for the tests of the amortised bound.
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by the tests"))]
+    sweeps: u64,
+}
+
+/// Keys kept before the full buckets are first swept out.
 const SWEEP_ABOVE: usize = 4096;
 
 impl KeyedBuckets {
     pub(crate) fn new(shape: Shape) -> Self {
-        Self { shape, tats: Mutex::new(HashMap::new()), origin: Instant::now() }
+        let map = KeyedMap { tats: HashMap::new(), sweep_at: SWEEP_ABOVE, sweeps: 0 };
+        Self { shape, map: Mutex::new(map), origin: Instant::now() }
     }
 
     /// Takes a token from `key`'s bucket now, or says how long until one is there.
     pub(crate) fn try_take(&self, key: u64) -> Result<(), Duration> {
-        let now = nanos_since(self.origin);
-        let mut tats = self.tats.lock();
-        if tats.len() >= SWEEP_ABOVE {
+        self.try_take_at(key, nanos_since(self.origin))
+    }
+
+    /// Takes a token from `key`'s bucket at `now` (nanoseconds since the origin).
+    fn try_take_at(&self, key: u64, now: u64) -> Result<(), Duration> {
+        let mut map = self.map.lock();
+        if map.tats.len() >= map.sweep_at {
             // A TAT in the past is a full bucket: the same as no entry.
-            tats.retain(|_, tat| *tat > now);
+            map.tats.retain(|_, tat| *tat > now);
+            map.sweep_at = map.tats.len().saturating_mul(2).max(SWEEP_ABOVE);
+            map.sweeps += 1;
         }
-        let tat = tats.entry(key).or_insert(0);
+        let tat = map.tats.entry(key).or_insert(0);
         *tat = self.shape.step(*tat, now)?;
         Ok(())
     }
@@ -182,6 +203,37 @@ mod tests {
         buckets.try_take(1).unwrap();
         assert!(buckets.try_take(1).is_err());
         buckets.try_take(2).unwrap();
+    }
+
+    #[test]
+    fn many_live_keys_are_swept_a_logarithmic_number_of_times() {
+        // One token an hour: every key taken stays live (its bucket not full) for the test.
+        let buckets = KeyedBuckets::new(Shape::new(1.0 / 3600.0, 1, "rate").unwrap());
+        let keys = 100_000;
+        for key in 0..keys {
+            assert!(buckets.try_take_at(key, 1_000).is_ok());
+        }
+        let map = buckets.map.lock();
+        assert_eq!(map.tats.len(), 100_000);
+        // 4,096, then doubling: 8,192 ... 65,536 (five sweeps), where a fixed threshold would
+        // have swept on each of the last 95,904 calls.
+        assert!(map.sweeps <= 5, "{} sweeps", map.sweeps);
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten_as_the_map_grows() {
+        let buckets = KeyedBuckets::new(Shape::new(1000.0, 1, "rate").unwrap());
+        // 10,000 keys, each taken once at t = 0 (full again 1 ms later).
+        for key in 0..10_000 {
+            assert!(buckets.try_take_at(key, 0).is_ok());
+        }
+        // A second later every one of them is full: the next sweep forgets them all.
+        for key in 10_000..30_000 {
+            assert!(buckets.try_take_at(key, 1_000_000_000).is_ok());
+        }
+        let map = buckets.map.lock();
+        assert_eq!(map.tats.len(), 20_000);
+        assert!(map.tats.keys().all(|key| *key >= 10_000));
     }
 
     #[test]
