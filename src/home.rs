@@ -18,10 +18,12 @@
 //! left a runtime (a `get()` queued behind a deadline already armed, a task handle) are covered
 //! the other way round: when the mark finds no live runtime in reserve, the owner wakes them
 //! ([`Home::on_stranded`]), and a woken waiter moves the pool to its own runtime as it polls. A
-//! task handle has no link to its pool, so a worker pool also lists its home with the process
-//! ([`Home::leave_for_rescue`]), and a handle that finds its result not yet in moves every
-//! listed home to its own runtime ([`rescue_stranded`]); until a home is listed that costs the
-//! handle one relaxed load.
+//! task handle holds no reference to its pool, only the pool's id, so a worker pool also lists
+//! its home with the process under that id ([`Home::leave_for_rescue`]), and a handle that finds
+//! its result not yet in moves its own pool's home, and no other, to its own runtime
+//! ([`rescue_stranded`]); until a home is listed that costs the handle one relaxed load. Moving
+//! another pool's home there would strand that pool anew on a runtime its own waiters may not
+//! drive.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -60,31 +62,40 @@ pub(crate) struct Home {
 static ANY_STRANDED: process::AtomicBool = process::AtomicBool::new(false);
 
 /// Homes whose runtime went with no live runtime to move to, whose waiters cannot reach them
-/// (task handles): the first such waiter that polls inside a runtime moves them there.
-static STRANDED: process::Mutex<Vec<Weak<Home>>> = process::Mutex::new(Vec::new());
+/// (task handles), by the id of the pool that owns each: the first such waiter of that pool that
+/// polls inside a runtime moves it there.
+static STRANDED: process::Mutex<Vec<(u64, Weak<Home>)>> = process::Mutex::new(Vec::new());
 
-/// Moves every home listed by [`Home::leave_for_rescue`] to the caller's runtime, if it has one.
-/// For waiters with no link to their pool; one relaxed load while no home is listed.
+/// Moves the home that the pool `owner` listed with [`Home::leave_for_rescue`] to the caller's
+/// runtime, if it has one. For waiters with no reference to their pool; one relaxed load while
+/// no home is listed.
 #[inline]
-pub(crate) fn rescue_stranded() {
+pub(crate) fn rescue_stranded(owner: u64) {
     // Relaxed: a waiter woken by `on_stranded` is woken after the flag was raised, and the wake
     // orders the two; a waiter polled for another reason sees it on a later poll.
     if ANY_STRANDED.load(Ordering::Relaxed) {
-        rescue_listed();
+        rescue_listed(owner);
     }
 }
 
 #[cold]
-fn rescue_listed() {
+fn rescue_listed(owner: u64) {
     if Handle::try_current().is_err() {
         return;
     }
-    let listed = {
+    let mine: Vec<Weak<Home>> = {
         let mut listed = STRANDED.lock();
-        ANY_STRANDED.store(false, Ordering::Relaxed);
-        std::mem::take(&mut *listed)
+        let mut mine = Vec::new();
+        listed.retain(|(id, home)| {
+            if *id == owner {
+                mine.push(home.clone());
+            }
+            *id != owner && home.strong_count() > 0
+        });
+        ANY_STRANDED.store(!listed.is_empty(), Ordering::Relaxed);
+        mine
     };
-    for home in listed.iter().filter_map(Weak::upgrade) {
+    for home in mine.iter().filter_map(Weak::upgrade) {
         if home.rehome() == Rehome::Moved {
             tracing::debug!(
                 "millpond: a worker pool's runtime shut down; a task handle moved its workers to \
@@ -135,13 +146,14 @@ impl Home {
         *self.stranded.lock() = Some(Arc::new(stranded));
     }
 
-    /// Lists this home with the process, for waiters that cannot reach it
-    /// ([`rescue_stranded`]). Homes already freed are pruned on the way.
-    pub(crate) fn leave_for_rescue(self: &Arc<Self>) {
+    /// Lists this home with the process under the id of the pool that owns it, for that pool's
+    /// waiters that cannot reach it ([`rescue_stranded`]). Homes already freed are pruned on the
+    /// way.
+    pub(crate) fn leave_for_rescue(self: &Arc<Self>, owner: u64) {
         let mut listed = STRANDED.lock();
-        listed.retain(|home| home.strong_count() > 0);
-        if !listed.iter().any(|home| std::ptr::eq(home.as_ptr(), Arc::as_ptr(self))) {
-            listed.push(Arc::downgrade(self));
+        listed.retain(|(_, home)| home.strong_count() > 0);
+        if !listed.iter().any(|(_, home)| std::ptr::eq(home.as_ptr(), Arc::as_ptr(self))) {
+            listed.push((owner, Arc::downgrade(self)));
         }
         // Raised under the lock, before the owner wakes its waiters: see `rescue_stranded`.
         ANY_STRANDED.store(true, Ordering::Relaxed);

@@ -106,6 +106,35 @@ fn tasks_left_by_a_runtime_that_went_away_finish_or_say_why() {
     assert_eq!(no_hang(&second, "the next task's handle", next).unwrap(), "next");
 }
 
+/// Two pools stranded at once: a handle of one moves its own pool to the runtime awaiting it, and
+/// leaves the other for that pool's own handles (moved along, it would sit on a runtime nobody
+/// drives while its handle waits on another).
+#[test]
+fn a_handle_rescues_its_own_pool_and_no_other() {
+    let first = runtime();
+    // Pool A's queued task finishes only once told to, after the second runtime stopped running:
+    // if B's handle had moved A there, A's worker would wait on a runtime nobody drives.
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (_pool_a, _running_a, queued_a) = first.block_on(async {
+        let pool = WorkerPool::builder().workers(1).queue_capacity(4).build().unwrap();
+        let running = occupy_the_worker(&pool).await;
+        let queued = pool
+            .try_submit(async move {
+                let _ = go_rx.await;
+                "queued"
+            })
+            .unwrap();
+        (pool, running, queued)
+    });
+    let (_pool_b, _running_b, queued_b) = running_and_queued(&first, Scheduler::SharedQueue);
+    drop(first);
+    let second = runtime();
+    assert_eq!(no_hang(&second, "pool B's queued handle", queued_b).unwrap(), "queued");
+    go_tx.send(()).unwrap();
+    let third = runtime();
+    assert_eq!(no_hang(&third, "pool A's queued handle", queued_a).unwrap(), "queued");
+}
+
 /// A handle already awaited on another runtime when the pool's runtime goes, with no runtime in
 /// reserve and no submit after: it is woken, and moves the workers to its own runtime.
 #[test]

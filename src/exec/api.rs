@@ -240,8 +240,9 @@ impl WorkerPool {
         F::Output: Send + 'static,
     {
         let sheddable = self.inner.admission.may_shed();
+        let pool = self.inner.id;
         move |task| {
-            let (task, handle) = tracked(task);
+            let (task, handle) = tracked(task, pool);
             let mut job = Job::of(task, keyed);
             job.priority = priority;
             if sheddable {

@@ -12,6 +12,9 @@ use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
 
 /// What a task and its handle share.
 struct Cell<T> {
+    /// The id of the pool the task was submitted to, for a rescue of that pool alone
+    /// (`home.rs`); an id rather than a reference, so a handle never keeps its pool alive.
+    pool: u64,
     /// Set by `abort`; read by the task at every poll without taking the lock.
     aborted: AtomicUsize,
     state: Mutex<State<T>>,
@@ -110,9 +113,10 @@ impl<T> Future for TaskHandle<T> {
         }
         drop(state);
         // A worker pool whose runtime went with nowhere to move has no worker to run this task,
-        // and the handle no link to its pool: it moves every such pool to its own runtime. One
-        // relaxed load until then; after the waker is in, so a result stored meanwhile wakes it.
-        crate::home::rescue_stranded();
+        // and the handle no reference to its pool: it moves its pool, found by id, to its own
+        // runtime. One relaxed load until then; after the waker is in, so a result stored
+        // meanwhile wakes it.
+        crate::home::rescue_stranded(self.cell.pool);
         Poll::Pending
     }
 }
@@ -152,9 +156,11 @@ impl<T: Send + 'static> TaskHandle<T> {
     }
 }
 
-/// Wraps `future` for submission, with the handle that will receive its output.
-pub(crate) fn tracked<F: Future>(future: F) -> (Tracked<F>, TaskHandle<F::Output>) {
+/// Wraps `future` for submission to the pool with id `pool`, with the handle that will receive
+/// its output.
+pub(crate) fn tracked<F: Future>(future: F, pool: u64) -> (Tracked<F>, TaskHandle<F::Output>) {
     let cell = Arc::new(Cell {
+        pool,
         aborted: AtomicUsize::new(0),
         state: Mutex::new(State { result: None, handle: None, task: None, finished: false }),
     });

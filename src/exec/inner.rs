@@ -111,9 +111,9 @@ impl Inner {
         inner.home.on_stranded(move || {
             // No live runtime to move to: the submits waiting for room, and the handles of the
             // jobs left queued, are woken to move the pool to their own runtime. A handle cannot
-            // reach the pool, so the home is listed for it first (`home.rs`).
+            // reach the pool, so the home is listed under the pool's id for it first (`home.rs`).
             if let Some(inner) = weak.upgrade() {
-                inner.home.leave_for_rescue();
+                inner.home.leave_for_rescue(inner.id);
                 inner.queues.wake_stranded();
             }
         });

@@ -312,7 +312,7 @@ fn surplus_workers_retire_down_to_the_maximum_and_no_further() {
 #[test]
 fn abort_never_loses_the_wake_up_of_a_running_task() {
     loom::model(|| {
-        let (task, handle) = tracked(std::future::pending::<u32>());
+        let (task, handle) = tracked(std::future::pending::<u32>(), 0);
         let aborter = thread::spawn(move || {
             handle.abort();
             handle
@@ -329,7 +329,7 @@ fn abort_never_loses_the_wake_up_of_a_running_task() {
 #[test]
 fn a_handle_resolves_whether_the_task_finishes_or_is_aborted() {
     model_bounded(4, || {
-        let (task, handle) = tracked(async { 7_u32 });
+        let (task, handle) = tracked(async { 7_u32 }, 0);
         let handle = Arc::new(Mutex::new(handle));
         let worker = thread::spawn(move || block_on(task));
         let aborter = {
