@@ -203,7 +203,11 @@ impl<M: Manager> ClusterBuilder<M> {
                 .map_manager(|inner| Watch { inner, health: Arc::clone(&watched) })
                 .watch_creations(watched)
                 .build()
-                .map_err(|err| err.within(format!("backend `{}`", backend.name)))?;
+                .map_err(|err| {
+                    err.nested_in(backend.name.clone())
+                        .nested_in("backends")
+                        .within(format!("backend `{}`", backend.name))
+                })?;
             members.push(Member {
                 name: backend.name,
                 role: backend.role,
