@@ -103,6 +103,8 @@ pub mod balance;
 pub mod breaker;
 mod build_error;
 pub mod cluster;
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod exec;
 mod histogram;
 mod home;
