@@ -182,7 +182,7 @@ async fn an_invalid_value_is_a_build_error_naming_its_path() {
 
 #[test]
 fn a_bad_type_fails_to_deserialize_naming_the_key() {
-    let err = toml::from_str::<AppConfig>("[pool]\nacquire_timeout = \"5 parsecs\"").unwrap_err();
+    let err = toml::from_str::<AppConfig>("[pool]\nacquire_timeout = \"soon\"").unwrap_err();
     let message = err.to_string();
     assert!(message.contains("acquire_timeout"), "{message}");
     assert!(message.contains("a duration such as \"5s\""), "{message}");
