@@ -105,6 +105,26 @@ async fn a_toml_file_configures_a_pool_a_worker_pool_and_a_cluster() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn check_settings_from_a_file_decide_whether_get_checks() {
+    let checked = |toml: &str| {
+        let config: PoolConfig = toml::from_str(toml).unwrap();
+        async move {
+            let (manager, probe) = TestManager::new();
+            let pool = config.builder(manager).build().unwrap();
+            drop(pool.get().await.unwrap());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(pool.get().await.unwrap());
+            probe.check_calls()
+        }
+    };
+    // The default checks a resource idle past the 500 ms window; the file can turn that off,
+    // or widen the window past the idle spell.
+    assert_eq!(checked("").await, 1);
+    assert_eq!(checked("check_on_get = false").await, 0);
+    assert_eq!(checked("check_window = \"2s\"").await, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn environment_variables_override_the_file_with_double_underscore_keys() {
     let app = from_file_and_env(
         FILE,
