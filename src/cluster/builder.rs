@@ -211,7 +211,10 @@ impl<M: Manager> ClusterBuilder<M> {
     /// [`MAX_BACKENDS`], or two share a name,
     /// `balance` when weights are not one per backend or are all zero,
     /// `failures_to_eject` or `probe_interval` when zero; a backend pool's own error, said of
-    /// that backend; or no tokio runtime.
+    /// that backend, with the [`path`](BuildError::path) `backends.<name>.<field>`; or no tokio
+    /// runtime. With the `serde` feature, also `backends` when a configuration given to `apply`
+    /// names a backend the cluster does not have, and `weights` when it gives
+    /// weights to a strategy that takes none.
     #[cfg_attr(not(feature = "serde"), allow(unused_mut))]
     pub fn build(mut self) -> Result<Cluster<M>, BuildError> {
         #[cfg(feature = "serde")]

@@ -17,6 +17,8 @@ use crate::pool::Manager;
 /// in code; the configuration carries the cluster's own settings, and pool settings for backends
 /// by name under `backends`. Every field is optional, and an unknown key is an error; so is a
 /// name under `backends` that no backend of the cluster has, at [`ClusterBuilder::build`].
+/// The `config` crate lowercases the keys it reads from the environment, so backends configured
+/// from there need lowercase names.
 ///
 /// # Examples
 ///

@@ -314,6 +314,8 @@ impl WorkerPoolBuilder {
     /// are all zero (field `weights`), or a rate limit is out of range (see
     /// [`rate_limit`](Self::rate_limit)). [`BuildError::is_no_runtime`] when called outside a
     /// tokio runtime.
+    /// With the `serde` feature, also `balance`, `weights` or `stealing` when a configuration
+    /// given to `apply` set them for a scheduler or strategy that takes none.
     pub fn build(self) -> Result<WorkerPool, BuildError> {
         #[cfg(feature = "serde")]
         if let Some(rejected) = &self.rejected {
