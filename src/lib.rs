@@ -46,6 +46,8 @@
 //!   consecutive-failure rules: [`CircuitBreaker`](breaker::CircuitBreaker).
 //! * [`cluster`]: pools over several backends (primary and replicas, or peers) with balancing,
 //!   failover and failback: [`Cluster`](cluster::Cluster).
+//! * `config` (feature `serde`): settings for pools, worker pools and clusters read from
+//!   configuration files and the environment, with durations like `"5s"`.
 //! * [`exec`]: bounded worker pools running futures on tokio, with a shared queue or per-worker
 //!   queues fed by a balancing strategy: [`WorkerPool`](exec::WorkerPool).
 //! * [`object`]: synchronous pools of reusable values (buffers, encoders):
@@ -103,6 +105,8 @@ pub mod balance;
 pub mod breaker;
 mod build_error;
 pub mod cluster;
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod exec;
 mod histogram;
 mod home;

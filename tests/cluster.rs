@@ -252,6 +252,7 @@ async fn bad_configurations_are_rejected_naming_the_field() {
         .unwrap_err();
     assert_eq!(bad_pool.field(), Some("max_size"));
     assert!(bad_pool.to_string().contains("backend `b`"), "{bad_pool}");
+    assert_eq!(bad_pool.path().as_deref(), Some("backends.b.max_size"));
 }
 
 #[tokio::test(start_paused = true)]

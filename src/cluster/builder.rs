@@ -64,6 +64,13 @@ pub struct ClusterBuilder<M: Manager> {
     failures_to_eject: u32,
     probe_interval: Duration,
     reads_fall_back_to_primary: bool,
+    /// Pool settings from a configuration file, by backend name, applied at `build()`.
+    #[cfg(feature = "serde")]
+    configured: std::collections::BTreeMap<String, crate::config::PoolConfig>,
+    /// A configuration file's setting that [`apply`](Self::apply) could not take, returned by
+    /// `build()`.
+    #[cfg(feature = "serde")]
+    rejected: Option<BuildError>,
 }
 
 impl<M: Manager> Default for ClusterBuilder<M> {
@@ -74,6 +81,10 @@ impl<M: Manager> Default for ClusterBuilder<M> {
             failures_to_eject: 1,
             probe_interval: Duration::from_secs(1),
             reads_fall_back_to_primary: true,
+            #[cfg(feature = "serde")]
+            configured: std::collections::BTreeMap::new(),
+            #[cfg(feature = "serde")]
+            rejected: None,
         }
     }
 }
@@ -119,6 +130,73 @@ impl<M: Manager> ClusterBuilder<M> {
         self
     }
 
+    /// Sets every cluster setting that `config` holds, and leaves the others as they are; setters
+    /// called after it override it. Its `backends` sections are applied at
+    /// [`build`](Self::build) over the pool builder of the backend of that name (whenever the
+    /// backend is added), and a section whose name no backend has makes `build` fail naming
+    /// `backends`.
+    ///
+    /// `build` checks the values as it does those of the setters, and names a backend's field by
+    /// its path (`backends.replica1.max_size`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// use millpond::cluster::{Backend, Cluster};
+    /// use millpond::config::ClusterConfig;
+    /// # #[derive(Clone)]
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: ClusterConfig = toml::from_str("[backends.replica1]\nmax_size = 0")?;
+    /// let err = Cluster::builder()
+    ///     .apply(&config)
+    ///     .backend(Backend::primary("main", Pool::builder(Conns)))
+    ///     .backend(Backend::replica("replica1", Pool::builder(Conns)))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.path().as_deref(), Some("backends.replica1.max_size"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn apply(mut self, config: &crate::config::ClusterConfig) -> Self {
+        let crate::config::ClusterConfig {
+            balance,
+            weights,
+            failures_to_eject,
+            probe_interval,
+            reads_fall_back_to_primary,
+            backends,
+        } = config;
+        match crate::config::configured_balance(&self.balance, *balance, weights.as_ref()) {
+            Ok(balance) => self.balance = balance,
+            Err(rejected) => {
+                self.rejected.get_or_insert(rejected);
+            }
+        }
+        if let Some(failures) = *failures_to_eject {
+            self.failures_to_eject = failures;
+        }
+        if let Some(interval) = *probe_interval {
+            self.probe_interval = interval;
+        }
+        if let Some(enabled) = *reads_fall_back_to_primary {
+            self.reads_fall_back_to_primary = enabled;
+        }
+        for (name, pool) in backends {
+            self.configured.insert(name.clone(), pool.clone());
+        }
+        self
+    }
+
     /// Checks the configuration, builds every backend's pool and starts the health probe.
     ///
     /// The probe runs on the tokio runtime current at this call, as the backends' pools do. If
@@ -133,8 +211,14 @@ impl<M: Manager> ClusterBuilder<M> {
     /// [`MAX_BACKENDS`], or two share a name,
     /// `balance` when weights are not one per backend or are all zero,
     /// `failures_to_eject` or `probe_interval` when zero; a backend pool's own error, said of
-    /// that backend; or no tokio runtime.
-    pub fn build(self) -> Result<Cluster<M>, BuildError> {
+    /// that backend, with the [`path`](BuildError::path) `backends.<name>.<field>`; or no tokio
+    /// runtime. With the `serde` feature, also `backends` when a configuration given to `apply`
+    /// names a backend the cluster does not have, and `weights` when it gives
+    /// weights to a strategy that takes none.
+    #[cfg_attr(not(feature = "serde"), allow(unused_mut))]
+    pub fn build(mut self) -> Result<Cluster<M>, BuildError> {
+        #[cfg(feature = "serde")]
+        self.apply_configured_backends()?;
         if self.backends.is_empty() {
             return Err(BuildError::invalid("backends", 0, "a cluster needs at least one backend"));
         }
@@ -203,7 +287,11 @@ impl<M: Manager> ClusterBuilder<M> {
                 .map_manager(|inner| Watch { inner, health: Arc::clone(&watched) })
                 .watch_creations(watched)
                 .build()
-                .map_err(|err| err.within(format!("backend `{}`", backend.name)))?;
+                .map_err(|err| {
+                    err.nested_in(backend.name.clone())
+                        .nested_in("backends")
+                        .within(format!("backend `{}`", backend.name))
+                })?;
             members.push(Member {
                 name: backend.name,
                 role: backend.role,
@@ -225,5 +313,36 @@ impl<M: Manager> ClusterBuilder<M> {
         });
         shared.launch_probe();
         Ok(Cluster { shared })
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<M: Manager> ClusterBuilder<M> {
+    /// Applies the configured pool settings to the backends they name.
+    fn apply_configured_backends(&mut self) -> Result<(), BuildError> {
+        if let Some(rejected) = self.rejected.take() {
+            return Err(rejected);
+        }
+        let configured = std::mem::take(&mut self.configured);
+        for name in configured.keys() {
+            if !self.backends.iter().any(|backend| &backend.name == name) {
+                return Err(BuildError::invalid(
+                    "backends",
+                    name,
+                    "configured, but no backend of the cluster has this name",
+                ));
+            }
+        }
+        let backends = std::mem::take(&mut self.backends);
+        self.backends = backends
+            .into_iter()
+            .map(|mut backend| {
+                if let Some(config) = configured.get(&backend.name) {
+                    backend.pool = backend.pool.apply(config);
+                }
+                backend
+            })
+            .collect();
+        Ok(())
     }
 }

@@ -71,6 +71,10 @@ pub struct WorkerPoolBuilder {
     rate_limit_per_key: Option<(f64, u32)>,
     max_queue_wait: Option<Duration>,
     overload: Overload,
+    /// A configuration file's setting that [`apply`](Self::apply) could not take, returned by
+    /// `build()`.
+    #[cfg(feature = "serde")]
+    rejected: Option<BuildError>,
 }
 
 impl fmt::Debug for WorkerPoolBuilder {
@@ -102,6 +106,8 @@ impl Default for WorkerPoolBuilder {
             rate_limit_per_key: None,
             max_queue_wait: None,
             overload: Overload::default(),
+            #[cfg(feature = "serde")]
+            rejected: None,
         }
     }
 }
@@ -204,6 +210,91 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// Sets every setting that `config` holds, and leaves the others as they are: a configuration
+    /// file's settings on top of the code's defaults. Setters called after it override it.
+    ///
+    /// `balance`, `weights` and `stealing` configure per-worker queues: the scheduler `config`
+    /// names, or else the one set in code. Given for the shared queue, or weights for a strategy
+    /// without them, they make [`build`](Self::build) fail naming the key; `build` checks the
+    /// values as it does those of the setters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::config::WorkerPoolConfig;
+    /// use millpond::exec::WorkerPool;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: WorkerPoolConfig = toml::from_str("max_workers = 3")?;
+    /// let workers = WorkerPool::builder().min_workers(1).apply(&config).build()?;
+    /// assert_eq!(workers.stats().workers, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn apply(mut self, config: &crate::config::WorkerPoolConfig) -> Self {
+        let crate::config::WorkerPoolConfig {
+            workers,
+            min_workers,
+            max_workers,
+            queue_capacity,
+            scheduler,
+            balance,
+            weights,
+            stealing,
+            idle_timeout,
+            rate_limit,
+            rate_limit_per_key,
+            max_queue_wait,
+            overload_queue_len,
+            overload_queue_wait,
+        } = config;
+        if let Some(workers) = *workers {
+            self = self.workers(workers);
+        }
+        if min_workers.is_some() {
+            self.min_workers = *min_workers;
+        }
+        if max_workers.is_some() {
+            self.max_workers = *max_workers;
+        }
+        if let Some(capacity) = *queue_capacity {
+            self.queue_capacity = capacity;
+        }
+        match configured_scheduler(
+            &self.scheduler,
+            *scheduler,
+            *balance,
+            weights.as_ref(),
+            *stealing,
+        ) {
+            Ok(scheduler) => self.scheduler = scheduler,
+            Err(rejected) => {
+                self.rejected.get_or_insert(rejected);
+            }
+        }
+        if let Some(idle_timeout) = *idle_timeout {
+            self.idle_timeout = idle_timeout;
+        }
+        if let Some(limit) = rate_limit {
+            self.rate_limit = Some((limit.per_second, limit.burst));
+        }
+        if let Some(limit) = rate_limit_per_key {
+            self.rate_limit_per_key = Some((limit.per_second, limit.burst));
+        }
+        if max_queue_wait.is_some() {
+            self.max_queue_wait = *max_queue_wait;
+        }
+        if overload_queue_len.is_some() {
+            self.overload.queue_len = *overload_queue_len;
+        }
+        if overload_queue_wait.is_some() {
+            self.overload.queue_wait = *overload_queue_wait;
+        }
+        self
+    }
+
     /// Checks the configuration and starts `min_workers` workers on the current tokio runtime.
     ///
     /// If that runtime shuts down while the pool lives on (a `static` pool shared by
@@ -223,7 +314,13 @@ impl WorkerPoolBuilder {
     /// are all zero (field `weights`), or a rate limit is out of range (see
     /// [`rate_limit`](Self::rate_limit)). [`BuildError::is_no_runtime`] when called outside a
     /// tokio runtime.
+    /// With the `serde` feature, also `balance`, `weights` or `stealing` when a configuration
+    /// given to `apply` set them for a scheduler or strategy that takes none.
     pub fn build(self) -> Result<WorkerPool, BuildError> {
+        #[cfg(feature = "serde")]
+        if let Some(rejected) = &self.rejected {
+            return Err(rejected.clone());
+        }
         let default_workers = std::thread::available_parallelism().map_or(4, usize::from);
         let max_workers = self.max_workers.or(self.min_workers).unwrap_or(default_workers);
         let min_workers = self.min_workers.unwrap_or(max_workers);
@@ -351,5 +448,133 @@ impl WorkerPoolBuilder {
             }
         }
         Ok(Admission::new(rate, per_key, self.overload, self.max_queue_wait))
+    }
+}
+
+/// The scheduler a configuration asks for over `current`, the one set in code.
+#[cfg(feature = "serde")]
+fn configured_scheduler(
+    current: &Scheduler,
+    kind: Option<crate::config::SchedulerKind>,
+    balance: Option<crate::config::BalanceKind>,
+    weights: Option<&Vec<u32>>,
+    stealing: Option<bool>,
+) -> Result<Scheduler, BuildError> {
+    use crate::config::SchedulerKind;
+
+    let per_worker = match kind {
+        Some(SchedulerKind::SharedQueue) => false,
+        Some(SchedulerKind::PerWorker) => true,
+        None => matches!(current, Scheduler::PerWorker { .. }),
+    };
+    if !per_worker {
+        let only_per_worker = |field, value: &dyn fmt::Debug| {
+            Err(BuildError::invalid(
+                field,
+                value,
+                "only per-worker queues take it: set `scheduler` to \"per_worker\"",
+            ))
+        };
+        if let Some(balance) = balance {
+            return only_per_worker("balance", &balance);
+        }
+        if let Some(weights) = weights {
+            return only_per_worker("weights", weights);
+        }
+        if let Some(stealing) = stealing {
+            return only_per_worker("stealing", &stealing);
+        }
+        return Ok(Scheduler::SharedQueue);
+    }
+    let (current_balance, current_stealing) = match current {
+        Scheduler::PerWorker { balance, stealing } => (balance.clone(), *stealing),
+        Scheduler::SharedQueue => (Balance::RoundRobin, false),
+    };
+    let balance = crate::config::configured_balance(&current_balance, balance, weights)?;
+    Ok(Scheduler::PerWorker { balance, stealing: stealing.unwrap_or(current_stealing) })
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Scheduler, WorkerPoolBuilder};
+    use crate::balance::Balance;
+    use crate::config::WorkerPoolConfig;
+
+    fn applied(toml: &str) -> WorkerPoolBuilder {
+        let config: WorkerPoolConfig = toml::from_str(toml).unwrap();
+        WorkerPoolBuilder::default().apply(&config)
+    }
+
+    #[test]
+    fn apply_sets_every_setting_a_config_holds() {
+        let builder = applied(
+            r#"
+            min_workers = 2
+            max_workers = 6
+            queue_capacity = 64
+            idle_timeout = "3s"
+            rate_limit = { per_second = 50.0, burst = 5 }
+            rate_limit_per_key = { per_second = 2.5, burst = 1 }
+            max_queue_wait = "4s"
+            overload_queue_len = 32
+            overload_queue_wait = "1s"
+            "#,
+        );
+        assert_eq!(builder.min_workers, Some(2));
+        assert_eq!(builder.max_workers, Some(6));
+        assert_eq!(builder.queue_capacity, 64);
+        assert!(matches!(builder.scheduler, Scheduler::SharedQueue));
+        assert_eq!(builder.idle_timeout, Duration::from_secs(3));
+        assert_eq!(builder.rate_limit, Some((50.0, 5)));
+        assert_eq!(builder.rate_limit_per_key, Some((2.5, 1)));
+        assert_eq!(builder.max_queue_wait, Some(Duration::from_secs(4)));
+        assert_eq!(builder.overload.queue_len, Some(32));
+        assert_eq!(builder.overload.queue_wait, Some(Duration::from_secs(1)));
+        assert!(builder.rejected.is_none());
+    }
+
+    #[test]
+    fn the_scheduler_is_read_from_its_four_keys() {
+        let builder = applied(
+            r#"
+            workers = 3
+            scheduler = "per_worker"
+            balance = "weighted_round_robin"
+            weights = [1, 2, 3]
+            stealing = true
+            "#,
+        );
+        assert_eq!((builder.min_workers, builder.max_workers), (Some(3), Some(3)));
+        let Scheduler::PerWorker { balance: Balance::WeightedRoundRobin(weights), stealing } =
+            &builder.scheduler
+        else {
+            panic!("{:?}", builder.scheduler);
+        };
+        assert_eq!((weights.as_slice(), *stealing), ([1, 2, 3].as_slice(), true));
+
+        // Without `scheduler`, the keys adjust the per-worker scheduler set in code.
+        let config: WorkerPoolConfig = toml::from_str("balance = \"power_of_two\"").unwrap();
+        let builder = WorkerPoolBuilder::default()
+            .scheduler(Scheduler::per_worker(Balance::KeyHash).stealing(true))
+            .apply(&config);
+        assert!(matches!(
+            builder.scheduler,
+            Scheduler::PerWorker { balance: Balance::PowerOfTwo, stealing: true }
+        ));
+    }
+
+    #[test]
+    fn per_worker_keys_for_the_shared_queue_are_refused_naming_the_key() {
+        for (toml, field) in [
+            ("balance = \"random\"", "balance"),
+            ("stealing = false", "stealing"),
+            ("scheduler = \"shared_queue\"\nweights = [1]", "weights"),
+            ("scheduler = \"per_worker\"\nbalance = \"random\"\nweights = [1]", "weights"),
+        ] {
+            let rejected = applied(toml).rejected.expect(toml);
+            assert_eq!(rejected.field(), Some(field), "{rejected}");
+        }
     }
 }

@@ -214,6 +214,83 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// Sets every setting that `config` holds, and leaves the others as they are: a configuration
+    /// file's settings on top of the code's defaults. Setters called after it override it.
+    ///
+    /// The values are checked by [`build`](Self::build), like those of the setters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # use millpond::config::PoolConfig;
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: PoolConfig = toml::from_str("max_size = 4")?;
+    /// let pool = Pool::builder(Conns).min_idle(1).apply(&config).build()?;
+    /// assert_eq!(pool.status().max_size, 4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "serde")]
+    pub fn apply(mut self, config: &crate::config::PoolConfig) -> Self {
+        let settings = &mut self.config;
+        let crate::config::PoolConfig {
+            max_size,
+            min_idle,
+            max_idle,
+            max_concurrent_creates,
+            idle_order,
+            acquire_timeout,
+            create_timeout,
+            check_timeout,
+            check_on_get,
+            check_window,
+            idle_timeout,
+            max_lifetime,
+            lifetime_jitter,
+            keepalive,
+            backoff_initial,
+            backoff_max,
+            breaker_threshold,
+            breaker_cooldown,
+            leak_threshold,
+            maintenance_interval,
+        } = config.clone();
+        fn set<T>(target: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *target = value;
+            }
+        }
+        set(&mut settings.max_size, max_size);
+        set(&mut settings.min_idle, min_idle);
+        set(&mut settings.max_idle, max_idle.map(Some));
+        set(&mut settings.max_concurrent_creates, max_concurrent_creates);
+        set(&mut settings.idle_order, idle_order);
+        set(&mut settings.acquire_timeout, acquire_timeout);
+        set(&mut settings.create_timeout, create_timeout);
+        set(&mut settings.check_timeout, check_timeout);
+        set(&mut settings.check_on_get, check_on_get);
+        set(&mut settings.check_window, check_window);
+        set(&mut settings.idle_timeout, idle_timeout);
+        set(&mut settings.max_lifetime, max_lifetime);
+        set(&mut settings.lifetime_jitter, lifetime_jitter);
+        set(&mut settings.keepalive, keepalive);
+        set(&mut settings.backoff.initial, backoff_initial);
+        set(&mut settings.backoff.max, backoff_max);
+        set(&mut settings.breaker_threshold, breaker_threshold);
+        set(&mut settings.breaker_cooldown, breaker_cooldown);
+        set(&mut settings.leak_threshold, leak_threshold);
+        set(&mut settings.maintenance_interval, maintenance_interval);
+        self
+    }
+
     /// Checks the configuration and starts the pool.
     ///
     /// The pool's background work (creations, maintenance, and failing queued callers at their
@@ -241,5 +318,110 @@ impl<M: Manager> Builder<M> {
         let creations = shared.engine.lock().plan_creations(Instant::now());
         shared.spawn_creations(creations);
         Ok(Pool::from_shared(shared))
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::Builder;
+    use crate::config::PoolConfig;
+    use crate::pool::{IdleOrder, Manager};
+
+    struct Unit;
+
+    impl Manager for Unit {
+        type Resource = ();
+        type Error = std::io::Error;
+
+        async fn create(&self) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+    }
+
+    fn secs(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn apply_sets_every_setting_a_config_holds() {
+        let config: PoolConfig = toml::from_str(
+            r#"
+            max_size = 40
+            min_idle = 3
+            max_idle = 20
+            max_concurrent_creates = 4
+            idle_order = "fifo"
+            acquire_timeout = "1s"
+            create_timeout = "2s"
+            check_timeout = "3s"
+            check_on_get = false
+            check_window = "4s"
+            idle_timeout = "5s"
+            max_lifetime = "6s"
+            lifetime_jitter = 0.25
+            keepalive = "7s"
+            backoff_initial = "8s"
+            backoff_max = "9s"
+            breaker_threshold = 11
+            breaker_cooldown = "12s"
+            leak_threshold = "13s"
+            maintenance_interval = "14s"
+            "#,
+        )
+        .unwrap();
+        let applied = Builder::new(Unit).apply(&config).config;
+        assert_eq!(applied.max_size, 40);
+        assert_eq!(applied.min_idle, 3);
+        assert_eq!(applied.max_idle, Some(20));
+        assert_eq!(applied.max_concurrent_creates, 4);
+        assert_eq!(applied.idle_order, IdleOrder::Fifo);
+        assert_eq!(applied.acquire_timeout, secs(1));
+        assert_eq!(applied.create_timeout, secs(2));
+        assert_eq!(applied.check_timeout, secs(3));
+        assert!(!applied.check_on_get);
+        assert_eq!(applied.check_window, secs(4));
+        assert_eq!(applied.idle_timeout, Some(secs(5)));
+        assert_eq!(applied.max_lifetime, Some(secs(6)));
+        assert!((applied.lifetime_jitter - 0.25).abs() < f64::EPSILON);
+        assert_eq!(applied.keepalive, Some(secs(7)));
+        assert_eq!(applied.backoff.initial, secs(8));
+        assert_eq!(applied.backoff.max, secs(9));
+        assert_eq!(applied.breaker_threshold, Some(11));
+        assert_eq!(applied.breaker_cooldown, secs(12));
+        assert_eq!(applied.leak_threshold, Some(secs(13)));
+        assert_eq!(applied.maintenance_interval, secs(14));
+        assert!(applied.validate().is_ok());
+    }
+
+    #[test]
+    fn off_turns_settings_off_and_absent_keys_keep_the_code_s_settings() {
+        let config: PoolConfig = toml::from_str(
+            r#"
+            idle_timeout = "off"
+            max_lifetime = "off"
+            keepalive = "off"
+            leak_threshold = "off"
+            breaker_threshold = "off"
+            "#,
+        )
+        .unwrap();
+        let applied = Builder::new(Unit)
+            .max_size(7)
+            .keepalive(Some(secs(1)))
+            .leak_threshold(Some(secs(1)))
+            .apply(&config)
+            .config;
+        assert_eq!(applied.max_size, 7);
+        assert_eq!(applied.idle_timeout, None);
+        assert_eq!(applied.max_lifetime, None);
+        assert_eq!(applied.keepalive, None);
+        assert_eq!(applied.leak_threshold, None);
+        assert_eq!(applied.breaker_threshold, None);
+
+        let untouched = Builder::new(Unit).apply(&PoolConfig::default()).config;
+        let defaults = Builder::new(Unit).config;
+        assert_eq!(format!("{untouched:?}"), format!("{defaults:?}"));
     }
 }

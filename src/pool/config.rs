@@ -6,7 +6,10 @@ use crate::backoff::Backoff;
 use crate::build_error::BuildError;
 
 /// Which idle resource `get()` takes first.
+///
+/// With the `serde` feature it deserializes from `"lifo"` or `"fifo"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize), serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum IdleOrder {
     /// The most recently returned one (the default). Keeps a warm working set and lets the idle
