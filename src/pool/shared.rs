@@ -191,28 +191,15 @@ impl<M: Manager> Shared<M> {
     /// the cache.
     fn give_back_to_pool(
         self: &Arc<Self>,
-        mut entry: Entry<M::Resource>,
+        entry: Entry<M::Resource>,
         acquired_at: Instant,
         waited: Option<Duration>,
     ) {
         let now = Instant::now();
-        let held = now.saturating_duration_since(acquired_at);
-        if entry.meta.is_expired(now) {
-            self.cache.checkout_ended(held, waited);
-            self.discard(entry, CloseReason::Lifetime);
-            return;
-        }
-        entry.meta.mark_used(now);
-        let handoff = {
-            let mut engine = self.engine.lock();
-            let handoff = engine.put_back(entry, now);
-            engine.relax_demand(self.local_idle());
-            handoff
-        };
-        self.finish(handoff);
+        entry_returned(self, entry, now);
         // After the hand-off, so the waiter is on its way first; on this thread's shard, as the
         // pool's own histograms are a cache line both threads would fight over.
-        self.cache.checkout_ended(held, waited);
+        self.cache.checkout_ended(now.saturating_duration_since(acquired_at), waited);
     }
 
     /// The return of a resource that is closed, or that a leak tracker follows: both read the
