@@ -67,6 +67,28 @@ impl DurationHistogram {
         self.max_micros = self.max_micros.max(micros);
     }
 
+    /// For each bucket that gained values since `earlier` (an older copy of this histogram), a
+    /// value standing for the bucket (the middle of its bounds, never above the largest value
+    /// seen; within 25% of every value in it) and how many values it gained.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn bucket_deltas<'a>(
+        &'a self,
+        earlier: &'a Self,
+    ) -> impl Iterator<Item = (Duration, u64)> + 'a {
+        self.counts.iter().zip(earlier.counts.iter()).enumerate().filter_map(
+            move |(bucket, (now, before))| {
+                let gained = now.saturating_sub(*before);
+                if gained == 0 {
+                    return None;
+                }
+                let lower = if bucket == 0 { 0 } else { Self::upper_bound(bucket - 1) + 1 };
+                let upper = Self::upper_bound(bucket);
+                let middle = (lower + (upper - lower) / 2).min(self.max_micros.max(lower));
+                Some((Duration::from_micros(middle), gained))
+            },
+        )
+    }
+
     /// Adds every value recorded in `other`.
     pub(crate) fn merge(&mut self, other: &Self) {
         for (count, more) in self.counts.iter_mut().zip(other.counts.iter()) {

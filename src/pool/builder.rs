@@ -214,6 +214,22 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// The pool's name (default `"millpond"`; must not be empty): the
+    /// `db.client.connection.pool.name` attribute of its published metrics, and what
+    /// [`Pool::name`] returns. OpenTelemetry asks for a name unique within the application.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Whether the maintenance task publishes the pool's metrics at every tick (every
+    /// `maintenance_interval`), as [`Pool::publish_metrics`] does (default `false`).
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(mut self, enabled: bool) -> Self {
+        self.config.publish_metrics = enabled;
+        self
+    }
+
     /// Sets every setting that `config` holds, and leaves the others as they are: a configuration
     /// file's settings on top of the code's defaults. Setters called after it override it.
     ///
