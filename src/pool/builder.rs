@@ -217,13 +217,57 @@ impl<M: Manager> Builder<M> {
     /// The pool's name (default `"millpond"`; must not be empty): the
     /// `db.client.connection.pool.name` attribute of its published metrics, and what
     /// [`Pool::name`] returns. OpenTelemetry asks for a name unique within the application.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::builder(Conns).name("orders-db").build()?;
+    /// assert_eq!(pool.name(), "orders-db");
+    /// assert!(Pool::builder(Conns).name("").build().is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
         self
     }
 
     /// Whether the maintenance task publishes the pool's metrics at every tick (every
-    /// `maintenance_interval`), as [`Pool::publish_metrics`] does (default `false`).
+    /// `maintenance_interval`), as [`Pool::publish_metrics`] does (default `false`). The figures
+    /// go to the global recorder (`metrics::set_global_recorder`), as the task runs on its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let pool = Pool::builder(Conns)
+    ///     .name("orders-db")
+    ///     .maintenance_interval(Duration::from_secs(5))
+    ///     .publish_metrics(true)
+    ///     .build()?;
+    /// # drop(pool);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(feature = "metrics")]
     pub fn publish_metrics(mut self, enabled: bool) -> Self {
         self.config.publish_metrics = enabled;
