@@ -1,6 +1,7 @@
 //! The `metrics` feature: a publish sends every figure under its OpenTelemetry name with the pool's
 //! name, gauges equal `status()`, and the counter and histograms receive each event once.
-//! A recorder local to each test catches what a publish sends.
+//! Worker pools publish their stats the same way. A recorder local to each test catches what a
+//! publish sends.
 #![cfg(feature = "metrics")]
 // Test code, outside the library's loom facade.
 #![allow(clippy::disallowed_types)]
@@ -15,6 +16,7 @@ use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
+use millpond::exec::WorkerPool;
 use millpond::pool::{Pool, TimeoutPhase};
 use support::TestManager;
 
@@ -290,4 +292,41 @@ async fn histogram_counts_match_the_checkouts_and_a_quiet_publish_adds_nothing()
     drop(pool.get().await.unwrap());
     recording.publish(&pool);
     assert_eq!(histogram("db.client.connection.use_time").len(), 9, "just the new checkout");
+}
+
+/// The key under which `Recording` files a worker pool's figure `name`.
+fn worker_key(name: &str, pool: &str) -> String {
+    format!("millpond.worker_pool.{name}{{millpond.worker_pool.name={pool}}}")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_pool_publishes_its_stats_and_a_quiet_publish_adds_nothing() {
+    let workers =
+        WorkerPool::builder().workers(1).rate_limit(10.0, 2).name("thumbnails").build().unwrap();
+    assert_eq!(workers.name(), "thumbnails");
+    let first = workers.try_submit(async { 1 }).unwrap();
+    let second = workers.try_submit(async { 2 }).unwrap();
+    assert!(workers.try_submit(async { 3 }).unwrap_err().is_rate_limited());
+    assert_eq!(first.await.unwrap() + second.await.unwrap(), 3);
+    let stats = workers.stats();
+
+    let recording = Recording::default();
+    metrics::with_local_recorder(&recording, || workers.publish_metrics());
+    let key = |name| worker_key(name, "thumbnails");
+    assert_eq!(recording.gauge(&key("workers")), Some(stats.workers as f64));
+    assert_eq!(recording.gauge(&key("busy")), Some(stats.busy as f64));
+    assert_eq!(recording.gauge(&key("idle")), Some(stats.idle as f64));
+    assert_eq!(recording.gauge(&key("queued")), Some(0.0));
+    assert_eq!(recording.counter(&key("completed")), Some(2));
+    assert_eq!(recording.counter(&key("rejected")), Some(1));
+    assert_eq!(recording.counter(&key("panicked")), Some(0));
+    assert_eq!(recording.counter(&key("shed")), Some(0));
+    let waits = recording.histogram(&key("queue_wait"));
+    assert_eq!(waits.len() as u64, stats.queue_wait.count());
+    assert_eq!(waits.len(), 2, "one value per task started");
+
+    metrics::with_local_recorder(&recording, || workers.publish_metrics());
+    assert_eq!(recording.counter(&key("completed")), Some(2), "nothing new, nothing sent");
+    assert_eq!(recording.counter(&key("rejected")), Some(1));
+    assert_eq!(recording.histogram(&key("queue_wait")).len(), 2);
 }

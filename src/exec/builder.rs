@@ -71,6 +71,7 @@ pub struct WorkerPoolBuilder {
     rate_limit_per_key: Option<(f64, u32)>,
     max_queue_wait: Option<Duration>,
     overload: Overload,
+    name: String,
     /// A configuration file's setting that [`apply`](Self::apply) could not take, returned by
     /// `build()`.
     #[cfg(feature = "serde")]
@@ -89,6 +90,7 @@ impl fmt::Debug for WorkerPoolBuilder {
             .field("rate_limit_per_key", &self.rate_limit_per_key)
             .field("max_queue_wait", &self.max_queue_wait)
             .field("overload", &self.overload)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +108,7 @@ impl Default for WorkerPoolBuilder {
             rate_limit_per_key: None,
             max_queue_wait: None,
             overload: Overload::default(),
+            name: String::from("millpond"),
             #[cfg(feature = "serde")]
             rejected: None,
         }
@@ -207,6 +210,27 @@ impl WorkerPoolBuilder {
     /// as [`overload_queue_len`](Self::overload_queue_len). Off by default.
     pub fn overload_queue_wait(mut self, wait: Duration) -> Self {
         self.overload.queue_wait = Some(wait);
+        self
+    }
+
+    /// The worker pool's name (default `"millpond"`; must not be empty): the
+    /// `millpond.worker_pool.name` attribute of its published metrics, and what
+    /// [`WorkerPool::name`] returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::exec::WorkerPool;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let workers = WorkerPool::builder().workers(2).name("thumbnails").build()?;
+    /// assert_eq!(workers.name(), "thumbnails");
+    /// assert!(WorkerPool::builder().name("").build().is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -341,6 +365,9 @@ impl WorkerPoolBuilder {
                 format!("cannot exceed max_workers ({max_workers})"),
             ));
         }
+        if self.name.is_empty() {
+            return Err(BuildError::invalid("name", &self.name, "must not be empty"));
+        }
         if self.queue_capacity == 0 {
             return Err(BuildError::invalid(
                 "queue_capacity",
@@ -398,6 +425,7 @@ impl WorkerPoolBuilder {
             panic_hook: self.panic_hook,
             runtime,
             admission,
+            name: self.name,
         });
         Ok(WorkerPool::from_inner(inner))
     }
