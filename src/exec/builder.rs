@@ -273,7 +273,11 @@ impl WorkerPoolBuilder {
             max_queue_wait,
             overload_queue_len,
             overload_queue_wait,
+            name,
         } = config;
+        if let Some(name) = name {
+            self.name.clone_from(name);
+        }
         if let Some(workers) = *workers {
             self = self.workers(workers);
         }
@@ -548,8 +552,10 @@ mod tests {
             max_queue_wait = "4s"
             overload_queue_len = 32
             overload_queue_wait = "1s"
+            name = "thumbnails"
             "#,
         );
+        assert_eq!(builder.name, "thumbnails");
         assert_eq!(builder.min_workers, Some(2));
         assert_eq!(builder.max_workers, Some(6));
         assert_eq!(builder.queue_capacity, 64);

@@ -322,6 +322,7 @@ impl<M: Manager> Builder<M> {
             breaker_cooldown,
             leak_threshold,
             maintenance_interval,
+            name,
         } = config.clone();
         fn set<T>(target: &mut T, value: Option<T>) {
             if let Some(value) = value {
@@ -329,6 +330,7 @@ impl<M: Manager> Builder<M> {
             }
         }
         set(&mut settings.max_size, max_size);
+        set(&mut settings.name, name);
         set(&mut settings.min_idle, min_idle);
         set(&mut settings.max_idle, max_idle.map(Some));
         set(&mut settings.max_concurrent_creates, max_concurrent_creates);
@@ -428,6 +430,7 @@ mod tests {
             breaker_cooldown = "12s"
             leak_threshold = "13s"
             maintenance_interval = "14s"
+            name = "orders-db"
             "#,
         )
         .unwrap();
@@ -452,6 +455,7 @@ mod tests {
         assert_eq!(applied.breaker_cooldown, secs(12));
         assert_eq!(applied.leak_threshold, Some(secs(13)));
         assert_eq!(applied.maintenance_interval, secs(14));
+        assert_eq!(applied.name, "orders-db");
         assert!(applied.validate().is_ok());
     }
 
