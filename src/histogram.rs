@@ -183,6 +183,35 @@ mod tests {
         assert_eq!(histogram.mean(), Duration::from_micros(500));
     }
 
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn bucket_deltas_send_each_new_value_once_within_a_quarter() {
+        let mut earlier = DurationHistogram::default();
+        for micros in [3, 700, 12_000] {
+            earlier.record(Duration::from_micros(micros));
+        }
+        let mut now = earlier.clone();
+        let added = [1, 3, 700, 701, 12_000, 2_500_000];
+        for micros in added {
+            now.record(Duration::from_micros(micros));
+        }
+        let deltas: Vec<(Duration, u64)> = now.bucket_deltas(&earlier).collect();
+        assert_eq!(deltas.iter().map(|(_, gained)| gained).sum::<u64>(), added.len() as u64);
+        for micros in added {
+            let value = Duration::from_micros(micros);
+            let (middle, _) = deltas
+                .iter()
+                .find(|(middle, _)| {
+                    DurationHistogram::bucket(middle.as_micros() as u64)
+                        == DurationHistogram::bucket(micros)
+                })
+                .unwrap();
+            let error = middle.as_secs_f64() / value.as_secs_f64();
+            assert!((0.75..=1.25).contains(&error), "{micros}: {middle:?}");
+        }
+        assert_eq!(now.bucket_deltas(&now).count(), 0, "nothing new, nothing sent");
+    }
+
     #[test]
     fn empty_histogram_reports_zero() {
         let histogram = DurationHistogram::default();
