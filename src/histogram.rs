@@ -67,6 +67,28 @@ impl DurationHistogram {
         self.max_micros = self.max_micros.max(micros);
     }
 
+    /// For each bucket that gained values since `earlier` (an older copy of this histogram), a
+    /// value standing for the bucket (the middle of its bounds, never above the largest value
+    /// seen; within 25% of every value in it) and how many values it gained.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn bucket_deltas<'a>(
+        &'a self,
+        earlier: &'a Self,
+    ) -> impl Iterator<Item = (Duration, u64)> + 'a {
+        self.counts.iter().zip(earlier.counts.iter()).enumerate().filter_map(
+            move |(bucket, (now, before))| {
+                let gained = now.saturating_sub(*before);
+                if gained == 0 {
+                    return None;
+                }
+                let lower = if bucket == 0 { 0 } else { Self::upper_bound(bucket - 1) + 1 };
+                let upper = Self::upper_bound(bucket);
+                let middle = (lower + (upper - lower) / 2).min(self.max_micros.max(lower));
+                Some((Duration::from_micros(middle), gained))
+            },
+        )
+    }
+
     /// Adds every value recorded in `other`.
     pub(crate) fn merge(&mut self, other: &Self) {
         for (count, more) in self.counts.iter_mut().zip(other.counts.iter()) {
@@ -159,6 +181,35 @@ mod tests {
         let p50 = histogram.quantile(0.5).as_micros();
         assert!((500..=625).contains(&p50), "{p50}");
         assert_eq!(histogram.mean(), Duration::from_micros(500));
+    }
+
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn bucket_deltas_send_each_new_value_once_within_a_quarter() {
+        let mut earlier = DurationHistogram::default();
+        for micros in [3, 700, 12_000] {
+            earlier.record(Duration::from_micros(micros));
+        }
+        let mut now = earlier.clone();
+        let added = [1, 3, 700, 701, 12_000, 2_500_000];
+        for micros in added {
+            now.record(Duration::from_micros(micros));
+        }
+        let deltas: Vec<(Duration, u64)> = now.bucket_deltas(&earlier).collect();
+        assert_eq!(deltas.iter().map(|(_, gained)| gained).sum::<u64>(), added.len() as u64);
+        for micros in added {
+            let value = Duration::from_micros(micros);
+            let (middle, _) = deltas
+                .iter()
+                .find(|(middle, _)| {
+                    DurationHistogram::bucket(middle.as_micros() as u64)
+                        == DurationHistogram::bucket(micros)
+                })
+                .unwrap();
+            let error = middle.as_secs_f64() / value.as_secs_f64();
+            assert!((0.75..=1.25).contains(&error), "{micros}: {middle:?}");
+        }
+        assert_eq!(now.bucket_deltas(&now).count(), 0, "nothing new, nothing sent");
     }
 
     #[test]

@@ -39,7 +39,9 @@
 //! # Modules
 //!
 //! * [`pool`]: the async resource pool: [`Pool`](pool::Pool), its [`Manager`](pool::Manager)
-//!   trait, builder, errors, status and metrics.
+//!   trait, builder, errors, status and metrics; with the feature `metrics`, those figures
+//!   published through the `metrics` facade under the OpenTelemetry `db.client.connection.*`
+//!   names (`Pool::publish_metrics`).
 //! * [`balance`]: load-balancing strategies (round-robin, weighted, key hash, least-loaded,
 //!   power of two choices) behind one [`Balancer`](balance::Balancer) trait.
 //! * [`breaker`]: a circuit breaker for any async call, on error-rate, slow-call or

@@ -73,6 +73,8 @@ pub struct WorkerPoolConfig {
     /// [`WorkerPoolBuilder::overload_queue_wait`].
     #[serde(deserialize_with = "de::duration")]
     pub overload_queue_wait: Option<Duration>,
+    /// [`WorkerPoolBuilder::name`]: the worker pool's name in its published metrics.
+    pub name: Option<String>,
 }
 
 impl WorkerPoolConfig {

@@ -113,6 +113,8 @@ pub struct PoolConfig {
     /// [`Builder::maintenance_interval`].
     #[serde(deserialize_with = "de::duration")]
     pub maintenance_interval: Option<Duration>,
+    /// [`Builder::name`]: the pool's name in its published metrics.
+    pub name: Option<String>,
 }
 
 impl PoolConfig {

@@ -343,6 +343,57 @@ impl WorkerPool {
         self.inner.is_closed()
     }
 
+    /// The worker pool's name, set with
+    /// [`WorkerPoolBuilder::name`](super::WorkerPoolBuilder::name) (`"millpond"` by default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::exec::WorkerPool;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let workers = WorkerPool::builder().workers(1).build()?;
+    /// assert_eq!(workers.name(), "millpond");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Sends the worker pool's figures to the installed [`metrics`] recorder (the `metrics`
+    /// feature), each with the attribute `millpond.worker_pool.name` set to [`name`](Self::name).
+    ///
+    /// OpenTelemetry has no names for worker pools; these follow the database-client style:
+    ///
+    /// | name | kind | from [`Stats`] |
+    /// |---|---|---|
+    /// | `millpond.worker_pool.workers`, `.busy`, `.idle`, `.queued` | gauges | `workers`, `busy`, `idle`, `queued` |
+    /// | `millpond.worker_pool.completed`, `.panicked`, `.rejected`, `.shed` | counters | the same fields |
+    /// | `millpond.worker_pool.queue_wait` | histogram, seconds | `queue_wait` |
+    ///
+    /// As with [`Pool::publish_metrics`](crate::pool::Pool::publish_metrics), nothing is
+    /// recorded per task: a publish reads [`stats`](Self::stats), sets the gauges, and sends the
+    /// counters and the histogram only what changed since the previous publish; each histogram
+    /// value is its bucket's middle (within 25%). Figures reach the recorder only when this runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::exec::WorkerPool;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let workers = WorkerPool::builder().workers(1).name("thumbnails").build()?;
+    /// workers.submit(async {}).await?.await?;
+    /// workers.publish_metrics();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        super::publish::publish(self, &self.inner.name, &self.inner.published);
+    }
+
     /// A snapshot of the workers, queues and counters.
     pub fn stats(&self) -> Stats {
         let lanes = self.inner.queues.lane_count();

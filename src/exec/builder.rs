@@ -71,6 +71,7 @@ pub struct WorkerPoolBuilder {
     rate_limit_per_key: Option<(f64, u32)>,
     max_queue_wait: Option<Duration>,
     overload: Overload,
+    name: String,
     /// A configuration file's setting that [`apply`](Self::apply) could not take, returned by
     /// `build()`.
     #[cfg(feature = "serde")]
@@ -89,6 +90,7 @@ impl fmt::Debug for WorkerPoolBuilder {
             .field("rate_limit_per_key", &self.rate_limit_per_key)
             .field("max_queue_wait", &self.max_queue_wait)
             .field("overload", &self.overload)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +108,7 @@ impl Default for WorkerPoolBuilder {
             rate_limit_per_key: None,
             max_queue_wait: None,
             overload: Overload::default(),
+            name: String::from("millpond"),
             #[cfg(feature = "serde")]
             rejected: None,
         }
@@ -210,6 +213,27 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// The worker pool's name (default `"millpond"`; must not be empty): the
+    /// `millpond.worker_pool.name` attribute of its published metrics, and what
+    /// [`WorkerPool::name`] returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::exec::WorkerPool;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let workers = WorkerPool::builder().workers(2).name("thumbnails").build()?;
+    /// assert_eq!(workers.name(), "thumbnails");
+    /// assert!(WorkerPool::builder().name("").build().is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Sets every setting that `config` holds, and leaves the others as they are: a configuration
     /// file's settings on top of the code's defaults. Setters called after it override it.
     ///
@@ -249,7 +273,11 @@ impl WorkerPoolBuilder {
             max_queue_wait,
             overload_queue_len,
             overload_queue_wait,
+            name,
         } = config;
+        if let Some(name) = name {
+            self.name.clone_from(name);
+        }
         if let Some(workers) = *workers {
             self = self.workers(workers);
         }
@@ -341,6 +369,9 @@ impl WorkerPoolBuilder {
                 format!("cannot exceed max_workers ({max_workers})"),
             ));
         }
+        if self.name.is_empty() {
+            return Err(BuildError::invalid("name", &self.name, "must not be empty"));
+        }
         if self.queue_capacity == 0 {
             return Err(BuildError::invalid(
                 "queue_capacity",
@@ -398,6 +429,7 @@ impl WorkerPoolBuilder {
             panic_hook: self.panic_hook,
             runtime,
             admission,
+            name: self.name,
         });
         Ok(WorkerPool::from_inner(inner))
     }
@@ -520,8 +552,10 @@ mod tests {
             max_queue_wait = "4s"
             overload_queue_len = 32
             overload_queue_wait = "1s"
+            name = "thumbnails"
             "#,
         );
+        assert_eq!(builder.name, "thumbnails");
         assert_eq!(builder.min_workers, Some(2));
         assert_eq!(builder.max_workers, Some(6));
         assert_eq!(builder.queue_capacity, 64);

@@ -33,6 +33,11 @@ pub(crate) struct Inner {
     /// The runtime the workers run on; they move to a submitter's when it shuts down.
     home: Arc<Home>,
     workers: Mutex<Workers>,
+    /// The worker pool's name in its published metrics.
+    pub(crate) name: String,
+    /// What the last metrics publish sent, so the next one sends only what changed since.
+    #[cfg(feature = "metrics")]
+    pub(crate) published: Mutex<super::publish::Published>,
 }
 
 struct Workers {
@@ -85,6 +90,7 @@ pub(crate) struct Settings {
     pub(crate) panic_hook: Option<PanicHook>,
     pub(crate) runtime: Handle,
     pub(crate) admission: Admission,
+    pub(crate) name: String,
 }
 
 impl Inner {
@@ -100,6 +106,9 @@ impl Inner {
             panic_hook: settings.panic_hook,
             home: Home::new(settings.runtime),
             workers: Mutex::new(Workers { handles: Vec::new(), exits: Waiters::default() }),
+            name: settings.name,
+            #[cfg(feature = "metrics")]
+            published: Mutex::new(super::publish::Published::default()),
         });
         let weak = Arc::downgrade(&inner);
         inner.home.on_move(move || {

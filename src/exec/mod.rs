@@ -63,6 +63,8 @@
 //!   [`SubmitError::Overloaded`] and queued low-priority tasks are shed, so core work keeps its
 //!   latency; they are admitted again as soon as the load falls. The queue stays first in,
 //!   first out, so low priority is never starved under normal load.
+//! * **Metrics**: with the `metrics` feature, [`WorkerPool::publish_metrics`] sends
+//!   [`WorkerPool::stats`] through the `metrics` facade as `millpond.worker_pool.*` (`publish.rs`).
 //!
 //! # When not to use it
 //!
@@ -78,6 +80,8 @@ mod handle;
 mod inner;
 mod job;
 mod lane;
+#[cfg(feature = "metrics")]
+mod publish;
 mod queues;
 mod stats;
 mod waiters;

@@ -161,6 +161,92 @@ impl<M: Manager> Pool<M> {
         self.shared.metrics()
     }
 
+    /// The pool's name, set with [`Builder::name`] (`"millpond"` by default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::builder(Conns).name("orders-db").build()?;
+    /// assert_eq!(pool.name(), "orders-db");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// Sends the pool's figures to the installed [`metrics`] recorder, under the OpenTelemetry
+    /// database-client names (the `metrics` feature).
+    ///
+    /// Every figure carries the attribute `db.client.connection.pool.name` set to
+    /// [`name`](Self::name):
+    ///
+    /// | name | kind | unit | from |
+    /// |---|---|---|---|
+    /// | `db.client.connection.count` | gauge, with `db.client.connection.state` = `idle` / `used` | connections | [`Status::idle`], [`Status::in_use`] |
+    /// | `db.client.connection.idle.max` | gauge | connections | `max_idle` (follows [`resize`](Self::resize)) |
+    /// | `db.client.connection.idle.min` | gauge | connections | `min_idle` |
+    /// | `db.client.connection.max` | gauge | connections | [`Status::max_size`] |
+    /// | `db.client.connection.pending_requests` | gauge | requests | [`Status::waiters`] |
+    /// | `db.client.connection.timeouts` | counter | timeouts | [`Metrics::gets_timed_out`] |
+    /// | `db.client.connection.create_time` | histogram | seconds | [`Metrics::create_time`] |
+    /// | `db.client.connection.wait_time` | histogram | seconds | [`Metrics::wait_time`] |
+    /// | `db.client.connection.use_time` | histogram | seconds | [`Metrics::hold_time`] |
+    ///
+    /// Nothing is recorded on a checkout: a publish reads [`status`](Self::status) and
+    /// [`metrics`](Self::metrics), sets the gauges, and adds to the counter and the histograms
+    /// only what changed since the previous publish, so publishing twice with nothing in between
+    /// adds nothing. Figures reach the recorder only when this runs: call it before each scrape,
+    /// or let the pool call it every `maintenance_interval` with
+    /// [`Builder::publish_metrics`](super::Builder::publish_metrics).
+    ///
+    /// The histograms hold counts per bucket rather than values, so each value a publish records
+    /// is its bucket's middle, within 25% of the real durations. Checkouts and waits are counted
+    /// when they end, and `use_time` inherits [`Metrics::hold_time`]'s sampling.
+    ///
+    /// [`Status::idle`]: super::Status::idle
+    /// [`Status::in_use`]: super::Status::in_use
+    /// [`Status::max_size`]: super::Status::max_size
+    /// [`Status::waiters`]: super::Status::waiters
+    /// [`Metrics::gets_timed_out`]: super::Metrics::gets_timed_out
+    /// [`Metrics::create_time`]: super::Metrics::create_time
+    /// [`Metrics::wait_time`]: super::Metrics::wait_time
+    /// [`Metrics::hold_time`]: super::Metrics::hold_time
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::builder(Conns).name("orders-db").build()?;
+    /// drop(pool.get().await?);
+    /// // With no recorder installed the figures go nowhere; an application installs one
+    /// // (`metrics-exporter-prometheus`, for one) at start-up.
+    /// pool.publish_metrics();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        super::publish::publish(&self.shared);
+    }
+
     /// The manager the pool was built with.
     pub fn manager(&self) -> &M {
         &self.shared.manager

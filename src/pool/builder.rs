@@ -214,6 +214,66 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// The pool's name (default `"millpond"`; must not be empty): the
+    /// `db.client.connection.pool.name` attribute of its published metrics, and what
+    /// [`Pool::name`] returns. OpenTelemetry asks for a name unique within the application.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::builder(Conns).name("orders-db").build()?;
+    /// assert_eq!(pool.name(), "orders-db");
+    /// assert!(Pool::builder(Conns).name("").build().is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Whether the maintenance task publishes the pool's metrics at every tick (every
+    /// `maintenance_interval`), as [`Pool::publish_metrics`] does (default `false`). The figures
+    /// go to the global recorder (`metrics::set_global_recorder`), as the task runs on its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let pool = Pool::builder(Conns)
+    ///     .name("orders-db")
+    ///     .maintenance_interval(Duration::from_secs(5))
+    ///     .publish_metrics(true)
+    ///     .build()?;
+    /// # drop(pool);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(mut self, enabled: bool) -> Self {
+        self.config.publish_metrics = enabled;
+        self
+    }
+
     /// Sets every setting that `config` holds, and leaves the others as they are: a configuration
     /// file's settings on top of the code's defaults. Setters called after it override it.
     ///
@@ -262,6 +322,7 @@ impl<M: Manager> Builder<M> {
             breaker_cooldown,
             leak_threshold,
             maintenance_interval,
+            name,
         } = config.clone();
         fn set<T>(target: &mut T, value: Option<T>) {
             if let Some(value) = value {
@@ -269,6 +330,7 @@ impl<M: Manager> Builder<M> {
             }
         }
         set(&mut settings.max_size, max_size);
+        set(&mut settings.name, name);
         set(&mut settings.min_idle, min_idle);
         set(&mut settings.max_idle, max_idle.map(Some));
         set(&mut settings.max_concurrent_creates, max_concurrent_creates);
@@ -368,6 +430,7 @@ mod tests {
             breaker_cooldown = "12s"
             leak_threshold = "13s"
             maintenance_interval = "14s"
+            name = "orders-db"
             "#,
         )
         .unwrap();
@@ -392,6 +455,7 @@ mod tests {
         assert_eq!(applied.breaker_cooldown, secs(12));
         assert_eq!(applied.leak_threshold, Some(secs(13)));
         assert_eq!(applied.maintenance_interval, secs(14));
+        assert_eq!(applied.name, "orders-db");
         assert!(applied.validate().is_ok());
     }
 

@@ -46,6 +46,11 @@ pub(crate) struct Config {
     pub(crate) maintenance_interval: Duration,
     /// Told of the creations the pool gives up at `create_timeout` (a cluster's backend health).
     pub(crate) create_watcher: Option<crate::sync::Arc<dyn super::create::CreateWatcher>>,
+    /// The pool's name in its published metrics.
+    pub(crate) name: String,
+    /// Publish the metrics at every maintenance tick.
+    #[cfg(feature = "metrics")]
+    pub(crate) publish_metrics: bool,
 }
 
 impl Default for Config {
@@ -71,6 +76,9 @@ impl Default for Config {
             leak_threshold: None,
             maintenance_interval: Duration::from_secs(1),
             create_watcher: None,
+            name: String::from("millpond"),
+            #[cfg(feature = "metrics")]
+            publish_metrics: false,
         }
     }
 }
@@ -93,6 +101,9 @@ impl Config {
 
     /// Checks every rule, naming the first field that breaks one.
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        if self.name.is_empty() {
+            return Err(BuildError::invalid("name", &self.name, "must not be empty"));
+        }
         if self.max_size == 0 {
             return Err(BuildError::invalid(
                 "max_size",

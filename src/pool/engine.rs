@@ -206,6 +206,12 @@ impl<R, E> Engine<R, E> {
         }
     }
 
+    /// The current `(min_idle, max_idle)`, which follow resizes.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn idle_limits(&self) -> (usize, usize) {
+        (self.limits.min_idle, self.limits.max_idle)
+    }
+
     pub(crate) fn last_error(&self) -> Option<Arc<CreateError<E>>> {
         self.last_error.clone()
     }

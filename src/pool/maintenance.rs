@@ -22,6 +22,10 @@ pub(crate) async fn run<M: Manager>(shared: Arc<Shared<M>>) {
             return;
         }
         tick(&shared).await;
+        #[cfg(feature = "metrics")]
+        if shared.config.publish_metrics {
+            super::publish::publish(&shared);
+        }
         let interval = shared.config.maintenance_interval;
         // A close between the check above and here leaves a permit in `notify_one`, so the wait
         // below returns at once instead of missing it.

@@ -61,6 +61,7 @@
 //! | `guard.rs` | [`Pooled`] and [`Metadata`] |
 //! | `error.rs` | [`Error`], [`CreateError`], [`TimeoutPhase`], [`DrainError`] |
 //! | `metrics.rs` | [`Status`], [`Metrics`], [`DurationHistogram`] |
+//! | `publish.rs` | sending those figures to the `metrics` facade (`metrics` feature) |
 //! | `engine.rs` | the state machine: slot accounting, idle set, FIFO hand-off, creation planning |
 //! | `wait_list.rs` | the waiter queue with O(1) cancellation |
 //! | `acquire.rs`, `create.rs`, `check.rs` | the one way out of the pool (`get`, `try_get`, and the views built on them), the creation task, running `check` |
@@ -82,6 +83,8 @@ mod maintenance;
 mod manager;
 mod metrics;
 mod multiplex;
+#[cfg(feature = "metrics")]
+mod publish;
 mod shared;
 mod ticket;
 mod wait_list;

@@ -43,6 +43,9 @@ pub(crate) struct Shared<M: Manager> {
     /// hold (`cache.rs`). Values are not cached for FIFO order or a `max_idle` below `max_size`,
     /// which need every idle resource in one queue.
     pub(crate) cache: ThreadCache<M>,
+    /// What the last metrics publish saw, so the next one sends only what changed since.
+    #[cfg(feature = "metrics")]
+    pub(crate) published: Mutex<super::metrics::Metrics>,
 }
 
 /// What a resource needs before it is handed out.
@@ -89,6 +92,8 @@ impl<M: Manager> Shared<M> {
             maintenance: Notify::new(),
             expiry: Notify::new(),
             slot_freed: Notify::new(),
+            #[cfg(feature = "metrics")]
+            published: Mutex::new(super::metrics::Metrics::default()),
         }
     }
 
