@@ -10,9 +10,10 @@
 mod harness;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use harness::outage::Record;
 use harness::postgres::{PgServer, wait_until};
 use millpond::pool::{Error, Pool};
 use millpond::postgres::{PgManager, PgPool};
@@ -34,16 +35,6 @@ fn chain_mentions(err: &(dyn std::error::Error + 'static), needle: &str) -> bool
 async fn blocking(server: &Arc<PgServer>, action: fn(&PgServer)) {
     let server = Arc::clone(server);
     tokio::task::spawn_blocking(move || action(&server)).await.unwrap();
-}
-
-/// One task's record of the restart test.
-#[derive(Default)]
-struct Record {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    /// Milliseconds since the test's start of this task's first success after the server came
-    /// back, or 0.
-    back_at_ms: AtomicU64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,20 +85,9 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
                     assert!(attempt_began.elapsed() < Duration::from_secs(5));
                     match outcome {
                         Ok(_) => {
-                            record.ok.fetch_add(1, Ordering::SeqCst);
-                            if back_up.load(Ordering::SeqCst)
-                                && record.back_at_ms.load(Ordering::SeqCst) == 0
-                            {
-                                let at = started.elapsed().as_millis() as u64;
-                                record.back_at_ms.store(at.max(1), Ordering::SeqCst);
-                            }
+                            record.served(&back_up, started);
                         }
-                        Err(_) => {
-                            record.failed.fetch_add(1, Ordering::SeqCst);
-                            // A caller's retry loop would back off too; without it the
-                            // failures would only count how fast the loop spins.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
+                        Err(_) => record.failed().await,
                     }
                 }
             })
@@ -115,7 +95,7 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
         .collect();
 
     wait_until("every task has been served", Duration::from_secs(20), || async {
-        records.iter().all(|record| record.ok.load(Ordering::SeqCst) > 0)
+        records.iter().all(Record::was_served)
     })
     .await;
     let created_before = pool.metrics().created;
@@ -128,7 +108,7 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
     back_up.store(true, Ordering::SeqCst);
 
     wait_until("every task is served again", Duration::from_secs(20), || async {
-        records.iter().all(|record| record.back_at_ms.load(Ordering::SeqCst) > 0)
+        records.iter().all(Record::is_back)
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -136,24 +116,23 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
         task.await.unwrap();
     }
 
-    let up_ms = up_at.as_millis() as u64;
-    let first_back = records.iter().map(|r| r.back_at_ms.load(Ordering::SeqCst)).min().unwrap();
-    let last_back = records.iter().map(|r| r.back_at_ms.load(Ordering::SeqCst)).max().unwrap();
-    let failed: u64 = records.iter().map(|r| r.failed.load(Ordering::SeqCst)).sum();
-    let ok: u64 = records.iter().map(|r| r.ok.load(Ordering::SeqCst)).sum();
+    let first_back = records.iter().map(Record::back_at).min().unwrap();
+    let last_back = records.iter().map(Record::back_at).max().unwrap();
+    let failed: u64 = records.iter().map(Record::failed_count).sum();
+    let ok: u64 = records.iter().map(Record::served_count).sum();
     let metrics = pool.metrics();
     println!(
         "restart under load: server down at {down_at:?} for {:?}; first query served {} ms and \
          every task served {} ms after the server was back; {failed} failed attempts, {ok} \
          queries; {} connections replaced ({} closed as broken)",
         up_at - down_at,
-        first_back.saturating_sub(up_ms),
-        last_back.saturating_sub(up_ms),
+        first_back.saturating_sub(up_at).as_millis(),
+        last_back.saturating_sub(up_at).as_millis(),
         metrics.created - created_before,
         metrics.closed.broken,
     );
     assert!(
-        last_back.saturating_sub(up_ms) < 5_000,
+        last_back.saturating_sub(up_at) < Duration::from_secs(5),
         "every task is served again within a few seconds of the server's return"
     );
     assert!(metrics.created > created_before, "dead connections were replaced");

@@ -11,9 +11,10 @@
 mod harness;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use harness::outage::Record;
 use harness::redis::{RedisServer, wait_until};
 use millpond::pool::{CreateError, Pool};
 use millpond::redis::{Error, RedisPool};
@@ -23,16 +24,6 @@ use tokio::time::Instant;
 async fn blocking(server: &Arc<RedisServer>, action: fn(&RedisServer)) {
     let server = Arc::clone(server);
     tokio::task::spawn_blocking(move || action(&server)).await.unwrap();
-}
-
-/// One task's record of the restart test.
-#[derive(Default)]
-struct Record {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    /// Milliseconds since the test's start of this task's first success after the server came
-    /// back, or 0.
-    back_at_ms: AtomicU64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,19 +74,9 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
                     match outcome {
                         Ok(value) => {
                             assert_eq!(value, task, "each task reads its own reply");
-                            record.ok.fetch_add(1, Ordering::SeqCst);
-                            if back_up.load(Ordering::SeqCst)
-                                && record.back_at_ms.load(Ordering::SeqCst) == 0
-                            {
-                                let at = started.elapsed().as_millis() as u64;
-                                record.back_at_ms.store(at.max(1), Ordering::SeqCst);
-                            }
+                            record.served(&back_up, started);
                         }
-                        Err(_) => {
-                            record.failed.fetch_add(1, Ordering::SeqCst);
-                            // A caller's retry loop would back off too.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
+                        Err(_) => record.failed().await,
                     }
                 }
             })
@@ -103,7 +84,7 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
         .collect();
 
     wait_until("every task has been served", Duration::from_secs(20), || async {
-        records.iter().all(|record| record.ok.load(Ordering::SeqCst) > 0)
+        records.iter().all(Record::was_served)
     })
     .await;
     let created_before = pool.metrics().created;
@@ -117,7 +98,7 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
     back_up.store(true, Ordering::SeqCst);
 
     wait_until("every task is served again", Duration::from_secs(20), || async {
-        records.iter().all(|record| record.back_at_ms.load(Ordering::SeqCst) > 0)
+        records.iter().all(Record::is_back)
     })
     .await;
     stop.store(true, Ordering::SeqCst);
@@ -125,19 +106,21 @@ async fn a_restart_under_load_heals_without_help_and_nothing_hangs() {
         task.await.unwrap();
     }
 
-    let up_ms = up_at.as_millis() as u64;
-    let last_back = records.iter().map(|r| r.back_at_ms.load(Ordering::SeqCst)).max().unwrap();
-    let failed: u64 = records.iter().map(|r| r.failed.load(Ordering::SeqCst)).sum();
-    let ok: u64 = records.iter().map(|r| r.ok.load(Ordering::SeqCst)).sum();
+    let last_back = records.iter().map(Record::back_at).max().unwrap();
+    let failed: u64 = records.iter().map(Record::failed_count).sum();
+    let ok: u64 = records.iter().map(Record::served_count).sum();
     let metrics = pool.metrics();
     println!(
         "restart under load: server down at {down_at:?} for {:?}; every task served {} ms after \
          the server was back; {failed} failed attempts, {ok} successes; {} connections replaced",
         up_at - down_at,
-        last_back.saturating_sub(up_ms),
+        last_back.saturating_sub(up_at).as_millis(),
         metrics.created - created_before,
     );
-    assert!(last_back.saturating_sub(up_ms) < 5_000, "every task is served again within 5 s");
+    assert!(
+        last_back.saturating_sub(up_at) < Duration::from_secs(5),
+        "every task is served again within 5 s"
+    );
     assert!(metrics.created > created_before, "dead connections were replaced");
     assert!(failed > 0, "the restart was seen");
 }
