@@ -23,9 +23,10 @@
 //! (found as the tests find them: `PG_BIN`, `pg_config`, `/usr/lib/postgresql/*/bin`).
 #![allow(clippy::disallowed_types)]
 
-#[path = "../tests/harness/postgres.rs"]
-#[allow(dead_code, reason = "the bench uses only part of the test harness")]
-mod server;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use harness::postgres as server;
 
 use std::future::Future;
 use std::sync::Arc;

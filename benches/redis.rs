@@ -18,9 +18,10 @@
 //! it: `REDIS_SERVER`, `PATH`, `/usr/bin`).
 #![allow(clippy::disallowed_types)]
 
-#[path = "../tests/harness/redis.rs"]
-#[allow(dead_code, reason = "the bench uses only part of the test harness")]
-mod server;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use harness::redis as server;
 
 use std::future::Future;
 use std::sync::Arc;

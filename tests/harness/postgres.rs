@@ -10,12 +10,12 @@
 
 #![allow(clippy::disallowed_types)]
 
-use std::net::TcpListener;
+#[allow(unused_imports, reason = "not every test binary waits")]
+pub use super::wait_until;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio_postgres::Config;
 
@@ -29,7 +29,7 @@ pub struct PgServer {
 }
 
 fn required() -> bool {
-    std::env::var("MILLPOND_REQUIRE_PG").is_ok_and(|value| value == "1")
+    super::required("MILLPOND_REQUIRE_PG")
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -58,10 +58,6 @@ fn find_bin() -> Option<PathBuf> {
     versions.pop().map(|(_, dir)| dir)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 impl PgServer {
     /// Starts a fresh server, or returns `None` (after saying so loudly) when PostgreSQL is not
     /// installed and `MILLPOND_REQUIRE_PG` is not `1`.
@@ -80,16 +76,9 @@ impl PgServer {
             );
             return None;
         };
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "millpond-pg-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("create the server folder");
+        let root = super::fresh_dir("millpond-pg");
         let as_postgres = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-        let server = Self { bin, root, port: free_port(), as_postgres };
+        let server = Self { bin, root, port: super::free_port(), as_postgres };
         if as_postgres {
             let status = Command::new("chown")
                 .args(["postgres:postgres"])
@@ -287,18 +276,4 @@ pub async fn state_change(admin: &tokio_postgres::Client, pid: i32) -> SystemTim
         .await
         .expect("pg_stat_activity")
         .get(0)
-}
-
-/// Gives a test's pool time to settle between phases without guessing: polls `ready` every
-/// 20 ms until it holds, or panics with `what` after `limit`.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut ready: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !ready().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -10,12 +10,13 @@
 
 #![allow(clippy::disallowed_types)]
 
+#[allow(unused_imports, reason = "not every test binary waits")]
+pub use super::wait_until;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use millpond::redis::RedisManager;
@@ -32,7 +33,7 @@ pub struct RedisServer {
 }
 
 fn required() -> bool {
-    std::env::var("MILLPOND_REQUIRE_REDIS").is_ok_and(|value| value == "1")
+    super::required("MILLPOND_REQUIRE_REDIS")
 }
 
 fn find_bin() -> Option<PathBuf> {
@@ -44,10 +45,6 @@ fn find_bin() -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
         .map(|dir| dir.join("redis-server"))
         .find(|candidate| candidate.is_file())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 impl RedisServer {
@@ -73,18 +70,11 @@ impl RedisServer {
             );
             return None;
         };
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "millpond-redis-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the server folder");
+        let dir = super::fresh_dir("millpond-redis");
         let server = Self {
             bin,
             dir,
-            port: free_port(),
+            port: super::free_port(),
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             child: Mutex::new(None),
         };
@@ -251,18 +241,4 @@ pub fn client_field<'a>(line: &'a str, field: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|pair| pair.strip_prefix(field)?.strip_prefix('='))
         .unwrap_or_else(|| panic!("no {field} in {line}"))
-}
-
-/// Gives a test's pool time to settle between phases without guessing: polls `ready` every
-/// 20 ms until it holds, or panics with `what` after `limit`.
-pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut ready: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !ready().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
