@@ -56,6 +56,27 @@ async fn every_checkout_counts_in_the_hold_histogram_with_a_measured_value() {
     assert!(metrics.hold_time.max() <= Duration::from_millis(41));
 }
 
+/// Checkouts that alternate in step with the sampling period are still measured in both kinds:
+/// the period is jittered, so the hold histogram's mean stays near the true one.
+#[tokio::test(start_paused = true)]
+async fn hold_sampling_does_not_fall_in_step_with_alternating_checkouts() {
+    let (pool, _probe) = pool(1);
+    for round in 0..2_000 {
+        let conn = pool.get().await.unwrap();
+        let hold = if round % 2 == 0 { 10 } else { 90 };
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        drop(conn);
+    }
+    let metrics = pool.metrics();
+    assert_eq!(metrics.hold_time.count(), 2_000);
+    // The true mean is 50 ms; a sampler in step with the alternation would see 10 or 90 ms.
+    let mean = metrics.hold_time.mean();
+    assert!(
+        mean >= Duration::from_millis(30) && mean <= Duration::from_millis(70),
+        "mean hold {mean:?}"
+    );
+}
+
 /// A return that reads no clock is stamped with the thread's latest reading: never later than it
 /// happened, and at most about one maintenance tick earlier.
 #[tokio::test(start_paused = true)]
