@@ -28,6 +28,12 @@ use loom::sync::atomic as atomic_impl;
 
 pub(crate) use std::sync::atomic::Ordering;
 
+/// A memory fence, modelled under loom.
+#[inline]
+pub(crate) fn fence(order: Ordering) {
+    atomic_impl::fence(order);
+}
+
 /// A mutex without poisoning: a panic while it is held cannot wedge the pool.
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(mutex_impl::Mutex<T>);
@@ -257,6 +263,121 @@ mod loom_notify {
             }
             state.waiters.push(cx.waker().clone());
             Poll::Pending
+        }
+    }
+}
+
+/// A list of parked tasks to notify: event-listener's `Event`, or under loom a model of the part
+/// of it the crate relies on (listeners are notified in the order they started listening;
+/// `notify_additional_relaxed(n)` notifies `n` listeners not yet notified; a listener dropped
+/// after its notification, before it used it, passes it on), so that models check how the crate
+/// uses it.
+#[cfg(not(millpond_loom))]
+pub(crate) use event_listener::{Event, EventListener};
+#[cfg(millpond_loom)]
+pub(crate) use loom_event::{Event, EventListener};
+
+#[cfg(millpond_loom)]
+mod loom_event {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    #[derive(Debug)]
+    struct Entry {
+        id: u64,
+        waker: Option<Waker>,
+        notified: bool,
+    }
+
+    #[derive(Debug, Default)]
+    struct State {
+        next_id: u64,
+        entries: VecDeque<Entry>,
+    }
+
+    type Shared = std::sync::Arc<loom::sync::Mutex<State>>;
+
+    fn lock(shared: &Shared) -> loom::sync::MutexGuard<'_, State> {
+        shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notify(shared: &Shared, count: usize) -> usize {
+        let woken: Vec<Waker> = {
+            let mut state = lock(shared);
+            state
+                .entries
+                .iter_mut()
+                .filter(|entry| !entry.notified)
+                .take(count)
+                .filter_map(|entry| {
+                    entry.notified = true;
+                    entry.waker.take().or(Some(Waker::noop().clone()))
+                })
+                .collect()
+        };
+        let notified = woken.len();
+        woken.into_iter().for_each(Waker::wake);
+        notified
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Event(Shared);
+
+    impl Event {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+
+        pub(crate) fn listen(&self) -> EventListener {
+            let mut state = lock(&self.0);
+            let id = state.next_id;
+            state.next_id += 1;
+            state.entries.push_back(Entry { id, waker: None, notified: false });
+            EventListener { shared: std::sync::Arc::clone(&self.0), id }
+        }
+
+        pub(crate) fn notify_additional_relaxed(&self, count: usize) -> usize {
+            notify(&self.0, count)
+        }
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct EventListener {
+        shared: Shared,
+        id: u64,
+    }
+
+    impl Future for EventListener {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let mut state = lock(&self.shared);
+            let Some(index) = state.entries.iter().position(|entry| entry.id == self.id) else {
+                return Poll::Ready(());
+            };
+            if state.entries[index].notified {
+                state.entries.remove(index);
+                return Poll::Ready(());
+            }
+            state.entries[index].waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    impl Drop for EventListener {
+        fn drop(&mut self) {
+            let passed_on = {
+                let mut state = lock(&self.shared);
+                let index = state.entries.iter().position(|entry| entry.id == self.id);
+                index
+                    .and_then(|index| state.entries.remove(index))
+                    .is_some_and(|entry| entry.notified)
+            };
+            if passed_on {
+                notify(&self.shared, 1);
+            }
         }
     }
 }

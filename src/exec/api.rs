@@ -228,6 +228,76 @@ impl WorkerPool {
         self.enqueue(lane, task, |task| (Job::new(task, false), ()))
     }
 
+    /// Like [`submit_keyed`](Self::submit_keyed), but never waits: the task is queued if its
+    /// key's worker has room right now (per-worker queues) or the queue has (shared queue).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_submit`](Self::try_submit), plus [`SubmitError::RateLimited`] when this key's
+    /// [`rate_limit_per_key`](super::WorkerPoolBuilder::rate_limit_per_key) bucket is empty.
+    /// A full queue of the key's worker gives [`SubmitError::Full`] even while other workers
+    /// have room: a keyed task never goes to another worker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::balance::Balance;
+    /// use millpond::exec::{Scheduler, SubmitError, WorkerPool};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = WorkerPool::builder()
+    ///     .workers(2)
+    ///     .queue_capacity(2)
+    ///     .scheduler(Scheduler::per_worker(Balance::RoundRobin))
+    ///     .build()?;
+    /// let account = 42;
+    /// let first = pool.try_submit_keyed(account, async { "debit" })?;
+    /// // The account's worker has room for one task: the next one comes back.
+    /// match pool.try_submit_keyed(account, async { "credit" }) {
+    ///     Err(SubmitError::Full(task)) => assert_eq!(task.await, "credit"),
+    ///     other => panic!("expected a full queue, got {}", other.is_ok()),
+    /// }
+    /// assert_eq!(first.await?, "debit");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_submit_keyed<F>(
+        &self,
+        key: u64,
+        task: F,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let lane = self.inner.try_reserve(Some(key), Priority::High);
+        self.enqueue(lane, task, self.with_handle(true, Priority::High))
+    }
+
+    /// Like [`submit_keyed`](Self::submit_keyed), waiting at most `timeout` for room in the
+    /// key's queue.
+    ///
+    /// # Errors
+    ///
+    /// As `submit_keyed`, plus [`SubmitError::Timeout`] when no room came in time.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`submit`](Self::submit).
+    pub async fn submit_keyed_timeout<F>(
+        &self,
+        key: u64,
+        task: F,
+        timeout: Duration,
+    ) -> Result<TaskHandle<F::Output>, SubmitError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let lane = self.inner.reserve(Some(key), Priority::High, Some(timeout)).await;
+        self.enqueue(lane, task, self.with_handle(true, Priority::High))
+    }
+
     /// Builds a tracked job and its handle; the job can tell the handle it was shed when the
     /// pool may shed.
     fn with_handle<F>(
@@ -370,11 +440,11 @@ impl WorkerPool {
     /// |---|---|---|
     /// | `millpond.worker_pool.workers`, `.busy`, `.idle`, `.queued` | gauges | `workers`, `busy`, `idle`, `queued` |
     /// | `millpond.worker_pool.completed`, `.panicked`, `.rejected`, `.shed` | counters | the same fields |
-    /// | `millpond.worker_pool.queue_wait` | histogram, seconds | `queue_wait` |
+    /// | `millpond.worker_pool.queue_wait`, `.run_time` | histograms, seconds | `queue_wait`, `run_time` |
     ///
     /// As with [`Pool::publish_metrics`](crate::pool::Pool::publish_metrics), nothing is
     /// recorded per task: a publish reads [`stats`](Self::stats), sets the gauges, and sends the
-    /// counters and the histogram only what changed since the previous publish; each histogram
+    /// counters and the histograms only what changed since the previous publish; each histogram
     /// value is its bucket's middle (within 25%). Figures reach the recorder only when this runs.
     ///
     /// # Examples
@@ -414,6 +484,7 @@ impl WorkerPool {
             rejected: self.inner.rejected(),
             shed: self.inner.admission.shed_count(),
             queue_wait: totals.queue_wait,
+            run_time: totals.run_time,
         }
     }
 }

@@ -9,14 +9,13 @@ use tokio::task::JoinHandle;
 use super::admission::{Admission, Priority};
 use super::error::SubmitError;
 use super::job::Job;
-use super::lane::NoRoom;
+use super::lane::{Lane, Listener, NoRoom, Signal};
 use super::queues::Queues;
 use super::stats::Shards;
-use super::waiters::{Slot, Waiters};
 use super::worker;
 use super::worker_count::WorkerCount;
 use crate::home::{Home, Rehome};
-use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, fence};
 
 pub(crate) type PanicHook = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -32,18 +31,14 @@ pub(crate) struct Inner {
     panic_hook: Option<PanicHook>,
     /// The runtime the workers run on; they move to a submitter's when it shuts down.
     home: Arc<Home>,
-    workers: Mutex<Workers>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Shutdowns waiting for the last worker to exit.
+    exits: Signal,
     /// The worker pool's name in its published metrics.
     pub(crate) name: String,
     /// What the last metrics publish sent, so the next one sends only what changed since.
     #[cfg(feature = "metrics")]
     pub(crate) published: Mutex<super::publish::Published>,
-}
-
-struct Workers {
-    handles: Vec<JoinHandle<()>>,
-    /// Shutdowns waiting for the last worker to exit.
-    exits: Waiters,
 }
 
 /// Why a reservation was refused, before the task is put back into the error.
@@ -105,7 +100,8 @@ impl Inner {
             rejected: AtomicU64::new(0),
             panic_hook: settings.panic_hook,
             home: Home::new(settings.runtime),
-            workers: Mutex::new(Workers { handles: Vec::new(), exits: Waiters::default() }),
+            workers: Mutex::new(Vec::new()),
+            exits: Signal::default(),
             name: settings.name,
             #[cfg(feature = "metrics")]
             published: Mutex::new(super::publish::Published::default()),
@@ -137,8 +133,8 @@ impl Inner {
     fn spawn_worker(self: &Arc<Self>, lane: usize) {
         let handle = self.home.spawn(worker::run(Arc::clone(self), lane));
         let mut workers = self.workers.lock();
-        workers.handles.retain(|handle| !handle.is_finished());
-        workers.handles.push(handle);
+        workers.retain(|handle| !handle.is_finished());
+        workers.push(handle);
     }
 
     /// Whether a worker may retire when idle: the pool is elastic and above its minimum.
@@ -155,8 +151,14 @@ impl Inner {
 
     /// Takes the idle worker of `lane` off the count if the pool may shrink and the lane has no
     /// job for it. The worker exits on `true`.
+    ///
+    /// A job committed as the worker leaves is never left without one: the worker looks at the
+    /// lane again after it left the count, and the committer, finding no parked worker, tries to
+    /// grow the pool after it queued the job. With a fence between each one's write and read,
+    /// at least one sees the other: the worker comes back onto the count (if the committer's
+    /// grow has not taken its place), or the committer starts a new worker.
     pub(crate) fn retire_idle(&self, lane: usize) -> bool {
-        self.queues.lane(lane).if_empty(|| self.count.retire_idle())
+        retire_if_idle(self.queues.lane(lane), &self.count)
     }
 
     /// Takes a worker off the count if a resize left more than allowed. The worker exits on
@@ -197,8 +199,7 @@ impl Inner {
 
     pub(crate) fn worker_exited(&self, counted: bool) {
         if self.count.exited(counted) {
-            let woken = self.workers.lock().exits.notify_all();
-            woken.into_iter().for_each(std::task::Waker::wake);
+            self.exits.notify_all();
         }
     }
 
@@ -208,12 +209,12 @@ impl Inner {
 
     /// Waits until every worker has exited.
     pub(crate) fn all_exited(&self) -> AllExited<'_> {
-        AllExited { inner: self, slot: None }
+        AllExited { inner: self, listener: None }
     }
 
     /// Aborts every worker task: their running jobs are dropped (handles see `Aborted`).
     pub(crate) fn abort_workers(&self) {
-        for handle in &self.workers.lock().handles {
+        for handle in &*self.workers.lock() {
             handle.abort();
         }
     }
@@ -356,10 +357,25 @@ impl Inner {
     }
 }
 
+/// [`Inner::retire_idle`] on its parts, for the loom models to drive.
+pub(crate) fn retire_if_idle(lane: &Lane<Job>, count: &WorkerCount) -> bool {
+    if !lane.is_empty() || !count.retire_idle() {
+        return false;
+    }
+    // Pairs with the fence in `Lane::commit`.
+    fence(Ordering::SeqCst);
+    if lane.is_empty() {
+        return true;
+    }
+    // Back onto the count to run the job; if the count is full, a committer's grow already
+    // started a worker in this one's place.
+    !count.grow()
+}
+
 /// Waits for the last worker to exit; cancellation safe.
 pub(crate) struct AllExited<'a> {
     inner: &'a Inner,
-    slot: Slot,
+    listener: Option<Listener<'a>>,
 }
 
 impl Future for AllExited<'_> {
@@ -370,20 +386,18 @@ impl Future for AllExited<'_> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         let this = &mut *self;
-        let mut workers = this.inner.workers.lock();
-        if this.inner.count.live() == 0 {
-            workers.exits.remove(&mut this.slot);
-            return std::task::Poll::Ready(());
-        }
-        workers.exits.register(&mut this.slot, cx.waker());
-        std::task::Poll::Pending
-    }
-}
-
-impl Drop for AllExited<'_> {
-    fn drop(&mut self) {
-        if self.slot.is_some() {
-            self.inner.workers.lock().exits.remove(&mut self.slot);
+        loop {
+            if this.inner.count.live() == 0 {
+                this.listener = None;
+                return std::task::Poll::Ready(());
+            }
+            match &mut this.listener {
+                None => this.listener = Some(this.inner.exits.listen()),
+                Some(listener) => {
+                    std::task::ready!(std::pin::Pin::new(listener).poll(cx));
+                    this.listener = None;
+                }
+            }
         }
     }
 }

@@ -50,6 +50,9 @@ pub(crate) struct Job {
     pub(crate) priority: Priority,
     /// Tells the handle, if there is one, that the job was shed; kept only by pools that shed.
     pub(crate) shed: Option<Arc<dyn Shed>>,
+    /// The lane it was committed to, whose room it holds until it starts (a stolen job runs on
+    /// another worker's).
+    pub(crate) lane: usize,
 }
 
 impl Job {
@@ -66,6 +69,7 @@ impl Job {
             keyed,
             priority: Priority::High,
             shed: None,
+            lane: 0,
         }
     }
 }

@@ -16,13 +16,14 @@
 //!
 //! Run with `RUSTFLAGS="--cfg millpond_loom" cargo test --release --lib loom_models`.
 //!
-//! The models with three busy threads run under a lower preemption bound than
-//! `LOOM_MAX_PREEMPTIONS`: each thread takes a dozen locks, and the number of interleavings
-//! grows exponentially with the bound (the steal model takes 2 s at 4 preemptions, 35 s at 6;
-//! the load-counter model 22 s at 3 and over 5 minutes at 4; the cancelled-submit model 1.8 s
-//! at 4 and 84 s at 8). Races in protocols like these show up within two or three preemptions
-//! (each model below fails within its bound when the re-check or pass-on it checks is taken
-//! out); the bounds below are the largest that keep CI fast.
+//! The queue models run under a lower preemption bound than `LOOM_MAX_PREEMPTIONS`: each
+//! thread takes a dozen locks and fences, and the number of interleavings grows exponentially
+//! with the bound (on the 2-core machine: the cancelled-submit model 10 s at 3 preemptions and
+//! over a minute at 4; the steal model 5 s at 3, 38 s at 4; the load-counter model 5 s at 2 and
+//! over a minute at 3; the kill model 4 s at 3, 46 s at 4). Races in protocols like these show
+//! up within two or three preemptions (a model below fails within its bound when the re-check
+//! after listening is taken out of the lane's take); the bounds below are the largest that keep
+//! CI fast.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -34,8 +35,9 @@ use loom::thread;
 use super::admission::WaitTail;
 use super::error::TaskError;
 use super::handle::tracked;
+use super::inner::retire_if_idle;
 use super::job::Job;
-use super::lane::{Lane, NoRoom, Stealable, TryPop};
+use super::lane::{Lane, NoRoom, Stealable, TryPop, Turn};
 use super::queues::{Next, Queues};
 use super::worker_count::WorkerCount;
 use crate::balance::{Balancer, LeastLoaded, RoundRobin};
@@ -52,19 +54,26 @@ fn job(runs: &Arc<AtomicUsize>, keyed: bool) -> Job {
     )
 }
 
-/// A worker: runs jobs until its queue is closed and drained. Returns how many it ran.
+/// A worker as `worker::run` drives one: jobs it stole earlier, else its lane's without
+/// waiting, else wait. Runs jobs until its lane is closed and drained; returns how many it ran.
 fn work(queues: &Queues, lane: usize) -> usize {
+    let mut turn = Turn::default();
+    let mut stash = None;
     let mut ran = 0;
     loop {
-        match block_on(queues.next_job(lane)) {
-            Next::Job(job) => {
-                block_on(job.future);
-                queues.done(lane);
-                ran += 1;
-            }
-            Next::Closed => return ran,
-            Next::Interrupted => {}
-        }
+        let job = match queues.try_next(lane, &mut turn, stash.as_ref()) {
+            TryPop::Job(job) => job,
+            TryPop::Closed => return ran,
+            TryPop::Empty => match block_on(queues.next_job(lane, &mut turn, &mut stash)) {
+                Next::Job(job) => job,
+                Next::Closed => return ran,
+                Next::Interrupted => continue,
+            },
+        };
+        let committed_to = job.lane;
+        block_on(job.future);
+        queues.done(committed_to);
+        ran += 1;
     }
 }
 
@@ -84,7 +93,7 @@ fn per_worker(workers: usize, balancer: Arc<dyn Balancer>, stealing: bool) -> Ar
 /// is refused, and the worker always ends.
 #[test]
 fn submit_vs_shutdown_loses_no_task() {
-    loom::model(|| {
+    model_bounded(4, || {
         let queues = Arc::new(Queues::shared(1));
         let runs = Arc::new(AtomicUsize::new(0));
         let submitter = {
@@ -113,7 +122,7 @@ fn submit_vs_shutdown_loses_no_task() {
 /// exactly once (stolen, or by its own worker draining after the close) and the thief ends.
 #[test]
 fn steal_vs_shutdown_runs_each_job_once() {
-    model_bounded(4, || {
+    model_bounded(3, || {
         let queues = per_worker(2, Arc::new(RoundRobin::new()), true);
         let runs = Arc::new(AtomicUsize::new(0));
         let lane = queues.try_reserve(None).unwrap();
@@ -139,7 +148,7 @@ fn steal_vs_shutdown_runs_each_job_once() {
 /// load counter is back at zero (a counter left above zero would keep work off its worker).
 #[test]
 fn least_loaded_counters_never_drift() {
-    model_bounded(3, || {
+    model_bounded(2, || {
         let queues = per_worker(2, Arc::new(LeastLoaded::new()), true);
         let runs = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..2)
@@ -180,29 +189,59 @@ fn keyed_jobs_are_never_stolen() {
     });
 }
 
+/// A thief takes a batch from a lane whose worker is running while the pool shuts down: every
+/// job runs exactly once, and the owner does not stop before the jobs in the thief's stash have
+/// started (their room stays claimed in its lane until then).
+#[test]
+fn a_stolen_batch_runs_once_and_holds_its_lane_open_until_started() {
+    model_bounded(3, || {
+        let queues = Arc::new(Queues::per_worker(2, 6, Arc::new(RoundRobin::new()), false, true));
+        let runs = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            // Round-robin would alternate lanes: aim each job at lane 0 directly.
+            queues.lane(0).try_reserve().unwrap();
+            queues.commit(0, job(&runs, false));
+        }
+        let thief = {
+            let queues = Arc::clone(&queues);
+            thread::spawn(move || work(&queues, 1))
+        };
+        let owner = {
+            let queues = Arc::clone(&queues);
+            thread::spawn(move || work(&queues, 0))
+        };
+        queues.close();
+        let ran = thief.join().unwrap() + owner.join().unwrap();
+        assert_eq!(ran, 3);
+        assert_eq!(runs.load(Ordering::Acquire), 3);
+        assert_eq!(queues.lane(0).occupied(), 0);
+    });
+}
+
 /// An elastic worker as `worker::run` drives one, over the shared queue: take a job without
 /// waiting, else wait for one; an idle wait can end at any moment (the idle timeout), and then
 /// the worker retires if the count lets it and the queue has nothing for it. Here every wait
 /// times out after its first poll, the worst case for the hand-off. Returns how many jobs it
 /// ran.
 fn elastic_worker(queues: &Queues, count: &WorkerCount) -> usize {
+    let mut turn = Turn::default();
+    let mut stash = None;
     let mut ran = 0;
     loop {
-        let job = match queues.lane(0).try_pop() {
+        let job = match queues.try_next(0, &mut turn, stash.as_ref()) {
             TryPop::Job(job) => job,
             TryPop::Closed => return ran,
             TryPop::Empty => {
                 // The wait ends (and withdraws from the lane) before the worker decides.
                 let next = {
-                    let mut next = std::pin::pin!(queues.next_job(0));
+                    let mut next = std::pin::pin!(queues.next_job(0, &mut turn, &mut stash));
                     next.as_mut().poll(&mut Context::from_waker(Waker::noop()))
                 };
                 match next {
                     Poll::Ready(Next::Job(job)) => job,
                     Poll::Ready(Next::Closed) => return ran,
                     Poll::Ready(Next::Interrupted) | Poll::Pending => {
-                        // `Inner::retire_idle`.
-                        if queues.lane(0).if_empty(|| count.retire_idle()) {
+                        if retire_if_idle(queues.lane(0), count) {
                             return ran;
                         }
                         continue;
@@ -223,7 +262,7 @@ fn elastic_worker(queues: &Queues, count: &WorkerCount) -> usize {
 /// saw the worker gone). The pool never holds more workers than its maximum.
 #[test]
 fn a_retiring_worker_never_strands_a_submitted_task() {
-    loom::model(|| {
+    model_bounded(5, || {
         let queues = Arc::new(Queues::shared(2));
         // An elastic pool of at most one worker, which is running.
         let count = Arc::new(WorkerCount::new(0, 1, true));
@@ -379,23 +418,23 @@ impl Stealable for Item {
 
 /// A submit that waits for room, as `Reserve` polls it.
 fn reserve(lane: &Lane<Item>) -> Result<(), NoRoom> {
-    let mut slot = None;
-    block_on(poll_fn(|cx| lane.poll_reserve(cx, &mut slot)))
+    block_on(lane.reserve())
 }
 
 /// A worker's wait for the next item, as `NextJob` polls it; `None` once closed and drained.
 fn pop(lane: &Lane<Item>) -> Option<u32> {
-    let mut slot = None;
-    block_on(poll_fn(|cx| lane.poll_pop(cx, &mut slot))).map(Item::taken)
+    let mut turn = Turn::default();
+    let mut listener = None;
+    block_on(poll_fn(|cx| lane.poll_pop(cx, &mut turn, &mut listener))).map(Item::taken)
 }
 
 /// A submitter waits for room in a full lane while a worker waits for items: the pop that
 /// frees the room wakes the submitter, and the commit that follows wakes the worker.
 #[test]
 fn a_waiting_submit_and_a_waiting_pop_hand_off_to_each_other() {
-    loom::model(|| {
+    model_bounded(5, || {
         let dropped = Arc::new(AtomicUsize::new(0));
-        let lane = Arc::new(Lane::new(1));
+        let lane = Arc::new(Lane::shared(1));
         lane.try_reserve().unwrap();
         lane.commit(Item::new(0, &dropped));
         let submitter = {
@@ -416,23 +455,21 @@ fn a_waiting_submit_and_a_waiting_pop_hand_off_to_each_other() {
 /// possibly after the pop already woke it: the wake-up passes to the other, which gets the room.
 #[test]
 fn a_cancelled_submit_passes_its_wake_up_on() {
-    model_bounded(4, || {
+    model_bounded(3, || {
         let dropped = Arc::new(AtomicUsize::new(0));
-        let lane = Arc::new(Lane::new(1));
+        let lane = Arc::new(Lane::shared(1));
         lane.try_reserve().unwrap();
         lane.commit(Item::new(0, &dropped));
         let quitter = {
             let (lane, dropped) = (Arc::clone(&lane), Arc::clone(&dropped));
             thread::spawn(move || {
-                let mut slot = None;
                 let mut cx = Context::from_waker(Waker::noop());
-                match lane.poll_reserve(&mut cx, &mut slot) {
-                    Poll::Ready(claimed) => {
-                        claimed.unwrap();
-                        lane.commit(Item::new(1, &dropped));
-                    }
-                    Poll::Pending => lane.cancel_reserve(&mut slot),
+                let mut reserve = std::pin::pin!(lane.reserve());
+                if let Poll::Ready(claimed) = reserve.as_mut().poll(&mut cx) {
+                    claimed.unwrap();
+                    lane.commit(Item::new(1, &dropped));
                 }
+                // Otherwise dropped here: the submit is cancelled.
             })
         };
         let waiter = {
@@ -459,9 +496,9 @@ fn a_cancelled_submit_passes_its_wake_up_on() {
 /// dropped by the dead lane when its submitter commits it.
 #[test]
 fn kill_leaves_no_waiter_parked_and_loses_no_item() {
-    model_bounded(4, || {
+    model_bounded(3, || {
         let dropped = Arc::new(AtomicUsize::new(0));
-        let lane = Arc::new(Lane::new(1));
+        let lane = Arc::new(Lane::shared(1));
         lane.try_reserve().unwrap();
         lane.commit(Item::new(0, &dropped));
         let submitter = {
@@ -485,7 +522,7 @@ fn kill_leaves_no_waiter_parked_and_loses_no_item() {
         let submitted = 1 + usize::from(submitter.join().unwrap());
         let popped = worker.join().unwrap();
         assert_eq!(popped + killed + dropped.load(Ordering::Acquire), submitted);
-        assert!(matches!(lane.try_pop(), TryPop::Closed));
+        assert!(matches!(lane.try_pop(&mut Turn::default()), TryPop::Closed));
     });
 }
 

@@ -84,7 +84,6 @@ mod lane;
 mod publish;
 mod queues;
 mod stats;
-mod waiters;
 mod worker;
 mod worker_count;
 

@@ -25,6 +25,7 @@ const PANICKED: &str = "millpond.worker_pool.panicked";
 const REJECTED: &str = "millpond.worker_pool.rejected";
 const SHED: &str = "millpond.worker_pool.shed";
 const QUEUE_WAIT: &str = "millpond.worker_pool.queue_wait";
+const RUN_TIME: &str = "millpond.worker_pool.run_time";
 
 /// What the previous publish sent.
 #[derive(Default)]
@@ -34,6 +35,7 @@ pub(crate) struct Published {
     rejected: u64,
     shed: u64,
     queue_wait: DurationHistogram,
+    run_time: DurationHistogram,
 }
 
 /// Sends `pool`'s figures to the current `metrics` recorder.
@@ -51,20 +53,26 @@ pub(crate) fn publish(pool: &WorkerPool, name: &str, published: &crate::sync::Mu
     counter!(PANICKED, labels.clone()).increment(stats.panicked.saturating_sub(last.panicked));
     counter!(REJECTED, labels.clone()).increment(stats.rejected.saturating_sub(last.rejected));
     counter!(SHED, labels.clone()).increment(stats.shed.saturating_sub(last.shed));
-    if stats.queue_wait.count() > last.queue_wait.count() {
-        let histogram = histogram!(QUEUE_WAIT, labels);
-        for (value, gained) in stats.queue_wait.bucket_deltas(&last.queue_wait) {
-            histogram
-                .record_many(value.as_secs_f64(), usize::try_from(gained).unwrap_or(usize::MAX));
-        }
-    }
+    send(histogram!(QUEUE_WAIT, labels.clone()), &stats.queue_wait, &last.queue_wait);
+    send(histogram!(RUN_TIME, labels), &stats.run_time, &last.run_time);
     *last = Published {
         completed: stats.completed,
         panicked: stats.panicked,
         rejected: stats.rejected,
         shed: stats.shed,
         queue_wait: stats.queue_wait,
+        run_time: stats.run_time,
     };
+}
+
+/// Sends what `now` gained since `before`.
+fn send(histogram: metrics::Histogram, now: &DurationHistogram, before: &DurationHistogram) {
+    if now.count() > before.count() {
+        for (value, gained) in now.bucket_deltas(before) {
+            histogram
+                .record_many(value.as_secs_f64(), usize::try_from(gained).unwrap_or(usize::MAX));
+        }
+    }
 }
 
 /// Gives the recorder each figure's unit and meaning.
@@ -82,4 +90,5 @@ fn describe() {
         Unit::Seconds,
         "How long tasks waited in the queue before a worker started them"
     );
+    describe_histogram!(RUN_TIME, Unit::Seconds, "How long tasks ran, from start to end");
 }

@@ -8,25 +8,43 @@
 //!   goes to its key's lane, so jobs with one key run in order. With stealing on, a worker whose
 //!   lane is empty takes the oldest unkeyed job of another lane.
 //!
+//! # Stealing
+//!
+//! Unkeyed jobs of a per-worker lane sit in its crossbeam-deque injector, which a thief takes a
+//! batch of up to [`STEAL_BATCH`] from in one operation: the first to run at once, the rest
+//! into the thief's stash, which it runs before its own lane. A thief looks at a few lanes, not
+//! all: the lane a commit last found busy (the commit that woke it), and [`STEAL_SCAN`] more
+//! from a random start, taking from the fullest. With a thousand workers, scanning every lane
+//! before parking costs more than the steals save.
+//!
 //! # Load counters
 //!
 //! Strategies that read loads (least-loaded, power of two) see, per worker, the jobs queued on
 //! its lane plus the one it runs. The counter is raised before a job is committed and lowered
-//! when the job is done; a steal moves one unit from the victim to the thief before the thief
-//! runs it. Every raise is matched by exactly one lower, so the counters return to zero when the
-//! pool is idle (a loom model checks it): a counter that drifted upward would starve its worker
-//! forever.
+//! when the job is done, on the lane the job was committed to, even when a thief ran it. Every
+//! raise is matched by exactly one lower, so the counters return to zero when the pool is idle
+//! (a loom model checks it): a counter that drifted upward would starve its worker forever.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, ready};
 
 use super::job::Job;
-use super::lane::{Lane, NoRoom};
-use super::waiters::{Slot, Waiters};
+use super::lane::{Lane, Listener, NoRoom, Reserve, Signal, Stash, TryPop, Turn};
 use crate::balance::{Balancer, KeyHash, Loads};
-use crate::sync::{Arc, AtomicUsize, CachePadded, Mutex, Ordering};
+use crate::sync::{Arc, AtomicUsize, CachePadded, Ordering};
 
+/// The most jobs one steal takes: enough that an idle worker does not come back for every job
+/// of a backed-up lane, few enough that a batch does not wait long behind one slow job.
+const STEAL_BATCH: usize = 4;
+
+/// Lanes a thief looks at beyond the hinted one.
+const STEAL_SCAN: usize = 8;
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per pool, inside its shared state: boxing the lane would add a load to every take"
+)]
 pub(crate) enum Queues {
     Shared(Lane<Job>),
     PerWorker(PerWorker),
@@ -39,8 +57,10 @@ pub(crate) struct PerWorker {
     /// Whether the balancer reads loads; the counters are kept only then.
     tracks_loads: bool,
     stealing: bool,
-    /// Workers with an empty lane, waiting to steal.
-    thieves: Mutex<Waiters>,
+    /// Idle workers waiting for a job to steal.
+    thieves: Signal,
+    /// The lane a commit last found with its worker busy: where a woken thief looks first.
+    busy_hint: AtomicUsize,
 }
 
 struct LaneLoads<'a>(&'a [CachePadded<AtomicUsize>]);
@@ -58,7 +78,7 @@ impl Loads for LaneLoads<'_> {
 
 impl Queues {
     pub(crate) fn shared(capacity: usize) -> Self {
-        Self::Shared(Lane::new(capacity))
+        Self::Shared(Lane::shared(capacity))
     }
 
     /// Per-worker lanes splitting `capacity` between `workers` (each at least 1).
@@ -70,7 +90,9 @@ impl Queues {
         stealing: bool,
     ) -> Self {
         let lanes = (0..workers)
-            .map(|index| Lane::new(capacity / workers + usize::from(index < capacity % workers)))
+            .map(|index| {
+                Lane::per_worker(capacity / workers + usize::from(index < capacity % workers))
+            })
             .collect();
         let loads = (0..workers).map(|_| CachePadded(AtomicUsize::new(0))).collect();
         Self::PerWorker(PerWorker {
@@ -79,7 +101,8 @@ impl Queues {
             balancer,
             tracks_loads,
             stealing,
-            thieves: Mutex::new(Waiters::default()),
+            thieves: Signal::default(),
+            busy_hint: AtomicUsize::new(0),
         })
     }
 
@@ -130,12 +153,13 @@ impl Queues {
     }
 
     /// Waits for room in `lane`.
-    pub(crate) fn reserve(&self, lane: usize) -> Reserve<'_> {
-        Reserve { lane: self.lane(lane), slot: None }
+    pub(crate) fn reserve(&self, lane: usize) -> Reserve<'_, Job> {
+        self.lane(lane).reserve()
     }
 
     /// Queues a job into room reserved in `lane`. Returns whether an idle worker took notice.
-    pub(crate) fn commit(&self, lane: usize, job: Job) -> bool {
+    pub(crate) fn commit(&self, lane: usize, mut job: Job) -> bool {
+        job.lane = lane;
         match self {
             Self::Shared(shared) => shared.commit(job),
             Self::PerWorker(per_worker) => {
@@ -148,18 +172,15 @@ impl Queues {
                 let noticed = per_worker.lanes[lane].commit(job);
                 if !noticed && stealable && per_worker.stealing {
                     // The lane's worker is busy: let an idle worker come and steal it.
-                    let thief = per_worker.thieves.lock().notify_one();
-                    if let Some(thief) = thief {
-                        thief.wake();
-                        return true;
-                    }
+                    per_worker.busy_hint.store(lane, Ordering::Relaxed);
+                    return per_worker.thieves.notify_one();
                 }
                 noticed
             }
         }
     }
 
-    /// Marks the job a worker of `lane` took as done, for the load counters.
+    /// Marks a job committed to `lane` as done, for the load counters.
     pub(crate) fn done(&self, lane: usize) {
         if let Self::PerWorker(per_worker) = self {
             if per_worker.tracks_loads {
@@ -168,10 +189,31 @@ impl Queues {
         }
     }
 
+    /// Takes the worker of `lane`'s next job without waiting: one it stole earlier, else one of
+    /// its lane's.
+    pub(crate) fn try_next(
+        &self,
+        lane: usize,
+        turn: &mut Turn,
+        stash: Option<&Stash<Job>>,
+    ) -> TryPop<Job> {
+        if let Some(job) = stash.and_then(Stash::pop) {
+            // A stolen job's room stays claimed in its lane until it starts.
+            self.lane(job.lane).release(1);
+            return TryPop::Job(job);
+        }
+        self.lane(lane).try_pop(turn)
+    }
+
     /// Waits for the next job for the worker of `lane`.
-    pub(crate) fn next_job(&self, lane: usize) -> NextJob<'_> {
+    pub(crate) fn next_job<'a>(
+        &'a self,
+        lane: usize,
+        turn: &'a mut Turn,
+        stash: &'a mut Option<Stash<Job>>,
+    ) -> NextJob<'a> {
         let interrupts = self.lane(lane).interrupts();
-        NextJob { queues: self, lane, interrupts, own: None, thief: None }
+        NextJob { queues: self, lane, interrupts, turn, stash, own: None, thief: None }
     }
 
     /// Whether the queues take no more jobs.
@@ -182,8 +224,7 @@ impl Queues {
     pub(crate) fn close(&self) {
         (0..self.lane_count()).for_each(|lane| self.lane(lane).close());
         if let Self::PerWorker(per_worker) = self {
-            let thieves = per_worker.thieves.lock().notify_all();
-            thieves.into_iter().for_each(Waker::wake);
+            per_worker.thieves.notify_all();
         }
     }
 
@@ -198,8 +239,7 @@ impl Queues {
     pub(crate) fn kill(&self) -> Vec<Job> {
         let jobs = (0..self.lane_count()).flat_map(|lane| self.lane(lane).kill()).collect();
         if let Self::PerWorker(per_worker) = self {
-            let thieves = per_worker.thieves.lock().notify_all();
-            thieves.into_iter().for_each(Waker::wake);
+            per_worker.thieves.notify_all();
         }
         jobs
     }
@@ -220,42 +260,35 @@ impl Queues {
         }
     }
 
-    fn steal_for(per_worker: &PerWorker, thief: usize) -> Option<Job> {
+    /// Steals for the worker of lane `thief`: from the fullest of the hinted lane and a few
+    /// others, a job to run now and up to [`STEAL_BATCH`]` - 1` more into its stash.
+    fn steal_for(
+        per_worker: &PerWorker,
+        thief: usize,
+        stash: &mut Option<Stash<Job>>,
+    ) -> Option<Job> {
         let count = per_worker.lanes.len();
-        for step in 1..count {
-            let victim = (thief + step) % count;
-            if let Some(job) = per_worker.lanes[victim].steal() {
-                if per_worker.tracks_loads {
-                    // The unit moves with the job: raise the thief before lowering the victim,
-                    // so the pair never reads as less work than there is.
-                    per_worker.loads[thief].fetch_add(1, Ordering::AcqRel);
-                    per_worker.loads[victim].fetch_sub(1, Ordering::AcqRel);
-                }
-                return Some(job);
-            }
+        if count < 2 {
+            return None;
         }
-        None
-    }
-}
-
-/// Waits for room in one lane; cancellation safe.
-pub(crate) struct Reserve<'a> {
-    lane: &'a Lane<Job>,
-    slot: Slot,
-}
-
-impl Future for Reserve<'_> {
-    type Output = Result<(), NoRoom>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        this.lane.poll_reserve(cx, &mut this.slot)
-    }
-}
-
-impl Drop for Reserve<'_> {
-    fn drop(&mut self) {
-        self.lane.cancel_reserve(&mut self.slot);
+        let hint = per_worker.busy_hint.load(Ordering::Relaxed) % count;
+        // A random start spreads thieves over the lanes; the models need every run replayable.
+        let start = if cfg!(millpond_loom) { thief + 1 } else { fastrand::usize(..count) };
+        let candidates = std::iter::once(hint)
+            .chain((0..STEAL_SCAN.min(count)).map(|step| (start + step) % count));
+        let (victim, queued) = candidates
+            .filter(|&lane| lane != thief)
+            .map(|lane| (lane, per_worker.lanes[lane].stealable_len()))
+            .max_by_key(|&(_, queued)| queued)?;
+        if queued == 0 {
+            return None;
+        }
+        // The stash exists only in workers that stole: a pool of a thousand idle workers
+        // should not hold a thousand empty deques.
+        let stash = stash.get_or_insert_with(Stash::new);
+        let job = per_worker.lanes[victim].steal(stash, STEAL_BATCH)?;
+        per_worker.lanes[victim].release(1);
+        Some(job)
     }
 }
 
@@ -265,8 +298,10 @@ pub(crate) struct NextJob<'a> {
     queues: &'a Queues,
     lane: usize,
     interrupts: u64,
-    own: Slot,
-    thief: Slot,
+    turn: &'a mut Turn,
+    stash: &'a mut Option<Stash<Job>>,
+    own: Option<Listener<'a>>,
+    thief: Option<Listener<'a>>,
 }
 
 /// What a waiting worker gets.
@@ -283,42 +318,38 @@ impl Future for NextJob<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Next> {
         let this = &mut *self;
-        let lane = this.queues.lane(this.lane);
-        match lane.poll_pop(cx, &mut this.own) {
-            Poll::Ready(Some(job)) => return Poll::Ready(Next::Job(job)),
+        let queues = this.queues;
+        let lane = queues.lane(this.lane);
+        match lane.poll_pop(cx, this.turn, &mut this.own) {
+            Poll::Ready(Some(job)) => {
+                this.thief = None;
+                return Poll::Ready(Next::Job(job));
+            }
             Poll::Ready(None) => return Poll::Ready(Next::Closed),
             Poll::Pending => {}
         }
         if lane.interrupts() != this.interrupts {
             return Poll::Ready(Next::Interrupted);
         }
-        let Queues::PerWorker(per_worker) = this.queues else {
+        let Queues::PerWorker(per_worker) = queues else {
             return Poll::Pending;
         };
         if !per_worker.stealing {
             return Poll::Pending;
         }
-        // Register as a thief before looking, so a job committed after the look wakes us.
-        per_worker.thieves.lock().register(&mut this.thief, cx.waker());
-        match Queues::steal_for(per_worker, this.lane) {
-            // Our own pop registration is withdrawn by `drop`.
-            Some(job) => Poll::Ready(Next::Job(job)),
-            None => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for NextJob<'_> {
-    fn drop(&mut self) {
-        self.queues.lane(self.lane).cancel_pop(&mut self.own);
-        if let Queues::PerWorker(per_worker) = self.queues {
-            if self.thief.is_some() {
-                let passed_on = {
-                    let mut thieves = per_worker.thieves.lock();
-                    if thieves.remove(&mut self.thief) { thieves.notify_one() } else { None }
-                };
-                if let Some(thief) = passed_on {
-                    thief.wake();
+        loop {
+            if let Some(job) = Queues::steal_for(per_worker, this.lane, this.stash) {
+                // Dropping the listeners passes on notifications they may have had.
+                this.own = None;
+                this.thief = None;
+                return Poll::Ready(Next::Job(job));
+            }
+            match &mut this.thief {
+                // Listen before the next look, so a job committed after it wakes us.
+                None => this.thief = Some(per_worker.thieves.listen()),
+                Some(listener) => {
+                    ready!(Pin::new(listener).poll(cx));
+                    this.thief = None;
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! Counters and the queue-wait histogram, kept in per-thread shards so that workers on different
+//! Counters and the queue-wait and run-time histograms, kept in per-thread shards so that workers on different
 //! cores do not write one cache line per task.
 
 use crate::histogram::DurationHistogram;
@@ -29,11 +29,15 @@ pub struct Stats {
     pub shed: u64,
     /// How long tasks waited in the queue before a worker started them.
     pub queue_wait: DurationHistogram,
+    /// How long tasks ran, from their start to their end (panicked ones included; shed ones,
+    /// which never ran, not).
+    pub run_time: DurationHistogram,
 }
 
 #[derive(Default)]
 pub(crate) struct Shard {
     pub(crate) queue_wait: DurationHistogram,
+    pub(crate) run_time: DurationHistogram,
     pub(crate) completed: u64,
     pub(crate) panicked: u64,
 }
@@ -59,6 +63,7 @@ impl Shards {
         for shard in &*self.0 {
             let shard = shard.lock();
             total.queue_wait.merge(&shard.queue_wait);
+            total.run_time.merge(&shard.run_time);
             total.completed += shard.completed;
             total.panicked += shard.panicked;
         }

@@ -9,8 +9,10 @@ use std::task::{Context, Poll};
 
 use super::inner::Inner;
 use super::job::{Job, Work};
-use super::lane::TryPop;
+use super::lane::{Stash, TryPop, Turn};
 use super::queues::Next;
+use tokio::time::Instant;
+
 use crate::sync::Arc;
 
 thread_local! {
@@ -82,17 +84,16 @@ pub(crate) fn run(inner: Arc<Inner>, lane: usize) -> impl Future<Output = ()> + 
 }
 
 async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
+    let mut turn = Turn::default();
+    // Jobs this worker stole beyond the one it ran at once (per-worker stealing only).
+    let mut stash: Option<Stash<Job>> = None;
     loop {
         // The busy path takes a job without arming a timer.
-        let job = match inner.queues.lane(lane).try_pop() {
-            TryPop::Job(job) => Some(job),
+        let job = match inner.queues.try_next(lane, &mut turn, stash.as_ref()) {
+            TryPop::Job(job) => job,
             TryPop::Closed => return,
-            TryPop::Empty => None,
-        };
-        let job = match job {
-            Some(job) => job,
-            None => {
-                let next = inner.queues.next_job(lane);
+            TryPop::Empty => {
+                let next = inner.queues.next_job(lane, &mut turn, &mut stash);
                 // Only a worker the pool may lose waits with a deadline.
                 let next = if inner.may_shrink() {
                     match tokio::time::timeout(inner.idle_timeout, next).await {
@@ -115,8 +116,9 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
                 }
             }
         };
+        let committed_to = job.lane;
         run_job(&inner, job).await;
-        inner.queues.done(lane);
+        inner.queues.done(committed_to);
         if inner.retire_surplus() {
             alive.counted = false;
             return;
@@ -125,7 +127,8 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
 }
 
 async fn run_job(inner: &Inner, job: Job) {
-    let waited = job.queued_at.elapsed();
+    let started = Instant::now();
+    let waited = started.saturating_duration_since(job.queued_at);
     if inner.admission.should_shed(&job, waited, || inner.queues.queued()) {
         if let Some(handle) = &job.shed {
             handle.shed();
@@ -133,9 +136,11 @@ async fn run_job(inner: &Inner, job: Job) {
         return;
     }
     let outcome = InPool { pool: inner.id, future: job.future }.await;
+    let ran = started.elapsed();
     {
         let mut shard = inner.shards.local().lock();
         shard.queue_wait.record(waited);
+        shard.run_time.record(ran);
         shard.completed += 1;
         shard.panicked += u64::from(outcome.is_err());
     }
