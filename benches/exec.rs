@@ -1,5 +1,5 @@
-//! Worker pools beside `tokio::spawn`, `tokio::spawn` + `Semaphore`, `buffer_unordered` and
-//! tokio-task-pool, with the same tasks for each.
+//! Worker pools beside `tokio::spawn`, `tokio::spawn` + `Semaphore`, `buffer_unordered`,
+//! tokio-task-pool and a hand-written async-channel worker loop, with the same tasks for each.
 //!
 //! Scenarios (issue #3), on a multi-thread runtime with 2 workers; the producer runs as a task
 //! on the runtime, like a request handler would:
@@ -183,11 +183,18 @@ fn task(
 
 #[derive(Clone)]
 enum Contender {
-    Millpond { name: &'static str, scheduler: Scheduler, shallow: bool },
+    Millpond {
+        name: &'static str,
+        scheduler: Scheduler,
+        shallow: bool,
+    },
     TokioSpawn,
     SpawnSemaphore,
     BufferUnordered,
     TaskPool,
+    /// `limit` tokio tasks looping on `recv().await` of one bounded async-channel as deep as
+    /// millpond's default queue: the hand-written baseline a worker pool has to beat.
+    ChannelLoop,
 }
 
 impl Contender {
@@ -223,6 +230,7 @@ impl Contender {
             Self::SpawnSemaphore,
             Self::BufferUnordered,
             Self::TaskPool,
+            Self::ChannelLoop,
         ]
     }
 
@@ -233,6 +241,7 @@ impl Contender {
             Self::SpawnSemaphore => "spawn+semaphore",
             Self::BufferUnordered => "buffer_unordered",
             Self::TaskPool => "tokio-task-pool",
+            Self::ChannelLoop => "async-channel loop",
         }
     }
 
@@ -283,6 +292,31 @@ impl Contender {
                     .buffer_unordered(limit)
                     .for_each(|()| async {})
                     .await;
+            }
+            Self::ChannelLoop => {
+                type Boxed = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+                let (jobs, queue) = async_channel::bounded::<Boxed>(DEFAULT_QUEUE_CAPACITY);
+                let workers: Vec<_> = (0..limit)
+                    .map(|_| {
+                        let queue = queue.clone();
+                        tokio::spawn(async move {
+                            while let Ok(job) = queue.recv().await {
+                                job.await;
+                            }
+                        })
+                    })
+                    .collect();
+                for index in 0..tasks {
+                    pace(paced_from, index, per_ms).await;
+                    jobs.send(Box::pin(task(work, index, &latch, delays))).await.expect("open");
+                }
+                latch.wait().await;
+                let elapsed = start.elapsed();
+                jobs.close();
+                for worker in workers {
+                    worker.await.expect("worker");
+                }
+                return elapsed;
             }
             Self::TaskPool => {
                 let pool = tokio_task_pool::Pool::bounded(limit);
