@@ -56,11 +56,13 @@ mod command;
 mod connection;
 mod error;
 mod manager;
+pub mod rate_limit;
 mod session;
 
 pub use connection::RedisConnection;
 pub use error::Error;
 pub use manager::RedisManager;
+pub use rate_limit::RateLimiter;
 
 /// A pool of Redis connections.
 pub type RedisPool = crate::pool::Pool<RedisManager>;
