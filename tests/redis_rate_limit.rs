@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use harness::redis::{RedisServer, calls, wait_until};
+use millpond::exec::WorkerPool;
 use millpond::pool::Pool;
 use millpond::redis::RedisPool;
 use millpond::redis::rate_limit::{
@@ -313,4 +314,47 @@ async fn a_frozen_server_hits_the_check_timeout_and_gets_the_chosen_policy() {
         matches!(closed.check("mallory").await, Ok(Decision::Allowed { .. }))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_pools_in_two_instances_share_a_per_key_limit() {
+    let Some(server) = RedisServer::start() else { return };
+    let build = |policy| {
+        let limiter = limiter(pool(&server))
+            .rate(1, Duration::from_secs(60))
+            .burst(2)
+            .on_unavailable(policy)
+            .build()
+            .unwrap();
+        let workers = WorkerPool::builder()
+            .workers(1)
+            .shared_rate_limit_per_key(limiter.clone())
+            .build()
+            .unwrap();
+        (limiter, workers)
+    };
+    let (first_limiter, first) = build(FailurePolicy::Closed);
+    let (_, second) = build(FailurePolicy::Closed);
+
+    // Two admissions of user 7 between both instances, then the third is refused and comes
+    // back; user 8 has its own limit.
+    first.submit_keyed(7, async { 1 }).await.unwrap().await.unwrap();
+    second.submit_keyed(7, async { 2 }).await.unwrap().await.unwrap();
+    let refused = second.submit_keyed(7, async { 3 }).await.unwrap_err();
+    assert!(refused.is_rate_limited(), "{refused}");
+    assert_eq!(refused.into_inner().await, 3, "the refused task comes back untouched");
+    let refused = first.submit_keyed(7, async { 4 }).await.unwrap_err();
+    assert!(refused.is_rate_limited(), "{refused}");
+    assert_eq!(first_limiter.stats().refused, 1, "the other instance's admissions counted");
+    assert_eq!(first.submit_keyed(8, async { 5 }).await.unwrap().await.unwrap(), 5);
+    // Submits without a key do not consult it.
+    assert_eq!(first.submit(async { 6 }).await.unwrap().await.unwrap(), 6);
+
+    // Redis gone: the pool follows the limiter's policy.
+    let (_, open) = build(FailurePolicy::Open);
+    server.kill();
+    let refused = first.submit_keyed(9, async { 7 }).await.unwrap_err();
+    assert!(refused.is_rate_limited(), "fail closed: {refused}");
+    assert_eq!(first_limiter.stats().refused_unavailable, 1);
+    assert_eq!(open.submit_keyed(9, async { 8 }).await.unwrap().await.unwrap(), 8, "fail open");
 }
