@@ -75,24 +75,28 @@
 //! # At worker-pool admission
 //!
 //! The worker pool's own [`rate_limit_per_key`](crate::exec::WorkerPoolBuilder::rate_limit_per_key)
-//! counts inside one process and is checked synchronously. To share a limit across instances,
-//! check the key with this limiter before submitting:
+//! counts inside one process. [`shared_rate_limit_per_key`](crate::exec::WorkerPoolBuilder::shared_rate_limit_per_key)
+//! hands the pool a limiter of this kind instead, or as well: [`submit_keyed`](crate::exec::WorkerPool::submit_keyed)
+//! awaits its check (the key as a decimal number) before it takes queue room, and a task it
+//! does not admit comes back in [`SubmitError::RateLimited`](crate::exec::SubmitError::RateLimited).
 //!
 //! ```no_run
 //! # use millpond::exec::WorkerPool;
 //! # use millpond::redis::rate_limit::RateLimiter;
-//! # async fn run(workers: WorkerPool, limiter: RateLimiter, user: u64) -> Result<(), Box<dyn std::error::Error>> {
-//! let decision = limiter.check(user.to_string()).await?;
-//! if decision.is_allowed() {
-//!     let handle = workers.submit_keyed(user, async move { /* the user's work */ }).await?;
-//!     handle.await?;
+//! # async fn run(limiter: RateLimiter, user: u64) -> Result<(), Box<dyn std::error::Error>> {
+//! let workers = WorkerPool::builder().shared_rate_limit_per_key(limiter.clone()).build()?;
+//! match workers.submit_keyed(user, async move { /* the user's work */ }).await {
+//!     Ok(handle) => handle.await?,
+//!     Err(refused) if refused.is_rate_limited() => { /* 429 */ }
+//!     Err(other) => return Err(other.to_string().into()),
 //! }
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Where the submit must not wait (the worker pool's `try_` submits), use
-//! [`check_local`](RateLimiter::check_local), which answers from the short-circuit alone.
+//! The other submits have no key and do not consult it. Code that must not wait can ask the
+//! short-circuit alone with [`check_local`](RateLimiter::check_local), which answers without a
+//! round trip for keys known to be refused.
 //!
 //! # Where things live
 //!
