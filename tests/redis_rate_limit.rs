@@ -224,7 +224,8 @@ async fn a_killed_server_gets_the_chosen_policy_and_the_limiter_recovers() {
             .rate(1, Duration::from_secs(60))
             .burst(1)
             .on_unavailable(policy)
-            .timeout(Duration::from_secs(3))
+            // Longer than the pool's acquire timeout: the cause is the pool's or the command's.
+            .timeout(Duration::from_secs(5))
             .build()
             .unwrap()
     };

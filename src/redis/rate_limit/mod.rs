@@ -203,6 +203,7 @@ pub struct RateLimiterStats {
 /// Where the limiter's connections come from: a pool's exclusive checkouts, or a multiplexed
 /// view of it, whose connections carry several checks at once.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Connections {
     /// Each check takes a connection of its own.
     Pool(Pool<RedisManager>),
@@ -496,7 +497,8 @@ impl RateLimiter {
         Some(Decision::Refused { retry_after, local: true })
     }
 
-    /// The Redis key of `key`.
+    /// The Redis key that holds `key`'s state: the prefix, then `key`. For looking at the
+    /// server (`PTTL`, `DEL` to reset a key by hand).
     pub fn redis_key(&self, key: impl AsRef<[u8]>) -> Vec<u8> {
         let prefix = self.shared.prefix.as_bytes();
         let key = key.as_ref();
