@@ -207,6 +207,24 @@ impl WorkerPoolBuilder {
     /// then refuses the task (full, closed, or over an in-process limit). Other submits do not
     /// consult it: they have no key.
     ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use millpond::exec::WorkerPool;
+    /// # use millpond::redis::{RateLimiter, RedisPool};
+    /// # use std::time::Duration;
+    /// # async fn run(redis: RedisPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let per_user = RateLimiter::builder(redis).rate(10, Duration::from_secs(1)).build()?;
+    /// let workers = WorkerPool::builder().shared_rate_limit_per_key(per_user).build()?;
+    /// let user = 42;
+    /// match workers.submit_keyed(user, async { /* the user's work */ }).await {
+    ///     Err(refused) if refused.is_rate_limited() => { /* 429 */ }
+    ///     other => other?.await?,
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// [`SubmitError::RateLimited`]: super::SubmitError::RateLimited
     #[cfg(feature = "redis")]
     pub fn shared_rate_limit_per_key(mut self, limiter: crate::redis::RateLimiter) -> Self {

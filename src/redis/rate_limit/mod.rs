@@ -397,6 +397,23 @@ impl RateLimiter {
     /// A builder for a limiter whose checks take their connections from `connections`: a
     /// [`RedisPool`](crate::redis::RedisPool), or a [multiplexed view](Pool::multiplexed) of
     /// one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use millpond::redis::RedisPool;
+    /// # use millpond::redis::rate_limit::RateLimiter;
+    /// # use std::time::Duration;
+    /// # fn run(pool: RedisPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Checks share pipelined connections, up to 32 on each.
+    /// let limiter = RateLimiter::builder(pool.multiplexed(32)?)
+    ///     .rate(5, Duration::from_secs(1))
+    ///     .burst(10)
+    ///     .build()?;
+    /// # let _ = limiter;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder(connections: impl Into<Connections>) -> RateLimiterBuilder {
         RateLimiterBuilder {
             connections: connections.into(),
@@ -412,6 +429,21 @@ impl RateLimiter {
 
     /// Checks one admission of `key`: [`check_n`](Self::check_n) with `n = 1`.
     ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use millpond::redis::rate_limit::{Decision, RateLimiter};
+    /// # async fn run(limiter: RateLimiter, ip: std::net::IpAddr) -> Result<(), Box<dyn std::error::Error>> {
+    /// match limiter.check(ip.to_string()).await? {
+    ///     Decision::Refused { retry_after, .. } => {
+    ///         println!("429 Too Many Requests, Retry-After: {}", retry_after.as_secs() + 1);
+    ///     }
+    ///     _ => { /* serve the request */ }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`check_n`](Self::check_n).
@@ -425,6 +457,19 @@ impl RateLimiter {
 
     /// Checks `n` admissions of `key` at once: admits and counts all of them, or none. With
     /// `n = 0` it only asks how many remain, and counts nothing on the server.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use millpond::redis::rate_limit::RateLimiter;
+    /// # async fn run(limiter: RateLimiter) -> Result<(), Box<dyn std::error::Error>> {
+    /// // A batch of 5 items costs 5 admissions, all or none.
+    /// if limiter.check_n("tenant-9", 5).await?.is_allowed() {
+    ///     /* send the batch */
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// A key the short-circuit knows to be refused is refused at once, without a round trip;
     /// any other costs one script on the server, within the limiter's timeout.
@@ -487,6 +532,17 @@ impl RateLimiter {
     /// known to be refused for `n` admissions now, `None` when only the server can say. For
     /// places that must not wait, such as the worker pool's `try_` submits; a `None` admits
     /// nothing and counts nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use millpond::redis::rate_limit::RateLimiter;
+    /// # fn run(limiter: &RateLimiter) {
+    /// if let Some(refused) = limiter.check_local("user-42", 1) {
+    ///     println!("refused without asking Redis: {refused:?}");
+    /// }
+    /// # }
+    /// ```
     pub fn check_local(&self, key: impl AsRef<[u8]>, n: u32) -> Option<Decision> {
         self.local(key.as_ref(), n, Instant::now())
     }
@@ -509,6 +565,22 @@ impl RateLimiter {
     }
 
     /// What the limiter has done so far.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use millpond::redis::rate_limit::RateLimiter;
+    /// # fn run(limiter: &RateLimiter) {
+    /// let stats = limiter.stats();
+    /// println!(
+    ///     "{} admitted, {} refused ({} without a round trip), {} admitted while Redis was down",
+    ///     stats.allowed,
+    ///     stats.refused + stats.refused_locally,
+    ///     stats.refused_locally,
+    ///     stats.allowed_unchecked,
+    /// );
+    /// # }
+    /// ```
     pub fn stats(&self) -> RateLimiterStats {
         let counters = &self.shared.counters;
         RateLimiterStats {
