@@ -359,3 +359,30 @@ async fn worker_pools_in_two_instances_share_a_per_key_limit() {
     assert_eq!(first_limiter.stats().refused_unavailable, 1);
     assert_eq!(open.submit_keyed(9, async { 8 }).await.unwrap().await.unwrap(), 8, "fail open");
 }
+
+#[tokio::test]
+async fn a_script_error_gets_the_chosen_policy() {
+    let Some(server) = RedisServer::start() else { return };
+    let mut admin = server.admin().await;
+    let build = |policy| limiter(pool(&server)).on_unavailable(policy).build().unwrap();
+    let open = build(FailurePolicy::Open);
+    let closed = build(FailurePolicy::Closed);
+    // Someone else's hash where the limiter keeps its TAT: the script's GET fails.
+    let key = closed.redis_key("oscar");
+    let _: () = redis::cmd("HSET").arg(&key).arg("f").arg(1).query_async(&mut admin).await.unwrap();
+
+    match closed.check("oscar").await {
+        Err(Error::Unavailable(Unavailable::Command(err))) => {
+            println!("fail closed on a script error: {err}");
+            assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+        }
+        other => panic!("fail closed on a script error gave {other:?}"),
+    }
+    let decision = open.check("oscar").await.unwrap();
+    assert!(
+        matches!(decision, Decision::AllowedUnchecked(Unavailable::Command(_))),
+        "{decision:?}"
+    );
+    // Other keys are unaffected.
+    assert!(matches!(closed.check("peggy").await, Ok(Decision::Allowed { .. })));
+}
