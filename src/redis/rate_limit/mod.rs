@@ -184,7 +184,7 @@ impl Decision {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RateLimiterStats {
-    /// Requests the server admitted.
+    /// Requests the server admitted (not counting `check_n(key, 0)`, which only asks).
     pub allowed: u64,
     /// Requests the server refused.
     pub refused: u64,
@@ -502,8 +502,12 @@ impl RateLimiter {
         let counters = &shared.counters;
         match answer {
             Ok(Answer::Allowed { remaining }) => {
-                counters.allowed.fetch_add(1, Ordering::Relaxed);
-                shared.refusals.lock().forget(key);
+                // A peek (`n = 0`) took nothing: not an admission, and no news for the
+                // short-circuit.
+                if n > 0 {
+                    counters.allowed.fetch_add(1, Ordering::Relaxed);
+                    shared.refusals.lock().forget(key);
+                }
                 Ok(Decision::Allowed { remaining })
             }
             Ok(Answer::Refused { retry_after }) => {
