@@ -3,7 +3,10 @@
 //!
 //! - **Rate limits** (token buckets, `crate::rate`): one for the whole pool and one per key,
 //!   checked before a submit takes queue room; a refused task comes back in
-//!   `SubmitError::RateLimited`.
+//!   `SubmitError::RateLimited`. With the `redis` feature, a per-key limit shared by every
+//!   instance of a service (`crate::redis::RateLimiter`) is checked by `submit_keyed` before
+//!   the others: it is the one check that awaits (a round trip, unless its short-circuit
+//!   knows the key is refused), so it runs before any queue room is reserved.
 //! - **Stale work.** A task that waited in the queue longer than `max_queue_wait` is dropped
 //!   when a worker reaches it, before it runs; its handle says `TaskError::Shed`. During a spike
 //!   that work is usually no longer wanted, and running it only lengthens the spike.
@@ -53,6 +56,9 @@ pub(crate) struct Admission {
     pub(crate) per_key: Option<KeyedBuckets>,
     pub(crate) overload: Overload,
     pub(crate) max_queue_wait: Option<Duration>,
+    /// A per-key limit kept in Redis, shared with other processes.
+    #[cfg(feature = "redis")]
+    pub(crate) shared_per_key: Option<crate::redis::RateLimiter>,
     /// The waits of the tasks workers started lately, against `overload.queue_wait`.
     tail: WaitTail,
     shed: AtomicU64,
@@ -90,6 +96,18 @@ impl Admission {
             bucket.try_take().map_err(|_| Refused::RateLimited)?;
         }
         Ok(())
+    }
+
+    /// Asks the shared per-key limit, if there is one, to admit `key`. Anything but an
+    /// admission (a refusal, or Redis unreachable with the limiter failing closed) refuses the
+    /// submit; the limiter's statistics tell the causes apart.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn admit_shared(&self, key: u64) -> Result<(), Refused> {
+        let Some(limiter) = &self.shared_per_key else { return Ok(()) };
+        match limiter.check(key.to_string()).await {
+            Ok(decision) if decision.is_allowed() => Ok(()),
+            _ => Err(Refused::RateLimited),
+        }
     }
 
     fn is_overloaded(&self, queued: impl FnOnce() -> usize) -> bool {

@@ -178,7 +178,10 @@ impl WorkerPool {
     ///
     /// As [`submit`](Self::submit), plus [`SubmitError::RateLimited`], also at once, when this
     /// key's [`rate_limit_per_key`](super::WorkerPoolBuilder::rate_limit_per_key) bucket is
-    /// empty.
+    /// empty, or (with the `redis` feature) when the
+    /// [`shared_rate_limit_per_key`](super::WorkerPoolBuilder::shared_rate_limit_per_key)
+    /// limiter does not admit it: that check awaits a round trip to Redis, within the limiter's
+    /// timeout.
     ///
     /// # Cancel safety
     ///
@@ -192,6 +195,10 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        #[cfg(feature = "redis")]
+        if let Err(why) = self.inner.admission.admit_shared(key).await {
+            return Err(self.inner.reject(why).with(task));
+        }
         let lane = self.inner.reserve(Some(key), Priority::High, None).await;
         self.enqueue(lane, task, self.with_handle(true, Priority::High))
     }

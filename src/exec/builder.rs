@@ -69,6 +69,8 @@ pub struct WorkerPoolBuilder {
     panic_hook: Option<PanicHook>,
     rate_limit: Option<(f64, u32)>,
     rate_limit_per_key: Option<(f64, u32)>,
+    #[cfg(feature = "redis")]
+    shared_rate_limit_per_key: Option<crate::redis::RateLimiter>,
     max_queue_wait: Option<Duration>,
     overload: Overload,
     name: String,
@@ -106,6 +108,8 @@ impl Default for WorkerPoolBuilder {
             panic_hook: None,
             rate_limit: None,
             rate_limit_per_key: None,
+            #[cfg(feature = "redis")]
+            shared_rate_limit_per_key: None,
             max_queue_wait: None,
             overload: Overload::default(),
             name: String::from("millpond"),
@@ -186,6 +190,45 @@ impl WorkerPoolBuilder {
     /// source address.
     pub fn rate_limit_per_key(mut self, per_second: f64, burst: u32) -> Self {
         self.rate_limit_per_key = Some((per_second, burst));
+        self
+    }
+
+    /// A per-key limit for [`submit_keyed`](super::WorkerPool::submit_keyed) kept in Redis, so
+    /// that it holds across every instance of a service (see
+    /// [`redis::rate_limit`](crate::redis::rate_limit)); the key is `limiter`'s key as a decimal
+    /// number, after its prefix.
+    ///
+    /// `submit_keyed` awaits it before anything else, before it takes queue room: one round
+    /// trip, unless the limiter's short-circuit already knows the key is refused. A task it
+    /// does not admit comes back in [`SubmitError::RateLimited`], whether the key was over its
+    /// limit or Redis could not be asked and the limiter fails closed (the limiter's
+    /// [`stats`](crate::redis::RateLimiter::stats) tell them apart); one a limiter that fails
+    /// open admits unchecked goes ahead. An admission it granted is spent even when the pool
+    /// then refuses the task (full, closed, or over an in-process limit). Other submits do not
+    /// consult it: they have no key.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use millpond::exec::WorkerPool;
+    /// # use millpond::redis::{RateLimiter, RedisPool};
+    /// # use std::time::Duration;
+    /// # async fn run(redis: RedisPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let per_user = RateLimiter::builder(redis).rate(10, Duration::from_secs(1)).build()?;
+    /// let workers = WorkerPool::builder().shared_rate_limit_per_key(per_user).build()?;
+    /// let user = 42;
+    /// match workers.submit_keyed(user, async { /* the user's work */ }).await {
+    ///     Err(refused) if refused.is_rate_limited() => { /* 429 */ }
+    ///     other => other?.await?,
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// [`SubmitError::RateLimited`]: super::SubmitError::RateLimited
+    #[cfg(feature = "redis")]
+    pub fn shared_rate_limit_per_key(mut self, limiter: crate::redis::RateLimiter) -> Self {
+        self.shared_rate_limit_per_key = Some(limiter);
         self
     }
 
@@ -479,7 +522,13 @@ impl WorkerPoolBuilder {
                 ));
             }
         }
-        Ok(Admission::new(rate, per_key, self.overload, self.max_queue_wait))
+        #[allow(unused_mut, reason = "changed only with the redis feature")]
+        let mut admission = Admission::new(rate, per_key, self.overload, self.max_queue_wait);
+        #[cfg(feature = "redis")]
+        {
+            admission.shared_per_key = self.shared_rate_limit_per_key.clone();
+        }
+        Ok(admission)
     }
 }
 

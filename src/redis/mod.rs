@@ -51,16 +51,24 @@
 //! The response timeout is per command: a blocking command (`BLPOP`, `XREAD ... BLOCK`) waits
 //! its own blocking time on top of it, a checkout can change it for itself, and
 //! [`RedisConnection::query_timeout`] gives one command its own.
+//!
+//! # A rate limit shared by every instance of a service
+//!
+//! [`rate_limit::RateLimiter`] keeps a GCRA limit per key in Redis, on the server's clock, so
+//! that a per-user or per-IP limit holds across processes; it takes its connections from a
+//! [`RedisPool`] and can gate a worker pool's keyed submits.
 
 mod command;
 mod connection;
 mod error;
 mod manager;
+pub mod rate_limit;
 mod session;
 
 pub use connection::RedisConnection;
 pub use error::Error;
 pub use manager::RedisManager;
+pub use rate_limit::RateLimiter;
 
 /// A pool of Redis connections.
 pub type RedisPool = crate::pool::Pool<RedisManager>;
