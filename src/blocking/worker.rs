@@ -1,0 +1,64 @@
+//! The loop each pool thread runs.
+//!
+//! A busy thread takes jobs with `try_take`, which touches no idle counter and wakes nobody: a
+//! flood costs each job one channel pop and one release of its queue place. Only when the queue
+//! is empty does the thread count itself idle and block, up to its keep-alive; a thread that
+//! times out retires if it is above the core (`Threads::retire`).
+//!
+//! Exit on shutdown: the queue reads exactly `CLOSED` once every admitted job has been taken.
+//! A thread that sees it after its last job exits, and passes a wake-up to the channel as it
+//! goes, so the next blocked thread wakes, sees the same, and passes it on.
+
+use super::shared::Shared;
+use crate::sync::Arc;
+
+pub(crate) fn work(shared: &Arc<Shared>) {
+    let mut exit = Exit { shared, counted: true };
+    let queue = &shared.queue;
+    loop {
+        if let Some(envelope) = queue.try_take() {
+            queue.release();
+            shared.run(envelope.job, Some(envelope.queued_at));
+            continue;
+        }
+        if queue.is_finished() {
+            return;
+        }
+        shared.threads.enter_idle();
+        let taken = queue.take_timeout(shared.settings.keep_alive);
+        shared.threads.leave_idle();
+        match taken {
+            super::queue::Take::Job(envelope) => {
+                queue.release();
+                shared.run(envelope.job, Some(envelope.queued_at));
+            }
+            // The loop looks at the state first thing.
+            super::queue::Take::Wake => {}
+            super::queue::Take::TimedOut => {
+                if shared.threads.retire(queue) {
+                    exit.counted = false;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Leaves the thread count however the loop ends (a panic outside a job included, which
+/// `Job::run` should make impossible), and relays the shutdown wake-up.
+struct Exit<'a> {
+    shared: &'a Shared,
+    /// Whether the thread still counts in `live` (a retired thread already left it).
+    counted: bool,
+}
+
+impl Drop for Exit<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.shared.threads.left();
+        }
+        if self.shared.queue.is_closed() {
+            self.shared.queue.wake_one();
+        }
+    }
+}
