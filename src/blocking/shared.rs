@@ -96,7 +96,7 @@ impl Shared {
                 }
             }
         }
-        if self.threads.claim_start() {
+        if self.threads.claim_start(&self.queue) {
             if let Err(error) = self.start_thread() {
                 if self.threads.unclaim() == 0 {
                     // No thread would ever run it: give the place and the closure back.

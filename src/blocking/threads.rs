@@ -2,15 +2,22 @@
 //! waits for them all to exit.
 //!
 //! `live` counts threads started (or being started) and not yet gone; `idle` counts threads
-//! blocked on the queue. A submit starts a thread while fewer than `core` live, or while none is
-//! idle and fewer than `max` live; so threads start as work needs them, never all up front, and
-//! `live` never passes `max` (every increment is a compare-and-swap against the bound).
+//! blocked on the queue. A submit starts a thread while fewer than `core` live, or while fewer
+//! than `max` live and the jobs queued (its own included) outnumber the idle threads; so threads
+//! start as work needs them, never all up front, and `live` never passes `max` (every increment
+//! is a compare-and-swap against the bound).
+//!
+//! Comparing with the queue, not just asking whether any thread is idle, matters: a thread
+//! counted idle may be waking for an earlier job, and a submit that trusted it would leave its
+//! own job queued behind busy threads with `live` below `max`. The queue is read before `idle`,
+//! and a waking thread leaves `idle` before it gives back its job's place in the queue, so the
+//! earlier job is seen either still queued or with its thread no longer idle.
 //!
 //! The race to rule out is a thread retiring at the moment a job arrives: the submit sees the
 //! thread idle and starts no other; the thread, timed out, leaves; the job would wait with no
 //! thread to run it. Both sides are sequentially consistent, so they are ordered:
 //!
-//! * submit: reserve a place in the queue (`state`), then read `idle`;
+//! * submit: reserve a place in the queue (`state`), then read `state` and `idle`;
 //! * retiring thread: decrement `idle`, decrement `live`, then read `state`.
 //!
 //! If the submit read `idle` before the thread's decrement, the thread's later read of `state`
@@ -49,10 +56,12 @@ impl Threads {
 
     /// Called by a submit that has reserved its place: whether to start a thread for it. When
     /// true, the new thread already counts in `live`; the caller starts it, or calls `unclaim`.
-    pub(crate) fn claim_start(&self) -> bool {
+    pub(crate) fn claim_start(&self, queue: &Queue) -> bool {
         let mut live = self.live.load(SeqCst);
         loop {
-            let wanted = live < self.core || (live < self.max && self.idle.load(SeqCst) == 0);
+            // The queue first, then `idle`: see the module docs.
+            let wanted =
+                live < self.core || (live < self.max && queue.len() > self.idle.load(SeqCst));
             if !wanted {
                 return false;
             }
