@@ -9,17 +9,17 @@ use super::handle::Sender;
 use crate::unwind::panic_message;
 
 /// What the queue carries: a job, or (`None`) a wake-up that tells idle threads to look at the
-/// pool's state (see `queue.rs`).
+/// pool's state (see `queue.rs`). A job is one box, so a message is two words.
 pub(crate) type Message = Option<Envelope>;
 
-/// A job and when it was queued (for the queue-wait histogram).
-pub(crate) struct Envelope {
-    pub(crate) job: Box<dyn Job>,
-    pub(crate) queued_at: Instant,
-}
+/// A queued job.
+pub(crate) type Envelope = Box<dyn Job>;
 
 /// A type-erased job. One box per job: the closure and its handle's sender live in it together.
 pub(crate) trait Job: Send + 'static {
+    /// When it was queued (for the queue-wait histogram); `None` for a job run by its submitter.
+    fn queued_at(&self) -> Option<Instant>;
+
     /// Runs the closure, catching a panic, then calls `finished` with the panic message (if it
     /// panicked), and only then hands the value or the panic to the handle: whoever sees the
     /// handle resolve also sees the job in the pool's figures and its panic reported.
@@ -34,6 +34,7 @@ pub(crate) trait Job: Send + 'static {
 pub(crate) struct Task<F, T> {
     pub(crate) closure: F,
     pub(crate) sender: Option<Sender<T>>,
+    pub(crate) queued_at: Option<Instant>,
 }
 
 impl<F, T> Job for Task<F, T>
@@ -41,8 +42,12 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    fn queued_at(&self) -> Option<Instant> {
+        self.queued_at
+    }
+
     fn run(self: Box<Self>, finished: &mut dyn FnMut(Option<&str>)) {
-        let Task { closure, sender } = *self;
+        let Task { closure, sender, .. } = *self;
         // The closure is consumed by the call: nothing it could leave half-updated is seen again.
         let result = match catch_unwind(AssertUnwindSafe(closure)) {
             Ok(value) => {
@@ -64,7 +69,7 @@ where
     }
 
     fn cancel(self: Box<Self>, why: TaskError) {
-        let Task { closure, sender } = *self;
+        let Task { closure, sender, .. } = *self;
         // A closure's captures may panic as they drop; the handle still hears why.
         let _ = catch_unwind(AssertUnwindSafe(move || drop(closure)));
         if let Some(sender) = sender {

@@ -90,7 +90,7 @@ impl Queue {
         // ever, the handle hears that the job never ran instead of waiting forever.
         if let Err(error) = self.sender.send(Some(job)) {
             if let Some(job) = error.into_inner() {
-                job.job.cancel(super::TaskError::Cancelled);
+                job.cancel(super::TaskError::Cancelled);
             }
         }
     }
@@ -161,5 +161,63 @@ impl Queue {
     pub(crate) fn wake_one(&self) {
         // Cannot fail while the queue holds a receiver.
         let _ = self.sender.send(None);
+    }
+}
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    use super::*;
+    use crate::blocking::job::Task;
+
+    fn envelope() -> Envelope {
+        let task: Task<fn(), ()> = Task { closure: || (), sender: None, queued_at: None };
+        Box::new(task)
+    }
+
+    #[test]
+    fn reservations_stop_at_capacity_and_after_close() {
+        let queue = Queue::new(2);
+        assert_eq!(queue.reserve(), Admit::Reserved);
+        assert_eq!(queue.reserve(), Admit::Reserved);
+        assert_eq!(queue.reserve(), Admit::Full);
+        assert_eq!(queue.len(), 2);
+        assert!(!queue.release());
+        assert!(!queue.close(), "a job is still admitted");
+        assert_eq!(queue.reserve(), Admit::Closed);
+        assert!(!queue.is_finished());
+        assert!(queue.release(), "the last place given back after close finishes the queue");
+        assert!(queue.is_finished());
+    }
+
+    #[test]
+    fn closing_an_empty_queue_finishes_it_at_once() {
+        let queue = Queue::new(1);
+        assert!(queue.close());
+        assert!(queue.is_finished() && queue.is_closed());
+    }
+
+    #[test]
+    fn eviction_takes_the_oldest_job_and_keeps_the_count() {
+        let queue = Queue::new(2);
+        for _ in 0..2 {
+            assert_eq!(queue.reserve(), Admit::Reserved);
+            queue.push(envelope());
+        }
+        assert!(queue.evict_oldest().is_some());
+        assert_eq!(queue.len(), 2, "the evicting submit inherits the place");
+        assert!(queue.try_take().is_some());
+        assert!(queue.try_take().is_none());
+        assert!(queue.evict_oldest().is_none());
+    }
+
+    #[test]
+    fn wake_ups_are_not_jobs() {
+        let queue = Queue::new(1);
+        queue.wake_one();
+        assert!(matches!(queue.take_timeout(Duration::ZERO), Take::Wake));
+        assert!(matches!(queue.take_timeout(Duration::ZERO), Take::TimedOut));
+        queue.wake_one();
+        assert!(queue.try_take().is_none());
+        assert!(matches!(queue.take_timeout(Duration::ZERO), Take::TimedOut), "consumed");
     }
 }

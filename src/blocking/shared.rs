@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::builder::RejectionPolicy;
 use super::error::{SubmitError, TaskError};
 use super::handle::Sender;
-use super::job::{Envelope, Job, Task};
+use super::job::{Envelope, Task};
 use super::queue::{Admit, Queue};
 use super::stats::{Recorder, Stats};
 use super::threads::Threads;
@@ -78,13 +78,14 @@ impl Shared {
                         RejectionPolicy::Reject => return Err(SubmitError::Full(closure)),
                         RejectionPolicy::CallerRuns => {
                             self.recorder.ran_on_caller.fetch_add(1, Relaxed);
-                            self.run(Box::new(Task { closure, sender }), None);
+                            let job = Task { closure, sender, queued_at: None };
+                            self.run(Box::new(job), Instant::now());
                             return Ok(());
                         }
                         RejectionPolicy::DropOldest => {
                             if let Some(oldest) = self.queue.evict_oldest() {
                                 // Its place in the queue is ours now.
-                                oldest.job.cancel(TaskError::Evicted);
+                                oldest.cancel(TaskError::Evicted);
                                 self.recorder.evicted.fetch_add(1, Relaxed);
                                 break;
                             }
@@ -108,8 +109,7 @@ impl Shared {
                 tracing::warn!(%error, "millpond: the blocking pool could not start a thread; its live threads will run the job");
             }
         }
-        let job = Box::new(Task { closure, sender });
-        self.queue.push(Envelope { job, queued_at: Instant::now() });
+        self.queue.push(Box::new(Task { closure, sender, queued_at: Some(Instant::now()) }));
         Ok(())
     }
 
@@ -127,21 +127,26 @@ impl Shared {
         Ok(())
     }
 
-    /// Runs a job on the calling thread and records it; `queued_at` is `None` for a job that
-    /// never queued (`CallerRuns`).
-    pub(crate) fn run(&self, job: Box<dyn Job>, queued_at: Option<Instant>) {
-        let running = self.recorder.start();
-        let started = Instant::now();
-        let queue_wait = queued_at.map(|queued_at| started.saturating_duration_since(queued_at));
-        let mut running = Some(running);
+    /// Runs a job on the calling thread and records it, counting from `started` (a clock reading
+    /// the caller already has: see `worker.rs`); returns when it finished.
+    pub(crate) fn run(&self, job: Envelope, started: Instant) -> Instant {
+        let queue_wait = job.queued_at().map(|queued| started.saturating_duration_since(queued));
+        let mut running = Some(self.recorder.start());
+        let mut finished = started;
         job.run(&mut |panic| {
+            finished = Instant::now();
             if let Some(running) = running.take() {
-                running.finish(queue_wait, started.elapsed(), panic.is_some());
+                running.finish(
+                    queue_wait,
+                    finished.saturating_duration_since(started),
+                    panic.is_some(),
+                );
             }
             if let Some(message) = panic {
                 self.report_panic(message);
             }
         });
+        finished
     }
 
     fn report_panic(&self, message: &str) {
@@ -176,7 +181,7 @@ impl Shared {
         }
         while let Some(envelope) = self.queue.try_take() {
             self.queue.release();
-            envelope.job.cancel(TaskError::Cancelled);
+            envelope.cancel(TaskError::Cancelled);
             self.recorder.cancelled.fetch_add(1, Relaxed);
         }
         // Draining may have consumed the wake-ups meant for idle threads: start them again.

@@ -191,3 +191,39 @@ impl Threads {
         }
     }
 }
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    use super::*;
+    use crate::blocking::queue::Admit;
+
+    #[test]
+    fn threads_start_up_to_the_core_then_only_for_queued_work_up_to_the_max() {
+        let queue = Queue::new(8);
+        let threads = Threads::new(1, 2);
+        assert!(threads.claim_start(&queue), "below the core: always");
+        assert!(!threads.claim_start(&queue), "at the core with nothing queued: no");
+        assert_eq!(queue.reserve(), Admit::Reserved);
+        threads.enter_idle();
+        assert!(!threads.claim_start(&queue), "one queued job, one idle thread: no");
+        threads.leave_idle();
+        assert!(threads.claim_start(&queue), "one queued job, no idle thread: yes");
+        assert!(!threads.claim_start(&queue), "never past the max");
+        assert_eq!(threads.live(), 2);
+    }
+
+    #[test]
+    fn only_threads_above_the_core_retire_and_not_while_work_is_queued() {
+        let queue = Queue::new(8);
+        let threads = Threads::new(1, 3);
+        assert!(threads.claim_start(&queue));
+        assert_eq!(queue.reserve(), Admit::Reserved);
+        assert!(threads.claim_start(&queue));
+        assert!(!threads.retire(&queue), "work is queued: stay");
+        assert_eq!(threads.live(), 2);
+        queue.release();
+        assert!(threads.retire(&queue));
+        assert_eq!(threads.live(), 1);
+        assert!(!threads.retire(&queue), "the core stays");
+    }
+}

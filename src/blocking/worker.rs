@@ -9,18 +9,26 @@
 //! A thread that sees it after its last job exits, and passes a wake-up to the channel as it
 //! goes, so the next blocked thread wakes, sees the same, and passes it on.
 
+use std::time::Instant;
+
+use super::queue::Take;
 use super::shared::Shared;
 use crate::sync::Arc;
 
 pub(crate) fn work(shared: &Arc<Shared>) {
     let mut exit = Exit { shared, counted: true };
     let queue = &shared.queue;
+    // When the previous job ended, if the thread went straight on to the next: that reading
+    // stands for the next job's start, so a busy thread reads the clock once per job.
+    let mut ended: Option<Instant> = None;
     loop {
-        if let Some(envelope) = queue.try_take() {
+        if let Some(job) = queue.try_take() {
             queue.release();
-            shared.run(envelope.job, Some(envelope.queued_at));
+            let started = ended.unwrap_or_else(Instant::now);
+            ended = Some(shared.run(job, started));
             continue;
         }
+        ended = None;
         if queue.is_finished() {
             return;
         }
@@ -28,13 +36,13 @@ pub(crate) fn work(shared: &Arc<Shared>) {
         let taken = queue.take_timeout(shared.settings.keep_alive);
         shared.threads.leave_idle();
         match taken {
-            super::queue::Take::Job(envelope) => {
+            Take::Job(job) => {
                 queue.release();
-                shared.run(envelope.job, Some(envelope.queued_at));
+                ended = Some(shared.run(job, Instant::now()));
             }
             // The loop looks at the state first thing.
-            super::queue::Take::Wake => {}
-            super::queue::Take::TimedOut => {
+            Take::Wake => {}
+            Take::TimedOut => {
                 if shared.threads.retire(queue) {
                     exit.counted = false;
                     return;
