@@ -96,6 +96,10 @@ impl<T> BlockingHandle<T> {
     }
 
     fn wait(&mut self, deadline: Option<Instant>) -> Option<Result<T, TaskError>> {
+        // A job that has already finished needs no waker: look before making one.
+        if let Poll::Ready(result) = self.poll_result(&mut Context::from_waker(Waker::noop())) {
+            return Some(result);
+        }
         let waker = Waker::from(Arc::new(Unpark(thread::current())));
         let mut cx = Context::from_waker(&waker);
         loop {

@@ -107,11 +107,11 @@ impl Queue {
         self.receiver.try_recv().ok().flatten()
     }
 
-    /// Waits up to `timeout` for a job or a wake-up.
-    pub(crate) fn take_timeout(&self, timeout: Duration) -> Take {
-        let received = match Instant::now().checked_add(timeout) {
+    /// Waits up to `timeout` (`None`: as long as it takes) for a job or a wake-up.
+    pub(crate) fn take_timeout(&self, timeout: Option<Duration>) -> Take {
+        // A keep-alive too long to add is forever.
+        let received = match timeout.and_then(|timeout| Instant::now().checked_add(timeout)) {
             Some(deadline) => self.receiver.recv_deadline(deadline),
-            // A keep-alive too long to add is forever.
             None => self.receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
@@ -214,10 +214,10 @@ mod tests {
     fn wake_ups_are_not_jobs() {
         let queue = Queue::new(1);
         queue.wake_one();
-        assert!(matches!(queue.take_timeout(Duration::ZERO), Take::Wake));
-        assert!(matches!(queue.take_timeout(Duration::ZERO), Take::TimedOut));
+        assert!(matches!(queue.take_timeout(Some(Duration::ZERO)), Take::Wake));
+        assert!(matches!(queue.take_timeout(Some(Duration::ZERO)), Take::TimedOut));
         queue.wake_one();
         assert!(queue.try_take().is_none());
-        assert!(matches!(queue.take_timeout(Duration::ZERO), Take::TimedOut), "consumed");
+        assert!(matches!(queue.take_timeout(Some(Duration::ZERO)), Take::TimedOut), "consumed");
     }
 }

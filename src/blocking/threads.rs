@@ -85,8 +85,12 @@ impl Threads {
         handles.push(handle);
     }
 
-    pub(crate) fn enter_idle(&self) {
+    /// Counts the thread idle. Returns whether it could retire if it stays idle: whether more
+    /// than `core` threads live. One that cannot waits without a deadline, saving a clock
+    /// reading per wait; should threads start meanwhile, those above the core retire instead.
+    pub(crate) fn enter_idle(&self) -> bool {
         self.idle.fetch_add(1, SeqCst);
+        self.live.load(SeqCst) > self.core
     }
 
     pub(crate) fn leave_idle(&self) {

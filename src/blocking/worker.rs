@@ -32,8 +32,8 @@ pub(crate) fn work(shared: &Arc<Shared>) {
         if queue.is_finished() {
             return;
         }
-        shared.threads.enter_idle();
-        let taken = queue.take_timeout(shared.settings.keep_alive);
+        let may_retire = shared.threads.enter_idle();
+        let taken = queue.take_timeout(may_retire.then_some(shared.settings.keep_alive));
         shared.threads.leave_idle();
         match taken {
             Take::Job(job) => {
