@@ -13,7 +13,7 @@ use std::fmt;
 ///
 /// let pool = BlockingPool::builder().max_threads(1).build()?;
 /// pool.shutdown();
-/// match pool.execute(|| 7) {
+/// match pool.spawn(|| 7) {
 ///     Err(SubmitError::Shutdown(job)) => assert_eq!(job(), 7),
 ///     other => panic!("{other:?}"),
 /// }

@@ -104,6 +104,9 @@ impl Shared {
                     if self.queue.release() {
                         self.queue.wake_one();
                     }
+                    // A shutdown woken as the count fell to 0 may have found this place still
+                    // taken: it looks again now.
+                    self.threads.wake_waiters();
                     return Err(SubmitError::Spawn(closure, error));
                 }
                 tracing::warn!(%error, "millpond: the blocking pool could not start a thread; its live threads will run the job");

@@ -189,7 +189,8 @@ impl Threads {
         self.handles.lock().append(&mut running);
     }
 
-    fn wake_waiters(&self) {
+    /// Unparks every thread in `wait_exit`, to look again.
+    pub(crate) fn wake_waiters(&self) {
         for waiter in self.waiters.lock().drain(..) {
             waiter.unpark();
         }
