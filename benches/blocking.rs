@@ -18,6 +18,8 @@
 //! After criterion, an interleaved pass runs every contender once per round for 7 rounds and
 //! prints each one's median jobs/s, which a busy machine skews less than back-to-back runs.
 //!
+//! `BLOCKING_BENCH_ONLY=name` keeps only the contenders whose name contains `name`.
+//!
 //! Run with `cargo bench --bench blocking -- --warm-up-time 1 --measurement-time 3`.
 #![allow(clippy::disallowed_types)]
 
@@ -105,7 +107,7 @@ fn contenders() -> Vec<Contender> {
         .build()
         .unwrap();
     all.push(Contender {
-        name: "millpond_execute_caller_runs_q1024",
+        name: "millpond_caller_runs_q1024",
         run: Box::new(move || {
             let latch = Latch::new(JOBS);
             for _ in 0..JOBS {
@@ -200,7 +202,11 @@ fn interleaved(contenders: &[Contender]) {
 }
 
 fn main() {
-    let contenders = contenders();
+    // `BLOCKING_BENCH_ONLY=threadpool` keeps the contenders whose name contains it (for
+    // profiling one at a time).
+    let only = std::env::var("BLOCKING_BENCH_ONLY").unwrap_or_default();
+    let contenders: Vec<_> =
+        contenders().into_iter().filter(|contender| contender.name.contains(&*only)).collect();
     let mut criterion = Criterion::default().configure_from_args();
     bench(&mut criterion, &contenders);
     criterion.final_summary();
