@@ -23,12 +23,12 @@
 //! total order rules out: see `Threads::retire`). The cost is nothing on x86 (a locked RMW is
 //! sequentially consistent anyway) and one fence per operation elsewhere.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::job::{Envelope, Message};
-use crate::sync::{AtomicUsize, CachePadded, Ordering::SeqCst};
+use crate::sync::{AtomicUsize, CachePadded, Mutex, Ordering::SeqCst};
 
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
@@ -56,6 +56,10 @@ pub(crate) enum Take {
 
 pub(crate) struct Queue {
     state: CachePadded<AtomicUsize>,
+    /// Held by the pool thread that is taking from the channel. One taker at a time keeps the
+    /// threads from contending on the channel's head with every job (the channel is correct
+    /// without it: `evict_oldest` and a shutdown's drain take without a turn).
+    turn: Mutex<()>,
     capacity: usize,
     sender: Sender<Message>,
     receiver: Receiver<Message>,
@@ -64,7 +68,13 @@ pub(crate) struct Queue {
 impl Queue {
     pub(crate) fn new(capacity: usize) -> Self {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        Self { state: CachePadded(AtomicUsize::new(0)), capacity, sender, receiver }
+        Self {
+            state: CachePadded(AtomicUsize::new(0)),
+            turn: Mutex::new(()),
+            capacity,
+            sender,
+            receiver,
+        }
     }
 
     /// Reserves a place for one job.
@@ -107,10 +117,24 @@ impl Queue {
         self.receiver.try_recv().ok().flatten()
     }
 
-    /// Waits up to `timeout` (`None`: as long as it takes) for a job or a wake-up.
-    pub(crate) fn take_timeout(&self, timeout: Option<Duration>) -> Take {
-        // A keep-alive too long to add is forever.
-        let received = match timeout.and_then(|timeout| Instant::now().checked_add(timeout)) {
+    /// A pool thread's `try_take`: `None` also when another thread has the turn to take (it
+    /// then waits its turn in `take_timeout`).
+    pub(crate) fn try_take_turn(&self) -> Option<Envelope> {
+        let _turn = self.turn.try_lock()?;
+        self.try_take()
+    }
+
+    /// Waits until `deadline` (`None`: as long as it takes) for a job or a wake-up, in turn
+    /// with the other pool threads.
+    pub(crate) fn take_until(&self, deadline: Option<Instant>) -> Take {
+        let turn = match deadline {
+            Some(deadline) => self.turn.try_lock_until(deadline),
+            None => Some(self.turn.lock()),
+        };
+        let Some(_turn) = turn else {
+            return Take::TimedOut;
+        };
+        let received = match deadline {
             Some(deadline) => self.receiver.recv_deadline(deadline),
             None => self.receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
@@ -214,10 +238,10 @@ mod tests {
     fn wake_ups_are_not_jobs() {
         let queue = Queue::new(1);
         queue.wake_one();
-        assert!(matches!(queue.take_timeout(Some(Duration::ZERO)), Take::Wake));
-        assert!(matches!(queue.take_timeout(Some(Duration::ZERO)), Take::TimedOut));
+        assert!(matches!(queue.take_until(Some(Instant::now())), Take::Wake));
+        assert!(matches!(queue.take_until(Some(Instant::now())), Take::TimedOut));
         queue.wake_one();
         assert!(queue.try_take().is_none());
-        assert!(matches!(queue.take_timeout(Some(Duration::ZERO)), Take::TimedOut), "consumed");
+        assert!(matches!(queue.take_until(Some(Instant::now())), Take::TimedOut), "consumed");
     }
 }

@@ -1,9 +1,11 @@
 //! The loop each pool thread runs.
 //!
-//! A busy thread takes jobs with `try_take`, which touches no idle counter and wakes nobody: a
-//! flood costs each job one channel pop and one release of its queue place. Only when the queue
-//! is empty does the thread count itself idle and block, up to its keep-alive; a thread that
-//! times out retires if it is above the core (`Threads::retire`).
+//! A busy thread takes jobs with `try_take_turn`, which touches no idle counter and wakes
+//! nobody: a flood costs each job one channel pop and one release of its queue place. Only when
+//! the queue is empty (or another thread is taking) does the thread count itself idle and wait
+//! its turn, up to its keep-alive; a thread that times out retires if it is above the core
+//! (`Threads::retire`). Threads take one at a time, as the `threadpool` crate's do: with tiny
+//! jobs, two threads popping the channel at once mostly trade its cache lines.
 //!
 //! Exit on shutdown: the queue reads exactly `CLOSED` once every admitted job has been taken.
 //! A thread that sees it after its last job exits, and passes a wake-up to the channel as it
@@ -22,7 +24,7 @@ pub(crate) fn work(shared: &Arc<Shared>) {
     // stands for the next job's start, so a busy thread reads the clock once per job.
     let mut ended: Option<Instant> = None;
     loop {
-        if let Some(job) = queue.try_take() {
+        if let Some(job) = queue.try_take_turn() {
             queue.release();
             let started = ended.unwrap_or_else(Instant::now);
             ended = Some(shared.run(job, started));
@@ -33,7 +35,10 @@ pub(crate) fn work(shared: &Arc<Shared>) {
             return;
         }
         let may_retire = shared.threads.enter_idle();
-        let taken = queue.take_timeout(may_retire.then_some(shared.settings.keep_alive));
+        // A keep-alive too long to add is forever.
+        let deadline =
+            may_retire.then(|| Instant::now().checked_add(shared.settings.keep_alive)).flatten();
+        let taken = queue.take_until(deadline);
         shared.threads.leave_idle();
         match taken {
             Take::Job(job) => {
