@@ -118,6 +118,11 @@ macro_rules! atomic_int {
             }
 
             #[inline]
+            pub(crate) fn swap(&self, value: $int, order: Ordering) -> $int {
+                self.0.swap(value, order)
+            }
+
+            #[inline]
             pub(crate) fn fetch_or(&self, value: $int, order: Ordering) -> $int {
                 self.0.fetch_or(value, order)
             }

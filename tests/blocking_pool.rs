@@ -391,6 +391,20 @@ fn stats_count_jobs_and_record_queue_wait_and_run_time() {
     assert_eq!((stats.running, stats.queued, stats.rejected), (0, 0, 0));
 }
 
+/// Tiny jobs are timed by sample, but the histograms still count every job.
+#[test]
+fn sampled_histograms_count_every_job() {
+    let pool = BlockingPool::builder().threads(2).queue_capacity(10_000).build().unwrap();
+    for _ in 0..5_000 {
+        pool.execute(|| ()).unwrap();
+    }
+    pool.shutdown();
+    let stats = pool.stats();
+    assert_eq!(stats.completed, 5_000);
+    assert_eq!(stats.queue_wait.count(), 5_000);
+    assert_eq!(stats.run_time.count(), 5_000);
+}
+
 /// Threads that retire the moment they idle (keep-alive 0, no core) race every submit; the
 /// pool must still never leave a job with no thread to run it.
 #[test]

@@ -79,7 +79,7 @@ impl Shared {
                         RejectionPolicy::CallerRuns => {
                             self.recorder.ran_on_caller.fetch_add(1, Relaxed);
                             let job = Task { closure, sender, queued_at: None };
-                            self.run(Box::new(job), Instant::now());
+                            self.run(Box::new(job), false);
                             return Ok(());
                         }
                         RejectionPolicy::DropOldest => {
@@ -112,7 +112,8 @@ impl Shared {
                 tracing::warn!(%error, "millpond: the blocking pool could not start a thread; its live threads will run the job");
             }
         }
-        self.queue.push(Box::new(Task { closure, sender, queued_at: Some(Instant::now()) }));
+        let queued_at = self.recorder.should_measure().then(Instant::now);
+        self.queue.push(Box::new(Task { closure, sender, queued_at }));
         Ok(())
     }
 
@@ -130,26 +131,24 @@ impl Shared {
         Ok(())
     }
 
-    /// Runs a job on the calling thread and records it, counting from `started` (a clock reading
-    /// the caller already has: see `worker.rs`); returns when it finished.
-    pub(crate) fn run(&self, job: Envelope, started: Instant) -> Instant {
-        let queue_wait = job.queued_at().map(|queued| started.saturating_duration_since(queued));
+    /// Runs a job on the calling thread and records it. A queued job is timed if its submit
+    /// stamped it (see `stats.rs`); a job run by its submitter (`queued` false) always is.
+    pub(crate) fn run(&self, job: Envelope, queued: bool) {
+        let queued_at = job.queued_at();
+        let started = (!queued || queued_at.is_some()).then(Instant::now);
         let mut running = Some(self.recorder.start());
-        let mut finished = started;
         job.run(&mut |panic| {
-            finished = Instant::now();
+            let timing = started.map(|started| {
+                let wait = queued_at.map(|queued_at| started.saturating_duration_since(queued_at));
+                (wait, started.elapsed())
+            });
             if let Some(running) = running.take() {
-                running.finish(
-                    queue_wait,
-                    finished.saturating_duration_since(started),
-                    panic.is_some(),
-                );
+                running.finish(timing, panic.is_some());
             }
             if let Some(message) = panic {
                 self.report_panic(message);
             }
         });
-        finished
     }
 
     fn report_panic(&self, message: &str) {

@@ -20,17 +20,12 @@ use crate::sync::Arc;
 pub(crate) fn work(shared: &Arc<Shared>) {
     let mut exit = Exit { shared, counted: true };
     let queue = &shared.queue;
-    // When the previous job ended, if the thread went straight on to the next: that reading
-    // stands for the next job's start, so a busy thread reads the clock once per job.
-    let mut ended: Option<Instant> = None;
     loop {
         if let Some(job) = queue.try_take_turn() {
             queue.release();
-            let started = ended.unwrap_or_else(Instant::now);
-            ended = Some(shared.run(job, started));
+            shared.run(job, true);
             continue;
         }
-        ended = None;
         if queue.is_finished() {
             return;
         }
@@ -43,7 +38,7 @@ pub(crate) fn work(shared: &Arc<Shared>) {
         match taken {
             Take::Job(job) => {
                 queue.release();
-                ended = Some(shared.run(job, Instant::now()));
+                shared.run(job, true);
             }
             // The loop looks at the state first thing.
             Take::Wake => {}
