@@ -424,3 +424,12 @@ fn retiring_threads_never_strand_a_job() {
         }
     }
 }
+
+#[test]
+fn the_pool_and_its_handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<BlockingPool>();
+    send::<millpond::blocking::BlockingHandle<String>>();
+    send::<SubmitError<Box<dyn FnOnce() + Send>>>();
+}
