@@ -44,6 +44,10 @@
 //!   names (`Pool::publish_metrics`).
 //! * [`balance`]: load-balancing strategies (round-robin, weighted, key hash, least-loaded,
 //!   power of two choices) behind one [`Balancer`](balance::Balancer) trait.
+//! * [`blocking`]: a pool of OS threads for blocking closures (synchronous drivers, compression,
+//!   file reads), with core and maximum threads, a bounded queue and a rejection policy, and
+//!   handles awaited from async code or waited for from plain threads:
+//!   [`BlockingPool`](blocking::BlockingPool).
 //! * [`breaker`]: a circuit breaker for any async call, on error-rate, slow-call or
 //!   consecutive-failure rules: [`CircuitBreaker`](breaker::CircuitBreaker).
 //! * [`cluster`]: pools over several backends (primary and replicas, or peers) with balancing,
@@ -104,6 +108,7 @@
 
 mod backoff;
 pub mod balance;
+pub mod blocking;
 pub mod breaker;
 mod build_error;
 pub mod cluster;

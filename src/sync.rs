@@ -58,6 +58,37 @@ impl<T> Mutex<T> {
         // A model only poisons a mutex when one of its threads panicked, which fails it anyway.
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Locks the mutex if it is free now.
+    #[cfg(not(millpond_loom))]
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.0.try_lock()
+    }
+
+    /// Locks the mutex if it is free now.
+    #[cfg(millpond_loom)]
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.0.try_lock().ok()
+    }
+
+    /// Locks the mutex, waiting for it until `deadline` at most.
+    #[cfg(not(millpond_loom))]
+    #[inline]
+    pub(crate) fn try_lock_until(&self, deadline: std::time::Instant) -> Option<MutexGuard<'_, T>> {
+        self.0.try_lock_until(deadline)
+    }
+
+    /// Locks the mutex; loom has no timed locks, and a model has no clock to run out.
+    #[cfg(millpond_loom)]
+    #[inline]
+    pub(crate) fn try_lock_until(
+        &self,
+        _deadline: std::time::Instant,
+    ) -> Option<MutexGuard<'_, T>> {
+        Some(self.lock())
+    }
 }
 
 macro_rules! atomic_int {
@@ -90,6 +121,11 @@ macro_rules! atomic_int {
             #[inline]
             pub(crate) fn fetch_sub(&self, value: $int, order: Ordering) -> $int {
                 self.0.fetch_sub(value, order)
+            }
+
+            #[inline]
+            pub(crate) fn swap(&self, value: $int, order: Ordering) -> $int {
+                self.0.swap(value, order)
             }
 
             #[inline]
