@@ -26,11 +26,11 @@
 //! * [`Scheduler::SharedQueue`] (the default): one queue every worker pulls from. The next task
 //!   goes to whichever worker is free first, so a slow task never holds up the tasks behind it
 //!   while another worker is idle. It is the only scheduler that grows and shrinks (ants-style:
-//!   `min_workers`, `max_workers`, `idle_timeout`, [`WorkerPool::resize`]). Its cost is one lock
-//!   that every submit and every worker meets.
+//!   `min_workers`, `max_workers`, `idle_timeout`, [`WorkerPool::resize`]). Every submit and every
+//!   worker meet on one queue (async-channel's lock-free one).
 //! * [`Scheduler::per_worker`]: one queue per worker, and a [balancing
 //!   strategy](crate::balance) picks the queue of each task. Submits and workers spread over
-//!   many locks, and [`WorkerPool::submit_keyed`] gets per-key order (same key, same worker, in
+//!   many queues, and [`WorkerPool::submit_keyed`] gets per-key order (same key, same worker, in
 //!   order). A task can wait behind a slow one on its worker, which least-loaded and
 //!   power-of-two strategies and work stealing (`Scheduler::per_worker(..).stealing(true)`)
 //!   reduce; keyed tasks are never stolen.
