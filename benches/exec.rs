@@ -12,7 +12,8 @@
 //!
 //! Every task ends by counting down one shared latch, which the producer awaits, so each
 //! contender is timed from the first task created to the last task finished. millpond runs with
-//! `max_workers` = the limit and its default queue capacity (1,024), once with the shared queue
+//! `max_workers` = the limit and its default queue capacity (128, or one slot per worker for
+//! per-worker queues with more workers), once with the shared queue
 //! and once per strategy of the per-worker scheduler, with and without stealing; and twice more
 //! ("q=limit") with a queue only as deep as the limit, since queueing delay is mostly queue depth
 //! (the semaphore-based contenders queue nothing).
@@ -254,12 +255,10 @@ impl Contender {
         let paced_from = tokio::time::Instant::now();
         match self {
             Self::Millpond { scheduler, shallow, .. } => {
-                let pool = WorkerPool::builder()
-                    .workers(limit)
-                    .queue_capacity(if shallow { limit } else { DEFAULT_QUEUE_CAPACITY })
-                    .scheduler(scheduler)
-                    .build()
-                    .expect("valid configuration");
+                let builder = WorkerPool::builder().workers(limit).scheduler(scheduler);
+                // The default queue unless the run asks for one as deep as the limit.
+                let builder = if shallow { builder.queue_capacity(limit) } else { builder };
+                let pool = builder.build().expect("valid configuration");
                 for index in 0..tasks {
                     pace(paced_from, index, per_ms).await;
                     pool.execute(task(work, index, &latch, delays)).await.expect("pool is open");

@@ -58,6 +58,11 @@ impl WorkerPool {
         WorkerPoolBuilder::default()
     }
 
+    #[cfg(test)]
+    pub(crate) fn inner_for_probe(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     pub(super) fn from_inner(inner: Arc<Inner>) -> Self {
         Self { inner }
     }

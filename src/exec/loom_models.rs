@@ -37,7 +37,7 @@ use super::error::TaskError;
 use super::handle::tracked;
 use super::inner::retire_if_idle;
 use super::job::Job;
-use super::lane::{Lane, NoRoom, Stealable, TryPop, Turn};
+use super::lane::{Lane, NoRoom, Stash, Stealable, TryPop, Turn};
 use super::queues::{Next, Queues};
 use super::worker_count::WorkerCount;
 use crate::balance::{Balancer, LeastLoaded, RoundRobin};
@@ -58,10 +58,10 @@ fn job(runs: &Arc<AtomicUsize>, keyed: bool) -> Job {
 /// waiting, else wait. Runs jobs until its lane is closed and drained; returns how many it ran.
 fn work(queues: &Queues, lane: usize) -> usize {
     let mut turn = Turn::default();
-    let mut stash = None;
+    let mut stash = Stash::new();
     let mut ran = 0;
     loop {
-        let job = match queues.try_next(lane, &mut turn, stash.as_ref()) {
+        let job = match queues.try_next(lane, &mut turn, &mut stash) {
             TryPop::Job(job) => job,
             TryPop::Closed => return ran,
             TryPop::Empty => match block_on(queues.next_job(lane, &mut turn, &mut stash)) {
@@ -225,10 +225,10 @@ fn a_stolen_batch_runs_once_and_holds_its_lane_open_until_started() {
 /// ran.
 fn elastic_worker(queues: &Queues, count: &WorkerCount) -> usize {
     let mut turn = Turn::default();
-    let mut stash = None;
+    let mut stash = Stash::new();
     let mut ran = 0;
     loop {
-        let job = match queues.try_next(0, &mut turn, stash.as_ref()) {
+        let job = match queues.try_next(0, &mut turn, &mut stash) {
             TryPop::Job(job) => job,
             TryPop::Closed => return ran,
             TryPop::Empty => {

@@ -10,9 +10,9 @@
 //!
 //! # Stealing
 //!
-//! Unkeyed jobs of a per-worker lane sit in its crossbeam-deque injector, which a thief takes a
-//! batch of up to [`STEAL_BATCH`] from in one operation: the first to run at once, the rest
-//! into the thief's stash, which it runs before its own lane. A thief looks at a few lanes, not
+//! Unkeyed jobs of a per-worker lane sit in a queue of their own, which a thief takes a batch
+//! of up to [`STEAL_BATCH`] from (at most half of what is there): the first to run at once, the
+//! rest into the thief's stash, which it runs before its own lane. A thief looks at a few lanes, not
 //! all: the lane a commit last found busy (the commit that woke it), and [`STEAL_SCAN`] more
 //! from a random start, taking from the fullest. With a thousand workers, scanning every lane
 //! before parking costs more than the steals save.
@@ -195,9 +195,9 @@ impl Queues {
         &self,
         lane: usize,
         turn: &mut Turn,
-        stash: Option<&Stash<Job>>,
+        stash: &mut Stash<Job>,
     ) -> TryPop<Job> {
-        if let Some(job) = stash.and_then(Stash::pop) {
+        if let Some(job) = stash.pop_front() {
             // A stolen job's room stays claimed in its lane until it starts.
             self.lane(job.lane).release(1);
             return TryPop::Job(job);
@@ -210,7 +210,7 @@ impl Queues {
         &'a self,
         lane: usize,
         turn: &'a mut Turn,
-        stash: &'a mut Option<Stash<Job>>,
+        stash: &'a mut Stash<Job>,
     ) -> NextJob<'a> {
         let interrupts = self.lane(lane).interrupts();
         NextJob { queues: self, lane, interrupts, turn, stash, own: None, thief: None }
@@ -262,11 +262,7 @@ impl Queues {
 
     /// Steals for the worker of lane `thief`: from the fullest of the hinted lane and a few
     /// others, a job to run now and up to [`STEAL_BATCH`]` - 1` more into its stash.
-    fn steal_for(
-        per_worker: &PerWorker,
-        thief: usize,
-        stash: &mut Option<Stash<Job>>,
-    ) -> Option<Job> {
+    fn steal_for(per_worker: &PerWorker, thief: usize, stash: &mut Stash<Job>) -> Option<Job> {
         let count = per_worker.lanes.len();
         if count < 2 {
             return None;
@@ -283,9 +279,6 @@ impl Queues {
         if queued == 0 {
             return None;
         }
-        // The stash exists only in workers that stole: a pool of a thousand idle workers
-        // should not hold a thousand empty deques.
-        let stash = stash.get_or_insert_with(Stash::new);
         let job = per_worker.lanes[victim].steal(stash, STEAL_BATCH)?;
         per_worker.lanes[victim].release(1);
         Some(job)
@@ -299,7 +292,7 @@ pub(crate) struct NextJob<'a> {
     lane: usize,
     interrupts: u64,
     turn: &'a mut Turn,
-    stash: &'a mut Option<Stash<Job>>,
+    stash: &'a mut Stash<Job>,
     own: Option<Listener<'a>>,
     thief: Option<Listener<'a>>,
 }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use super::inner::Inner;
 use super::job::{Job, Work};
@@ -86,17 +87,19 @@ pub(crate) fn run(inner: Arc<Inner>, lane: usize) -> impl Future<Output = ()> + 
 async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
     let mut turn = Turn::default();
     // Jobs this worker stole beyond the one it ran at once (per-worker stealing only).
-    let mut stash: Option<Stash<Job>> = None;
+    let mut stash = Stash::new();
     loop {
         // The busy path takes a job without arming a timer.
-        let job = match inner.queues.try_next(lane, &mut turn, stash.as_ref()) {
+        let job = match inner.queues.try_next(lane, &mut turn, &mut stash) {
             TryPop::Job(job) => job,
             TryPop::Closed => return,
             TryPop::Empty => {
                 let next = inner.queues.next_job(lane, &mut turn, &mut stash);
-                // Only a worker the pool may lose waits with a deadline.
+                // Only a worker the pool may lose waits with a deadline. Its timer is boxed: in
+                // the worker's own future it would take room in every worker of every pool,
+                // elastic or not, for the whole of its life.
                 let next = if inner.may_shrink() {
-                    match tokio::time::timeout(inner.idle_timeout, next).await {
+                    match Box::pin(tokio::time::timeout(inner.idle_timeout, next)).await {
                         Ok(next) => next,
                         Err(_idle) => Next::Interrupted,
                     }
@@ -117,7 +120,10 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
             }
         };
         let committed_to = job.lane;
-        run_job(&inner, job).await;
+        if let Some((running, started, waited)) = start(&inner, job) {
+            let outcome = running.await;
+            finish(&inner, started, waited, outcome);
+        }
         inner.queues.done(committed_to);
         if inner.retire_surplus() {
             alive.counted = false;
@@ -126,16 +132,29 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
     }
 }
 
-async fn run_job(inner: &Inner, job: Job) {
+/// Starts `job`: `None` when it is shed instead, else the future that runs it, its start and how
+/// long it waited. Plain functions around the one await, rather than an `async fn`, so that the
+/// worker's future holds only what lives across that await (a job's fields would otherwise
+/// take room in every worker for its whole life).
+fn start(inner: &Inner, job: Job) -> Option<(InPool, Instant, Duration)> {
     let started = Instant::now();
     let waited = started.saturating_duration_since(job.queued_at);
     if inner.admission.should_shed(&job, waited, || inner.queues.queued()) {
         if let Some(handle) = &job.shed {
             handle.shed();
         }
-        return;
+        return None;
     }
-    let outcome = InPool { pool: inner.id, future: job.future }.await;
+    Some((InPool { pool: inner.id, future: job.future }, started, waited))
+}
+
+/// Counts a job that ran, and reports its panic.
+fn finish(
+    inner: &Inner,
+    started: Instant,
+    waited: Duration,
+    outcome: Result<(), Box<dyn Any + Send>>,
+) {
     let ran = started.elapsed();
     {
         let mut shard = inner.shards.local().lock();
@@ -146,5 +165,24 @@ async fn run_job(inner: &Inner, job: Job) {
     }
     if let Err(panic) = outcome {
         inner.report_panic(&*panic);
+    }
+}
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    /// A pool of a thousand workers holds a thousand of these for as long as it lives: what is
+    /// in them (an idle timer, a job's fields kept across the await that runs it) costs memory
+    /// in every pool (`docs/benchmarks.md`, the sleep workload's peak heap).
+    #[test]
+    fn a_worker_future_stays_small() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let pool = crate::exec::WorkerPool::builder().workers(1).build().unwrap();
+            let worker = super::run(std::sync::Arc::clone(pool.inner_for_probe()), 0);
+            let size = std::mem::size_of_val(&worker);
+            // Never polled: its drop would count out a worker that was never counted in.
+            std::mem::forget(worker);
+            assert!(size <= 320, "a worker's future grew to {size} bytes");
+        });
     }
 }

@@ -1,36 +1,47 @@
-//! Where a lane keeps its queued jobs, on the packages the design names:
+//! Where a lane keeps its queued jobs: async-channel's queue, used without its async half.
 //!
-//! * [`Pinned`]: jobs that only the lane's own worker (or, on the shared queue, any worker
-//!   pulling from it) may take, in order. async-channel's bounded queue: a lock-free ring of
-//!   `capacity` slots, allocated once.
-//! * [`Open`]: a worker's jobs that idle workers may steal. A crossbeam-deque `Injector`: a
-//!   lock-free FIFO that a thief can take a batch from in one operation.
-//! * [`Stash`]: what a thief took beyond the job it runs now, run before its own lane's jobs
-//!   (a crossbeam-deque `Worker`, owned by the thief).
+//! A shared lane keeps every job in one [`Jobs`]; a per-worker lane keeps two, one for the jobs
+//! only its worker may take (keyed) and one for those idle workers may steal. A bounded
+//! channel is a lock-free ring of `capacity` slots, allocated once; above
+//! [`PREALLOCATED_UP_TO`] it grows in segments as jobs arrive instead, since the lane bounds
+//! the room anyway.
 //!
 //! The lane counts room itself (`Lane::occupied`), before a job exists, so a push here never
-//! finds the queue full, and nothing here waits: parking is the lane's [`Signal`]s.
+//! finds the queue full, and nothing here waits: parking is the lane's `Signal`s.
 //!
-//! Under `--cfg millpond_loom` each is a mutexed `VecDeque` with the same methods, since loom
-//! cannot see inside the packages (which bring their own verification); the models check the
-//! protocols the lane builds on top of them.
+//! # Why not crossbeam-deque for the stealable jobs
 //!
-//! [`Signal`]: super::signal::Signal
+//! A `crossbeam_deque::Injector` per lane was the first design: lock-free, with a batch steal
+//! in one operation. But an injector allocates its first 63-slot block when it is created, and
+//! a thief's `crossbeam_deque::Worker` 64 slots on its first steal: in the sleep workload of
+//! `benches/exec.rs` (1,000 workers) the per-worker pools peaked at 6.9–8.5 MiB of heap against
+//! 1.1 MiB for the shared queue, which has one channel. A channel per lane sized to the lane's
+//! share of the capacity costs a slot per queued job, and a thief takes its batch with a few
+//! pops into a stash of at most `STEAL_BATCH - 1` jobs.
+//!
+//! Under `--cfg millpond_loom` a [`Jobs`] is a mutexed `VecDeque` with the same methods, since
+//! loom cannot see inside the package (which brings its own verification); the models check
+//! the protocols the lane builds on top of it.
 
-/// Above this capacity a pinned queue grows in segments as jobs arrive instead of allocating
-/// every slot up front: a generous `queue_capacity` should not cost its full size in memory
-/// while the queue is short.
+use std::collections::VecDeque;
+
+/// Above this capacity a queue grows in segments as jobs arrive instead of allocating every
+/// slot up front: a generous `queue_capacity` should not cost its full size in memory while
+/// the queue is short.
 #[cfg(not(millpond_loom))]
 const PREALLOCATED_UP_TO: usize = 4096;
 
+/// Jobs a thief took beyond the one it runs at once: it runs them before its own lane's.
+pub(crate) type Stash<J> = VecDeque<J>;
+
 #[cfg(not(millpond_loom))]
-pub(crate) struct Pinned<J> {
+pub(crate) struct Jobs<J> {
     sender: async_channel::Sender<J>,
     receiver: async_channel::Receiver<J>,
 }
 
 #[cfg(not(millpond_loom))]
-impl<J> Pinned<J> {
+impl<J> Jobs<J> {
     pub(crate) fn new(capacity: usize) -> Self {
         let (sender, receiver) = if capacity <= PREALLOCATED_UP_TO {
             async_channel::bounded(capacity.max(1))
@@ -55,127 +66,36 @@ impl<J> Pinned<J> {
     }
 }
 
-#[cfg(not(millpond_loom))]
-pub(crate) struct Open<J>(crossbeam_deque::Injector<J>);
+#[cfg(millpond_loom)]
+pub(crate) struct Jobs<J>(crate::sync::Mutex<VecDeque<J>>);
 
-#[cfg(not(millpond_loom))]
-impl<J> Open<J> {
-    pub(crate) fn new() -> Self {
-        Self(crossbeam_deque::Injector::new())
+#[cfg(millpond_loom)]
+impl<J> Jobs<J> {
+    pub(crate) fn new(_capacity: usize) -> Self {
+        Self(crate::sync::Mutex::new(VecDeque::new()))
     }
 
-    pub(crate) fn push(&self, job: J) {
-        self.0.push(job);
+    pub(crate) fn push(&self, job: J) -> Result<(), J> {
+        self.0.lock().push_back(job);
+        Ok(())
     }
 
     pub(crate) fn pop(&self) -> Option<J> {
-        retry(|| self.0.steal())
-    }
-
-    /// Takes the oldest job to run now and up to `limit - 1` more into `stash`.
-    pub(crate) fn steal_batch(&self, stash: &Stash<J>, limit: usize) -> Option<J> {
-        retry(|| self.0.steal_batch_with_limit_and_pop(&stash.0, limit))
+        self.0.lock().pop_front()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.0.lock().len()
     }
 }
 
-/// Repeats a steal that lost a race with another (`Retry`) until it says empty or succeeds.
-#[cfg(not(millpond_loom))]
-fn retry<J>(mut steal: impl FnMut() -> crossbeam_deque::Steal<J>) -> Option<J> {
-    loop {
-        match steal() {
-            crossbeam_deque::Steal::Success(job) => return Some(job),
-            crossbeam_deque::Steal::Empty => return None,
-            crossbeam_deque::Steal::Retry => std::hint::spin_loop(),
-        }
+impl<J> Jobs<J> {
+    /// Takes the oldest job to run now, and up to `limit - 1` more (at most half of what is
+    /// left, so the victim keeps work of its own) into `stash`.
+    pub(crate) fn steal_batch(&self, stash: &mut Stash<J>, limit: usize) -> Option<J> {
+        let first = self.pop()?;
+        let more = (self.len() / 2).min(limit.saturating_sub(1));
+        stash.extend(std::iter::from_fn(|| self.pop()).take(more));
+        Some(first)
     }
 }
-
-#[cfg(not(millpond_loom))]
-pub(crate) struct Stash<J>(crossbeam_deque::Worker<J>);
-
-#[cfg(not(millpond_loom))]
-impl<J> Stash<J> {
-    pub(crate) fn new() -> Self {
-        Self(crossbeam_deque::Worker::new_fifo())
-    }
-
-    pub(crate) fn pop(&self) -> Option<J> {
-        self.0.pop()
-    }
-}
-
-#[cfg(millpond_loom)]
-mod model {
-    use std::cell::RefCell;
-    use std::collections::VecDeque;
-
-    use crate::sync::Mutex;
-
-    pub(crate) struct Pinned<J>(Mutex<VecDeque<J>>);
-
-    impl<J> Pinned<J> {
-        pub(crate) fn new(_capacity: usize) -> Self {
-            Self(Mutex::new(VecDeque::new()))
-        }
-
-        pub(crate) fn push(&self, job: J) -> Result<(), J> {
-            self.0.lock().push_back(job);
-            Ok(())
-        }
-
-        pub(crate) fn pop(&self) -> Option<J> {
-            self.0.lock().pop_front()
-        }
-
-        pub(crate) fn len(&self) -> usize {
-            self.0.lock().len()
-        }
-    }
-
-    pub(crate) struct Open<J>(Mutex<VecDeque<J>>);
-
-    impl<J> Open<J> {
-        pub(crate) fn new() -> Self {
-            Self(Mutex::new(VecDeque::new()))
-        }
-
-        pub(crate) fn push(&self, job: J) {
-            self.0.lock().push_back(job);
-        }
-
-        pub(crate) fn pop(&self) -> Option<J> {
-            self.0.lock().pop_front()
-        }
-
-        pub(crate) fn steal_batch(&self, stash: &Stash<J>, limit: usize) -> Option<J> {
-            let mut jobs = self.0.lock();
-            let first = jobs.pop_front()?;
-            let more = (jobs.len() / 2).min(limit.saturating_sub(1));
-            stash.0.borrow_mut().extend(jobs.drain(..more));
-            Some(first)
-        }
-
-        pub(crate) fn len(&self) -> usize {
-            self.0.lock().len()
-        }
-    }
-
-    pub(crate) struct Stash<J>(RefCell<VecDeque<J>>);
-
-    impl<J> Stash<J> {
-        pub(crate) fn new() -> Self {
-            Self(RefCell::new(VecDeque::new()))
-        }
-
-        pub(crate) fn pop(&self) -> Option<J> {
-            self.0.borrow_mut().pop_front()
-        }
-    }
-}
-
-#[cfg(millpond_loom)]
-pub(crate) use model::{Open, Pinned, Stash};

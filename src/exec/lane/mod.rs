@@ -1,9 +1,9 @@
 //! A bounded FIFO of jobs with async waiting on both ends: the queue of the shared scheduler and
 //! each worker's queue in the per-worker scheduler.
 //!
-//! The jobs sit in lock-free queues from the packages the design names (`jobs.rs`): async-channel
-//! for the jobs only the lane's worker may take, and, in a per-worker lane, a crossbeam-deque
-//! injector for the jobs idle workers may steal. Room is counted here, in `occupied` (jobs queued
+//! The jobs sit in async-channel's lock-free queues (`jobs.rs`): one in a shared lane, and two
+//! in a per-worker lane, for the jobs only its worker may take and for those idle workers may
+//! steal. Room is counted here, in `occupied` (jobs queued
 //! plus room reserved), so a submitter claims its room with one compare-and-swap, before its job
 //! exists:
 //!
@@ -46,8 +46,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
+use self::jobs::Jobs;
 pub(crate) use self::jobs::Stash;
-use self::jobs::{Open, Pinned};
 pub(crate) use self::signal::{Listener, Signal};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence};
 
@@ -68,9 +68,9 @@ pub(crate) struct Lane<J> {
     /// The flags and the room taken; see the module docs.
     occupied: AtomicUsize,
     /// Every job of a shared lane; the keyed jobs of a per-worker lane.
-    pinned: Pinned<J>,
+    pinned: Jobs<J>,
     /// The jobs of a per-worker lane that other workers may steal.
-    open: Option<Open<J>>,
+    open: Option<Jobs<J>>,
     /// Bumped by `interrupt`: parked workers wake and re-check their pool's size.
     interrupts: AtomicU64,
     /// Submitters waiting for room.
@@ -108,14 +108,14 @@ impl<J: Stealable> Lane<J> {
 
     /// A worker's lane in the per-worker scheduler: unkeyed jobs may be stolen.
     pub(crate) fn per_worker(capacity: usize) -> Self {
-        Self::with(capacity, Some(Open::new()))
+        Self::with(capacity, Some(Jobs::new(capacity)))
     }
 
-    fn with(capacity: usize, open: Option<Open<J>>) -> Self {
+    fn with(capacity: usize, open: Option<Jobs<J>>) -> Self {
         Self {
             capacity,
             occupied: AtomicUsize::new(0),
-            pinned: Pinned::new(capacity),
+            pinned: Jobs::new(capacity),
             open,
             interrupts: AtomicU64::new(0),
             room: Signal::default(),
@@ -189,17 +189,10 @@ impl<J: Stealable> Lane<J> {
             self.release(1);
             return false;
         }
-        let rejected = match &self.open {
-            Some(open) if job.stealable() => {
-                open.push(job);
-                None
-            }
-            _ => self.pinned.push(job).err(),
-        };
-        if let Some(job) = rejected {
+        if let Err(job) = self.queue_for(&job).push(job) {
             // The room was reserved, so the queue cannot be full; should it ever be, the job is
             // dropped (its handle says so) rather than lost or pushed past the bound.
-            debug_assert!(false, "a pinned queue refused a job with reserved room");
+            debug_assert!(false, "a queue refused a job with reserved room");
             drop(job);
             self.release(1);
             return false;
@@ -212,6 +205,14 @@ impl<J: Stealable> Lane<J> {
             return false;
         }
         self.work.notify_one()
+    }
+
+    /// The queue `job` goes to: the stealable one of a per-worker lane if it may be stolen.
+    fn queue_for(&self, job: &J) -> &Jobs<J> {
+        match &self.open {
+            Some(open) if job.stealable() => open,
+            _ => &self.pinned,
+        }
     }
 
     /// Takes the oldest job of one queue, else of the other, freeing its room.
@@ -272,13 +273,13 @@ impl<J: Stealable> Lane<J> {
     /// Takes the oldest stealable job to run now, and up to `limit - 1` more into `stash`. The
     /// room of every job taken stays claimed until the thief [releases](Self::release) it as
     /// the job starts.
-    pub(crate) fn steal(&self, stash: &Stash<J>, limit: usize) -> Option<J> {
+    pub(crate) fn steal(&self, stash: &mut Stash<J>, limit: usize) -> Option<J> {
         self.open.as_ref()?.steal_batch(stash, limit)
     }
 
     /// Stealable jobs queued, to choose a victim.
     pub(crate) fn stealable_len(&self) -> usize {
-        self.open.as_ref().map_or(0, Open::len)
+        self.open.as_ref().map_or(0, Jobs::len)
     }
 
     /// Refuses new jobs from now on and wakes every waiter: submitters to fail, workers to drain
@@ -340,16 +341,10 @@ impl<J: Stealable> Lane<J> {
         let mut woken = Vec::new();
         for job in self.drain() {
             woken.extend(awaiting(&job));
-            let stealable = job.stealable();
-            match &self.open {
-                Some(open) if stealable => open.push(job),
-                _ => {
-                    if let Err(job) = self.pinned.push(job) {
-                        debug_assert!(false, "a pinned queue refused a job it held");
-                        drop(job);
-                        self.release(1);
-                    }
-                }
+            if let Err(job) = self.queue_for(&job).push(job) {
+                debug_assert!(false, "a queue refused a job it held");
+                drop(job);
+                self.release(1);
             }
         }
         woken.into_iter().for_each(Waker::wake);
