@@ -621,7 +621,7 @@ mod tests {
         assert_eq!(builder.name, "thumbnails");
         assert_eq!(builder.min_workers, Some(2));
         assert_eq!(builder.max_workers, Some(6));
-        assert_eq!(builder.queue_capacity, 64);
+        assert_eq!(builder.queue_capacity, Some(64));
         assert!(matches!(builder.scheduler, Scheduler::SharedQueue));
         assert_eq!(builder.idle_timeout, Duration::from_secs(3));
         assert_eq!(builder.rate_limit, Some((50.0, 5)));
