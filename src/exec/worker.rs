@@ -178,7 +178,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let pool = crate::exec::WorkerPool::builder().workers(1).build().unwrap();
-            let worker = super::run(Arc::clone(pool.inner_for_probe()), 0);
+            let worker = super::run(crate::sync::Arc::clone(pool.inner_for_probe()), 0);
             let size = std::mem::size_of_val(&worker);
             // Never polled: its drop would count out a worker that was never counted in.
             std::mem::forget(worker);
