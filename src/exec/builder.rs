@@ -56,7 +56,7 @@ impl Scheduler {
 ///
 /// A queue holds as much latency as it holds work: 128 tasks keep the p99 queueing delay of the
 /// skewed workload in `benches/exec.rs` (90 % of tasks ~1 µs, 10 % ~200 µs, 64 workers on two
-/// cores) at about 1.5 ms, where 1,024 held about 11 ms. A deeper queue absorbs longer bursts
+/// cores) at 1.5–1.8 ms, where 1,024 held 11–13 ms. A deeper queue absorbs longer bursts
 /// without making submitters wait; set `queue_capacity` to the delay you can accept times the
 /// rate the pool drains at.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 128;
