@@ -395,3 +395,31 @@ async fn stats_report_how_long_tasks_ran() {
         assert!(stats.run_time.quantile(0.01) >= Duration::from_millis(15), "{:?}", stats.run_time);
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_worker_lets_other_tasks_on_its_thread_run() {
+    let pool = WorkerPool::builder().workers(1).queue_capacity(1_000).build().unwrap();
+    let other_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_by = Arc::new(AtomicUsize::new(0));
+    // A thousand tasks that are ready at once, queued before the worker first runs.
+    let handles: Vec<_> = (0..1_000)
+        .map(|_| {
+            let (other_ran, seen_by) = (Arc::clone(&other_ran), Arc::clone(&seen_by));
+            pool.try_submit(async move {
+                if other_ran.load(Ordering::Relaxed) {
+                    seen_by.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    let flag = Arc::clone(&other_ran);
+    let other = tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    other.await.unwrap();
+    // A worker that never yielded would run all thousand before the other task got the thread.
+    assert!(seen_by.load(Ordering::Relaxed) > 0, "the worker kept the thread for its whole queue");
+    pool.shutdown().await;
+}
