@@ -6,6 +6,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// A user's hook for panics in the work a pool runs (worker pools, the blocking pool): called
+/// with the panic's message, itself contained with [`contain`].
+pub(crate) type PanicHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Polls a future, turning a panic inside it into `Err(())`.
 pub(crate) struct CatchUnwind<F>(pub(crate) F);
 

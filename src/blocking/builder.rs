@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::pool::BlockingPool;
 use super::queue::MAX_CAPACITY;
-use super::shared::{PanicHook, Settings, Shared};
+use super::shared::{Settings, Shared};
 use crate::BuildError;
 use crate::sync::Arc;
+use crate::unwind::PanicHook;
 
 /// The default [`queue_capacity`](BlockingPoolBuilder::queue_capacity): jobs queued and not yet
 /// started.

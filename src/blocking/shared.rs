@@ -13,8 +13,7 @@ use super::queue::{Admit, Queue};
 use super::stats::{Recorder, Stats};
 use super::threads::Threads;
 use crate::sync::{Arc, Ordering::Relaxed};
-
-pub(crate) type PanicHook = Box<dyn Fn(&str) + Send + Sync>;
+use crate::unwind::PanicHook;
 
 /// The builder's settings that the pool keeps using.
 pub(crate) struct Settings {

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use super::admission::{Admission, Overload};
 use super::api::WorkerPool;
-use super::inner::{Inner, PanicHook, Settings};
+use super::inner::{Inner, Settings};
 use super::queues::Queues;
 use super::worker_count::MAX_WORKERS;
 use crate::BuildError;
 use crate::balance::Balance;
 use crate::rate::{KeyedBuckets, Shape, TokenBucket};
+use crate::unwind::PanicHook;
 
 /// Which queues the workers take their tasks from. See the [module docs](super) for when each
 /// wins.

@@ -16,8 +16,7 @@ use super::worker;
 use super::worker_count::WorkerCount;
 use crate::home::{Home, Rehome};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering, fence};
-
-pub(crate) type PanicHook = Box<dyn Fn(&str) + Send + Sync>;
+use crate::unwind::PanicHook;
 
 pub(crate) struct Inner {
     pub(crate) id: u64,
