@@ -56,6 +56,9 @@
 //!   configuration files and the environment, with durations like `"5s"`.
 //! * [`exec`]: bounded worker pools running futures on tokio, with a shared queue or per-worker
 //!   queues fed by a balancing strategy: [`WorkerPool`](exec::WorkerPool).
+//! * [`limit`]: adaptive concurrency limits that find a backend's capacity from the latency
+//!   and losses of its calls (Gradient2, AIMD), with a bounded wait queue that turns to
+//!   newest-first under overload: [`AdaptiveLimiter`](limit::AdaptiveLimiter).
 //! * [`object`]: synchronous pools of reusable values (buffers, encoders):
 //!   [`ObjectPool`](object::ObjectPool), with a per-thread fast path.
 //! * `postgres` (feature `postgres`): a [`Manager`](pool::Manager) over tokio-postgres that
@@ -117,6 +120,7 @@ pub mod config;
 pub mod exec;
 mod histogram;
 mod home;
+pub mod limit;
 pub mod object;
 pub mod pool;
 #[cfg(feature = "postgres")]
@@ -130,6 +134,7 @@ pub mod sqlite;
 mod sync;
 mod time;
 mod unwind;
+mod wait_list;
 
 pub use build_error::BuildError;
 pub use histogram::DurationHistogram;

@@ -36,12 +36,12 @@ use super::guard::Metadata;
 use super::manager::CloseReason;
 use super::metrics::{Metrics, Status};
 use super::ticket::Ticket;
-use super::wait_list::{WaitList, WaiterKey};
 use crate::backoff::Backoff;
 use crate::breaker::{Breaker, Permit};
 use crate::sync::Arc;
 use crate::time::elapsed;
 use crate::unwind::contain;
+use crate::wait_list::{WaitList, WaiterKey};
 
 /// A live resource with its bookkeeping.
 #[derive(Debug)]

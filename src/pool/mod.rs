@@ -63,7 +63,7 @@
 //! | `metrics.rs` | [`Status`], [`Metrics`], [`DurationHistogram`] |
 //! | `publish.rs` | sending those figures to the `metrics` facade (`metrics` feature) |
 //! | `engine.rs` | the state machine: slot accounting, idle set, FIFO hand-off, creation planning |
-//! | `wait_list.rs` | the waiter queue with O(1) cancellation |
+//! | `crate::wait_list` | the waiter queue with O(1) cancellation (shared with `crate::limit`) |
 //! | `acquire.rs`, `create.rs`, `check.rs` | the one way out of the pool (`get`, `try_get`, and the views built on them), the creation task, running `check` |
 //! | `maintenance.rs`, `expiry.rs` | the background tasks: upkeep, and failing waiters at their deadline |
 
@@ -87,7 +87,6 @@ mod multiplex;
 mod publish;
 mod shared;
 mod ticket;
-mod wait_list;
 
 #[cfg(all(test, millpond_loom))]
 mod loom_models;

@@ -1,6 +1,7 @@
-//! A FIFO queue of waiters with O(1) removal from the middle.
+//! A queue of waiters with O(1) removal from the middle.
 //!
-//! A waiter joins at the back and is served from the front. A waiter that gives up (its `get()` was
+//! A waiter joins at the back and is served from the front (the pool), or from either end (an
+//! adaptive limiter serves the newest first while it is overloaded). A waiter that gives up (its `get()` was
 //! cancelled or timed out) removes itself wherever it stands, in O(1), so a storm of cancellations
 //! cannot turn into quadratic work under the pool lock. A served waiter leaves the queue at once;
 //! what it was handed travels in its ticket (`ticket.rs`), not here.
@@ -100,6 +101,17 @@ impl<T> WaitList<T> {
         (self.head != NIL).then_some(WaiterKey(self.head))
     }
 
+    /// Takes the newest queued value out.
+    pub(crate) fn pop_back(&mut self) -> Option<T> {
+        let tail = self.back()?;
+        self.remove(tail)
+    }
+
+    /// The newest queued entry.
+    pub(crate) fn back(&self) -> Option<WaiterKey> {
+        (self.tail != NIL).then_some(WaiterKey(self.tail))
+    }
+
     /// The queued entry after `key` (which must be queued).
     pub(crate) fn next(&self, key: WaiterKey) -> Option<WaiterKey> {
         let next = self.entries.get(key.0).map_or(NIL, |entry| entry.next);
@@ -151,6 +163,20 @@ mod tests {
         }
         assert_eq!(drain(&mut list), vec![0, 1, 2, 3, 4]);
         assert_eq!(list.len(), 0);
+    }
+
+    #[test]
+    fn serves_newest_first_from_the_back() {
+        let mut list = WaitList::default();
+        for value in 0..4 {
+            list.push_back(value);
+        }
+        assert_eq!(list.pop_back(), Some(3));
+        assert_eq!(list.pop_back(), Some(2));
+        list.push_back(9);
+        assert_eq!(list.pop_back(), Some(9));
+        assert_eq!(drain(&mut list), vec![0, 1]);
+        assert_eq!(list.pop_back(), None);
     }
 
     #[test]
