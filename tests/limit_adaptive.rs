@@ -130,9 +130,7 @@ async fn a_standing_queue_turns_stale_waiters_away_and_serves_the_newest() {
     let mut handles = Vec::new();
     for _ in 0..40 {
         let limiter = limiter.clone();
-        handles.push(tokio::spawn(async move {
-            limiter.run(tokio::time::sleep(20 * MS)).await
-        }));
+        handles.push(tokio::spawn(async move { limiter.run(tokio::time::sleep(20 * MS)).await }));
         tokio::time::sleep(5 * MS).await;
     }
     let mut shed = 0;

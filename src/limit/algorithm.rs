@@ -39,6 +39,17 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A sample, for testing an algorithm (the limiter makes them itself).
+    pub fn new(
+        outcome: Outcome,
+        latency: Duration,
+        in_flight: usize,
+        limit: usize,
+        now: Instant,
+    ) -> Self {
+        Self { outcome, latency, in_flight, limit, now }
+    }
+
     /// Whether the caller was using less than half the limit when this call began, so that
     /// the call says nothing about whether more concurrency would fit. Growing the limit on
     /// such samples is how a limiter creeps up to its ceiling while the caller is idle and

@@ -1,0 +1,195 @@
+//! Adaptive against static concurrency limits, on a simulated backend whose capacity halves and
+//! recovers.
+//!
+//! The backend serves `capacity` calls at once in 10 ms each. Past that it thrashes: a call
+//! that arrives with `n > capacity` in flight takes `10 ms × (n / capacity)^1.5`, so the backend
+//! finishes fewer calls a second the more it is given, and it finishes calls whose callers gave
+//! up (as a database runs a query whose client went away). Callers arrive at 15,000 a second (1.5 ×
+//! what the backend can serve at full capacity, 3 × at half) and give up after 100 ms (a timeout
+//! around the call: the limiter counts it as a loss). Three phases of 10 s: capacity 100, 50,
+//! 100. Each contender is an `AdaptiveLimiter` with default queue settings; the static ones use a
+//! fixed algorithm.
+//!
+//! Everything runs on tokio's paused clock, so the figures are of the algorithms, not of this
+//! machine: `cargo bench --bench limits` prints the table recorded in `docs/benchmarks.md`.
+#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use millpond::limit::{AdaptiveLimiter, Aimd, Gradient2, LimitAlgorithm, Sample};
+use tokio::time::Instant;
+
+const BASE: Duration = Duration::from_millis(10);
+const ARRIVALS_PER_MS: u32 = 15;
+const CLIENT_TIMEOUT: Duration = Duration::from_millis(100);
+const PHASE: Duration = Duration::from_secs(10);
+const CAPACITIES: [usize; 3] = [100, 50, 100];
+
+/// A limit that never moves.
+#[derive(Debug)]
+struct Fixed(usize);
+
+impl LimitAlgorithm for Fixed {
+    fn initial(&self) -> usize {
+        self.0
+    }
+
+    fn update(&mut self, _: &Sample) -> usize {
+        self.0
+    }
+}
+
+#[derive(Default)]
+struct Backend {
+    in_flight: Cell<usize>,
+    capacity: Cell<usize>,
+}
+
+impl Backend {
+    /// A call. Like a real server, the backend finishes a call whose caller gave up: the work
+    /// runs in its own task, and dropping the returned future only stops waiting for it.
+    fn call(self: &Rc<Self>) -> impl std::future::Future<Output = ()> + use<> {
+        let n = self.in_flight.get() + 1;
+        self.in_flight.set(n);
+        let load = (n as f64 / self.capacity.get() as f64).max(1.0);
+        let backend = self.clone();
+        let work = tokio::task::spawn_local(async move {
+            tokio::time::sleep(BASE.mul_f64(load.powf(1.5))).await;
+            backend.in_flight.set(backend.in_flight.get() - 1);
+        });
+        async move {
+            let _ = work.await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct PhaseFigures {
+    succeeded: u64,
+    rejected: u64,
+    timed_out: u64,
+    latencies: Vec<Duration>,
+    /// The limit every 10 ms.
+    limits: Vec<usize>,
+}
+
+impl PhaseFigures {
+    fn percentile(&mut self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.sort_unstable();
+        let index = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        self.latencies[index]
+    }
+
+    /// Seconds from the phase's start until the limit first comes within 25 % of its median
+    /// over the phase's last second (the median, so a probe's dip does not move the mark).
+    fn convergence(&self) -> f64 {
+        let mut tail = self.limits[self.limits.len().saturating_sub(100)..].to_vec();
+        tail.sort_unstable();
+        let Some(&median) = tail.get(tail.len() / 2) else { return 0.0 };
+        let median = median as f64;
+        let near = |limit: &usize| (*limit as f64 - median).abs() <= 0.25 * median;
+        self.limits.iter().position(near).map_or(f64::NAN, |index| index as f64 * 0.01)
+    }
+}
+
+fn simulate(limiter: AdaptiveLimiter) -> Vec<PhaseFigures> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let backend = Rc::new(Backend::default());
+        let phases: Rc<RefCell<Vec<PhaseFigures>>> = Rc::default();
+        for (index, capacity) in CAPACITIES.into_iter().enumerate() {
+            backend.capacity.set(capacity);
+            phases.borrow_mut().push(PhaseFigures::default());
+            let ends = Instant::now() + PHASE;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            let mut ticks = 0u64;
+            while Instant::now() < ends {
+                tick.tick().await;
+                ticks += 1;
+                if ticks % 10 == 0 {
+                    phases.borrow_mut()[index].limits.push(limiter.status().limit);
+                }
+                for _ in 0..ARRIVALS_PER_MS {
+                    let (limiter, backend, phases) =
+                        (limiter.clone(), backend.clone(), phases.clone());
+                    tokio::task::spawn_local(async move {
+                        let arrived = Instant::now();
+                        let call = limiter.run(async { backend.call().await });
+                        let result = tokio::time::timeout(CLIENT_TIMEOUT, call).await;
+                        let mut phases = phases.borrow_mut();
+                        let figures = &mut phases[index];
+                        match result {
+                            Ok(Ok(())) => {
+                                figures.succeeded += 1;
+                                figures.latencies.push(arrived.elapsed());
+                            }
+                            Ok(Err(_)) => figures.rejected += 1,
+                            Err(_) => figures.timed_out += 1,
+                        }
+                    });
+                }
+            }
+        }
+        // Let the last callers finish or time out.
+        tokio::time::sleep(CLIENT_TIMEOUT * 2).await;
+        Rc::try_unwrap(phases).ok().unwrap().into_inner()
+    })
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return; // `cargo test --benches` asks for a list; there are no criterion benches here.
+    }
+    let contenders: Vec<(&str, AdaptiveLimiter)> = vec![
+        ("static 25", fixed(25)),
+        ("static 50", fixed(50)),
+        ("static 100", fixed(100)),
+        ("static 200", fixed(200)),
+        ("static 400", fixed(400)),
+        ("AIMD (defaults)", AdaptiveLimiter::builder(Aimd::new()).build().unwrap()),
+        (
+            "AIMD (max 1000)",
+            AdaptiveLimiter::builder(Aimd::new().max_limit(1_000)).build().unwrap(),
+        ),
+        (
+            "Gradient2 (max 1000)",
+            AdaptiveLimiter::builder(Gradient2::new().max_limit(1_000)).build().unwrap(),
+        ),
+    ];
+    println!(
+        "| contender | phase (capacity) | goodput/s | p50 | p99 | rejected | timed out | limit at end | converged after |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, limiter) in contenders {
+        let phases = simulate(limiter);
+        for (index, mut figures) in phases.into_iter().enumerate() {
+            let goodput = figures.succeeded as f64 / PHASE.as_secs_f64();
+            let (p50, p99) = (figures.percentile(0.5), figures.percentile(0.99));
+            println!(
+                "| {name} | {} ({}) | {goodput:.0} | {:.1} ms | {:.1} ms | {} | {} | {} | {:.2} s |",
+                index + 1,
+                CAPACITIES[index],
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3,
+                figures.rejected,
+                figures.timed_out,
+                figures.limits.last().copied().unwrap_or(0),
+                figures.convergence(),
+            );
+        }
+    }
+}
+
+fn fixed(limit: usize) -> AdaptiveLimiter {
+    AdaptiveLimiter::builder(Fixed(limit)).build().unwrap()
+}
