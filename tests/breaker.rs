@@ -120,6 +120,60 @@ async fn an_abandoned_probe_passes_its_turn() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_probe_that_never_ends_counts_as_failed_after_the_probe_timeout() {
+    let (open_for, probe_timeout) = (Duration::from_secs(1), Duration::from_secs(10));
+    let breaker = CircuitBreaker::builder()
+        .no_failure_rate()
+        .consecutive_failures(1)
+        .open_for(open_for)
+        .probe_timeout(probe_timeout)
+        .build()
+        .unwrap();
+    breaker.call(fail()).await.unwrap_err();
+    tokio::time::advance(open_for).await;
+    // The probe's call hangs and its permit is never dropped.
+    let hung = breaker.try_acquire().expect("the probe");
+    tokio::time::advance(probe_timeout - Duration::from_millis(1)).await;
+    assert_eq!(breaker.try_acquire().unwrap_err(), Duration::ZERO, "still waiting on the probe");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    // Given up on: the breaker opens again for its cool-down, then probes anew.
+    assert_eq!(breaker.state(), BreakerState::Open { retry_in: open_for });
+    tokio::time::advance(open_for).await;
+    let probe = breaker.try_acquire().expect("a new probe");
+    // The hung call ends at last; its verdict no longer counts.
+    hung.failed();
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    probe.succeeded();
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_signal_can_trip_it_or_hold_it_open() {
+    let open_for = Duration::from_secs(2);
+    let breaker = CircuitBreaker::builder().open_for(open_for).build().unwrap();
+    breaker.trip();
+    assert_eq!(breaker.state(), BreakerState::Open { retry_in: open_for });
+    assert!(matches!(breaker.call(ok()).await, Err(BreakerError::Open { .. })));
+    tokio::time::advance(open_for).await;
+    breaker.call(ok()).await.expect("the probe closes it");
+    assert_eq!(breaker.state(), BreakerState::Closed);
+
+    let running = breaker.try_acquire().unwrap();
+    breaker.hold_open();
+    assert_eq!(breaker.state(), BreakerState::HeldOpen);
+    assert_eq!(breaker.try_acquire().unwrap_err(), Duration::MAX);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert!(matches!(
+        breaker.call(ok()).await,
+        Err(BreakerError::Open { retry_in: Duration::MAX })
+    ));
+    running.succeeded();
+    breaker.release();
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    breaker.call(ok()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_timeout_inside_call_counts_as_a_failure_one_outside_does_not() {
     let breaker =
         CircuitBreaker::builder().no_failure_rate().consecutive_failures(1).build().unwrap();
@@ -140,6 +194,8 @@ async fn a_timeout_inside_call_counts_as_a_failure_one_outside_does_not() {
 
 #[test]
 fn bad_rules_are_rejected_naming_the_field() {
+    let err = CircuitBreaker::builder().probe_timeout(Duration::ZERO).build().unwrap_err();
+    assert_eq!(err.field(), Some("probe_timeout"));
     let field =
         |builder: millpond::breaker::CircuitBreakerBuilder| builder.build().unwrap_err().field();
     assert_eq!(field(CircuitBreaker::builder().failure_rate(0.0)), Some("failure_rate"));

@@ -17,11 +17,17 @@ use crate::sync::Mutex;
 /// rule trips (the failure rate, the slow-call rate, or a run of consecutive failures), it
 /// **opens**: calls are refused at once with [`BreakerError::Open`] for `open_for`. Then one
 /// call goes through as a probe (**half-open**); its success closes the breaker, its failure
-/// opens it again.
+/// opens it again. A probe that has not ended after `probe_timeout` counts as failed, so a
+/// trial call that hangs forever cannot leave the breaker stuck half-open.
+///
+/// Any other signal can open it too: [`trip`](Self::trip) opens it as a failing rule would,
+/// and [`hold_open`](Self::hold_open) keeps it open until [`release`](Self::release) (a CPU
+/// past its threshold, an operator's switch).
 ///
 /// Shared by reference (or in an `Arc`) among the tasks that call the dependency.
 pub struct CircuitBreaker {
     rules: Rules,
+    probe_timeout: Duration,
     state: Mutex<Inner>,
 }
 
@@ -36,7 +42,17 @@ struct Rules {
 struct Inner {
     machine: Breaker,
     window: Window,
-    probe_out: bool,
+    /// The probe out now, if any.
+    probe: Option<Probe>,
+    /// Numbers the probes, so that a probe given up on cannot report over its successor.
+    probes: u64,
+    held_open: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    id: u64,
+    started: Instant,
 }
 
 /// Where a breaker stands.
@@ -51,6 +67,8 @@ pub enum BreakerState {
     },
     /// A probe is being let through, or is out; its outcome decides.
     HalfOpen,
+    /// Held open by [`CircuitBreaker::hold_open`] until [`CircuitBreaker::release`].
+    HeldOpen,
 }
 
 /// What [`CircuitBreaker::call`] reports.
@@ -58,7 +76,8 @@ pub enum BreakerState {
 pub enum BreakerError<E> {
     /// The breaker is open: the call was not made.
     Open {
-        /// Time until a probe is let through (zero while a probe is out: try again shortly).
+        /// Time until a probe is let through (zero while a probe is out: try again shortly;
+        /// `Duration::MAX` while the breaker is held open).
         retry_in: Duration,
     },
     /// The call was made and failed.
@@ -92,7 +111,8 @@ impl<E: std::error::Error + 'static> std::error::Error for BreakerError<E> {
 pub struct CallPermit<'a> {
     breaker: &'a CircuitBreaker,
     started: Instant,
-    probe: bool,
+    /// The probe's number, if this call is one.
+    probe: Option<u64>,
     reported: bool,
 }
 
@@ -110,10 +130,22 @@ impl CallPermit<'_> {
     }
 }
 
+impl fmt::Debug for CallPermit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallPermit")
+            .field("started", &self.started)
+            .field("probe", &self.probe.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for CallPermit<'_> {
     fn drop(&mut self) {
-        if !self.reported && self.probe {
-            self.breaker.state.lock().probe_out = false;
+        if let (false, Some(id)) = (self.reported, self.probe) {
+            let mut inner = self.breaker.state.lock();
+            if inner.probe.is_some_and(|probe| probe.id == id) {
+                inner.probe = None;
+            }
         }
     }
 }
@@ -173,12 +205,18 @@ impl CircuitBreaker {
     pub fn try_acquire(&self) -> Result<CallPermit<'_>, Duration> {
         let now = Instant::now();
         let mut inner = self.state.lock();
-        let in_flight = usize::from(inner.probe_out);
+        if inner.held_open {
+            return Err(Duration::MAX);
+        }
+        self.give_up_on_a_hung_probe(&mut inner, now);
+        let in_flight = usize::from(inner.probe.is_some());
         match inner.machine.permit(now, in_flight) {
-            Permit::Any => Ok(self.permit(now, false)),
+            Permit::Any => Ok(self.permit(now, None)),
             Permit::Probe => {
-                inner.probe_out = true;
-                Ok(self.permit(now, true))
+                inner.probes += 1;
+                let id = inner.probes;
+                inner.probe = Some(Probe { id, started: now });
+                Ok(self.permit(now, Some(id)))
             }
             Permit::Refused => Err(inner
                 .machine
@@ -187,14 +225,31 @@ impl CircuitBreaker {
         }
     }
 
-    fn permit(&self, started: Instant, probe: bool) -> CallPermit<'_> {
+    /// A probe out for `probe_timeout` counts as failed: the breaker opens again and lets a
+    /// new probe through after its cool-down, and the old one's report, if it ever comes, is
+    /// ignored.
+    fn give_up_on_a_hung_probe(&self, inner: &mut Inner, now: Instant) {
+        if let Some(probe) = inner.probe {
+            if crate::time::elapsed(probe.started, self.probe_timeout, now) {
+                inner.probe = None;
+                inner.machine.trip(now);
+                inner.window.clear(now);
+            }
+        }
+    }
+
+    fn permit(&self, started: Instant, probe: Option<u64>) -> CallPermit<'_> {
         CallPermit { breaker: self, started, probe, reported: false }
     }
 
     /// Where the breaker stands now.
     pub fn state(&self) -> BreakerState {
         let now = Instant::now();
-        let inner = self.state.lock();
+        let mut inner = self.state.lock();
+        if inner.held_open {
+            return BreakerState::HeldOpen;
+        }
+        self.give_up_on_a_hung_probe(&mut inner, now);
         match inner.machine.reopens_at() {
             Some(at) if now < at => BreakerState::Open { retry_in: at - now },
             Some(_) => BreakerState::HalfOpen,
@@ -203,13 +258,37 @@ impl CircuitBreaker {
         }
     }
 
-    fn record(&self, started: Instant, probe: bool, failed: bool) {
+    /// Opens the breaker now, as a tripped rule would: calls are refused for `open_for`, then a
+    /// probe decides. For a signal the breaker cannot see itself (a load signal, a health check).
+    pub fn trip(&self) {
+        let now = Instant::now();
+        let mut inner = self.state.lock();
+        inner.probe = None;
+        inner.machine.trip(now);
+        inner.window.clear(now);
+    }
+
+    /// Refuses every call until [`release`](Self::release), with `retry_in` of
+    /// `Duration::MAX`. Outcomes of calls already running are still counted.
+    pub fn hold_open(&self) {
+        self.state.lock().held_open = true;
+    }
+
+    /// Ends [`hold_open`](Self::hold_open): the breaker is where its own rules left it.
+    pub fn release(&self) {
+        self.state.lock().held_open = false;
+    }
+
+    fn record(&self, started: Instant, probe: Option<u64>, failed: bool) {
         let now = Instant::now();
         let slow = self.rules.slow.is_some_and(|(threshold, _)| now - started > threshold);
         let mut inner = self.state.lock();
-        let Inner { machine, window, probe_out } = &mut *inner;
-        if probe {
-            *probe_out = false;
+        let Inner { machine, window, probe: current, .. } = &mut *inner;
+        if let Some(id) = probe {
+            if current.is_none_or(|current| current.id != id) {
+                return; // given up on (or superseded by a trip): its verdict is already in
+            }
+            *current = None;
             if failed || slow {
                 machine.on_failure(now);
             } else {
@@ -275,6 +354,7 @@ impl fmt::Debug for CircuitBreaker {
 /// | [`minimum_calls`](Self::minimum_calls) | 10 |
 /// | [`window`](Self::window) | 10 s |
 /// | [`open_for`](Self::open_for) | 5 s |
+/// | [`probe_timeout`](Self::probe_timeout) | 30 s |
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `build()` is called"]
 pub struct CircuitBreakerBuilder {
@@ -284,6 +364,7 @@ pub struct CircuitBreakerBuilder {
     minimum_calls: u32,
     window: Duration,
     open_for: Duration,
+    probe_timeout: Duration,
 }
 
 impl Default for CircuitBreakerBuilder {
@@ -295,6 +376,7 @@ impl Default for CircuitBreakerBuilder {
             minimum_calls: 10,
             window: Duration::from_secs(10),
             open_for: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -342,12 +424,20 @@ impl CircuitBreakerBuilder {
         self
     }
 
+    /// How long a probe may run before it counts as failed (30 s). Without a bound, a trial
+    /// call that never ends (a hung connection) keeps the breaker half-open, refusing every
+    /// other call, for good: resilience4j's most reported breaker bug.
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
     /// Checks the rules and builds the breaker.
     ///
     /// # Errors
     ///
     /// A [`BuildError`] naming the field: a rate outside `(0, 1]`, a zero threshold, window,
-    /// `open_for`, `minimum_calls` or `consecutive_failures`, or no rule at all.
+    /// `open_for`, `probe_timeout`, `minimum_calls` or `consecutive_failures`, or no rule at all.
     pub fn build(self) -> Result<CircuitBreaker, BuildError> {
         let rate_ok = |rate: f64| rate > 0.0 && rate <= 1.0;
         if let Some(rate) = self.failure_rate.filter(|rate| !rate_ok(*rate)) {
@@ -385,6 +475,13 @@ impl CircuitBreakerBuilder {
         if self.open_for.is_zero() {
             return Err(BuildError::invalid("open_for", self.open_for, "must be above 0"));
         }
+        if self.probe_timeout.is_zero() {
+            return Err(BuildError::invalid(
+                "probe_timeout",
+                self.probe_timeout,
+                "must be above 0",
+            ));
+        }
         let now = Instant::now();
         Ok(CircuitBreaker {
             rules: Rules {
@@ -392,10 +489,13 @@ impl CircuitBreakerBuilder {
                 slow: self.slow,
                 minimum_calls: self.minimum_calls,
             },
+            probe_timeout: self.probe_timeout,
             state: Mutex::new(Inner {
                 machine: Breaker::new(self.consecutive_failures, self.open_for),
                 window: Window::new(self.window, now),
-                probe_out: false,
+                probe: None,
+                probes: 0,
+                held_open: false,
             }),
         })
     }
