@@ -150,6 +150,8 @@ fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return; // `cargo test --benches` asks for a list; there are no criterion benches here.
     }
+    // `cargo bench --bench limits -- Gradient2` runs the contenders whose name holds a word.
+    let filter: Option<String> = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
     let contenders: Vec<(&str, AdaptiveLimiter)> = vec![
         ("static 25", fixed(25)),
         ("static 50", fixed(50)),
@@ -165,12 +167,27 @@ fn main() {
             "Gradient2 (max 1000)",
             AdaptiveLimiter::builder(Gradient2::new().max_limit(1_000)).build().unwrap(),
         ),
+        (
+            "Gradient2 (max 1000, tolerance 1.2)",
+            AdaptiveLimiter::builder(Gradient2::new().max_limit(1_000).tolerance(1.2))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "Gradient2 (max 1000, tolerance 1.1)",
+            AdaptiveLimiter::builder(Gradient2::new().max_limit(1_000).tolerance(1.1))
+                .build()
+                .unwrap(),
+        ),
     ];
     println!(
         "| contender | phase (capacity) | goodput/s | p50 | p99 | rejected | timed out | limit at end | converged after |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, limiter) in contenders {
+        if filter.as_deref().is_some_and(|word| !name.contains(word)) {
+            continue;
+        }
         let phases = simulate(limiter);
         for (index, mut figures) in phases.into_iter().enumerate() {
             let goodput = figures.succeeded as f64 / PHASE.as_secs_f64();

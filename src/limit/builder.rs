@@ -18,7 +18,8 @@ const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(100);
 ///
 /// By default up to 100 callers wait for room, each for at most a second, first in first
 /// out; when the queue stands (even the luckiest caller of a 100 ms interval waited more than
-/// 5 ms), the newest are served first and those that waited more than 10 ms are turned away.
+/// 5 ms), the newest are served first, those that waited more than 10 ms are turned away, and a
+/// newcomer to a full queue turns the oldest waiter away instead of being refused.
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct AdaptiveLimiterBuilder {

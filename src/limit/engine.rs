@@ -180,11 +180,25 @@ impl Engine {
         Some(self.count_in(now))
     }
 
-    /// Queues a caller that `try_admit` turned down; `None` when the queue is full.
-    pub(crate) fn enqueue(&mut self, cell: Arc<Cell>, now: Instant) -> Option<WaiterKey> {
+    /// Queues a caller that `try_admit` turned down; `None` when the queue is full. While the
+    /// queue stands, a full queue turns its oldest waiter away instead (into `wakes`): it is
+    /// the one least likely to still be wanted, and newest-first would serve the newcomer
+    /// before it anyway.
+    pub(crate) fn enqueue(
+        &mut self,
+        cell: Arc<Cell>,
+        now: Instant,
+        wakes: &mut Vec<Waker>,
+    ) -> Option<WaiterKey> {
         if self.queue.len() >= self.max_queue {
-            self.counts.queue_full += 1;
-            return None;
+            let oldest = if self.overloaded() { self.queue.pop_front() } else { None };
+            let Some(oldest) = oldest else {
+                self.counts.queue_full += 1;
+                return None;
+            };
+            self.counts.shed += 1;
+            let waited = now.saturating_duration_since(oldest.queued_at);
+            oldest.cell.serve(Verdict::Shed { waited }, wakes);
         }
         Some(self.queue.push_back(Waiter { cell, queued_at: now }))
     }
@@ -303,7 +317,7 @@ mod tests {
 
     fn waiter(engine: &mut Engine, now: Instant) -> (WaiterKey, Arc<Cell>) {
         let cell = Arc::new(Cell::default());
-        let key = engine.enqueue(cell.clone(), now).expect("room in the queue");
+        let key = engine.enqueue(cell.clone(), now, &mut Vec::new()).expect("room in the queue");
         (key, cell)
     }
 

@@ -123,17 +123,20 @@ impl AdaptiveLimiter {
     /// enabled (tokio's `sleep` panics there).
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
         let queued_at = Instant::now();
-        let (key, cell) = {
+        let mut evicted = Vec::new();
+        let queued = {
             let mut engine = self.shared.engine.lock();
             if let Some(grant) = engine.try_admit(queued_at) {
                 return Ok(Permit::new(self.shared.clone(), grant));
             }
             let cell = Arc::new(Cell::default());
-            match engine.enqueue(cell.clone(), queued_at) {
-                Some(key) => (key, cell),
-                None => return Err(Rejected::QueueFull { limit: engine.limit() }),
+            match engine.enqueue(cell.clone(), queued_at, &mut evicted) {
+                Some(key) => Ok((key, cell)),
+                None => Err(Rejected::QueueFull { limit: engine.limit() }),
             }
         };
+        evicted.into_iter().for_each(std::task::Waker::wake);
+        let (key, cell) = queued?;
         let mut waiting = Waiting { shared: &self.shared, key, cell, queued_at, done: false };
         let deadline = (self.shared.queue_timeout < Duration::MAX)
             .then(|| crate::time::after(queued_at, self.shared.queue_timeout));
