@@ -92,6 +92,19 @@ impl<F> SubmitError<F> {
         matches!(self, Self::RuntimeGone(_))
     }
 
+    /// The `outcome` of the submit's span (`crate::trace`).
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            Self::Full(_) => "full",
+            Self::Closed(_) => "closed",
+            Self::Timeout(_) => "timeout",
+            Self::WouldDeadlock(_) => "would_deadlock",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Overloaded(_) => "overloaded",
+            Self::RuntimeGone(_) => "runtime_gone",
+        }
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             Self::Full(_) => "the worker pool's queue is full",
