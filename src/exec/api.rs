@@ -190,8 +190,9 @@ impl WorkerPool {
     /// key's [`rate_limit_per_key`](super::WorkerPoolBuilder::rate_limit_per_key) bucket is
     /// empty, or (with the `redis` feature) when the
     /// [`shared_rate_limit_per_key`](super::WorkerPoolBuilder::shared_rate_limit_per_key)
-    /// limiter does not admit it: that check awaits a round trip to Redis, within the limiter's
-    /// timeout.
+    /// limiter refuses it: that check awaits a round trip to Redis, within the limiter's
+    /// timeout. When Redis could not answer and the limiter fails closed, the task comes back
+    /// in `SubmitError::RateLimiterUnavailable` instead, with the cause.
     ///
     /// # Cancel safety
     ///
@@ -207,9 +208,13 @@ impl WorkerPool {
     {
         let traced = self.submit_span();
         #[cfg(feature = "redis")]
-        if let Err(why) = self.inner.admission.admit_shared(key).await {
-            let refused = Err(self.inner.reject(why));
-            return self.enqueue(traced, refused, task, self.with_handle(true, Priority::High));
+        if let Err(cause) = self.inner.admission.admit_shared(key).await {
+            self.inner.reject(Refused::RateLimited);
+            let refused = match cause {
+                Some(cause) => SubmitError::RateLimiterUnavailable(task, cause),
+                None => SubmitError::RateLimited(task),
+            };
+            return Self::traced(traced, Err(refused));
         }
         let lane = self.inner.reserve(Some(key), Priority::High, None).await;
         self.enqueue(traced, lane, task, self.with_handle(true, Priority::High))
@@ -372,6 +377,14 @@ impl WorkerPool {
             }
             Err(why) => Err(why.with(task)),
         };
+        Self::traced(traced, submitted)
+    }
+
+    /// Ends the submit's span, if it has one, with the outcome of `submitted`.
+    fn traced<F, R>(
+        traced: Option<Outcome>,
+        submitted: Result<R, SubmitError<F>>,
+    ) -> Result<R, SubmitError<F>> {
         if let Some(traced) = traced {
             traced.finish(submitted.as_ref().map_or_else(SubmitError::outcome, |_| "ok"));
         }
