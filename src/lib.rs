@@ -91,6 +91,23 @@
 //! bb8 when callers rarely wait (each thread keeps a returned resource at hand), on par with
 //! deadpool when every checkout is a hand-off between tasks.
 //!
+//! # Tracing
+//!
+//! Checkouts, creations, checks and submits each run in a [`tracing`](https://docs.rs/tracing)
+//! span named for the pool (field `pool`) that records its `outcome` when it ends. All are below
+//! INFO, so a subscriber at the usual production level sees none of them, and with no
+//! subscriber interested a checkout pays only `tracing`'s level check:
+//!
+//! | span | level | fields | `outcome` |
+//! |---|---|---|---|
+//! | `pool.get`: every `get`, `get_timeout`, `try_get` (and the cluster and multiplexed gets through them) | TRACE | `pool`, `wait` (`false` for `try_get`), `outcome` | `ok`, `timeout`, `unavailable`, `closed`, `exhausted` |
+//! | `pool.create`: one creation attempt | DEBUG | `pool`, `outcome`, `error` (the manager's, on `failed`) | `ok`, `failed`, `timeout`, `panicked` |
+//! | `pool.check`: one [`Manager::check`](pool::Manager::check), before a hand-out or as keepalive | DEBUG | `pool`, `outcome`, `error` | `ok`, `failed`, `timeout`, `panicked`, `deadline` (the caller's deadline passed first) |
+//! | `worker_pool.submit`: every submit, `try_submit` and `execute` variant | TRACE | `pool`, `outcome` | `ok`, `full`, `closed`, `timeout`, `would_deadlock`, `rate_limited`, `overloaded`, `runtime_gone` |
+//!
+//! Any of them dropped before it finished (a `get()` its caller gave up) ends with
+//! `outcome = "cancelled"`.
+//!
 //! # When not to use millpond
 //!
 //! * Synchronous code with no async runtime: use `r2d2`.
@@ -133,6 +150,7 @@ mod report;
 pub mod sqlite;
 mod sync;
 mod time;
+mod trace;
 mod unwind;
 mod wait_list;
 

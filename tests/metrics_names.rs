@@ -16,6 +16,7 @@ use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
+use millpond::cluster::{Backend, Cluster};
 use millpond::exec::WorkerPool;
 use millpond::pool::{Pool, TimeoutPhase};
 use support::TestManager;
@@ -329,4 +330,96 @@ async fn a_worker_pool_publishes_its_stats_and_a_quiet_publish_adds_nothing() {
     assert_eq!(recording.counter(&key("completed")), Some(2), "nothing new, nothing sent");
     assert_eq!(recording.counter(&key("rejected")), Some(1));
     assert_eq!(recording.histogram(&key("queue_wait")).len(), 2);
+}
+
+/// The key under which `Recording` files a cluster's figure `name`, of the whole cluster or of
+/// one backend (`Some((backend, role))`).
+fn cluster_key(name: &str, cluster: &str, backend: Option<(&str, &str)>) -> String {
+    let mut labels = vec![format!("millpond.cluster.name={cluster}")];
+    if let Some((backend, role)) = backend {
+        labels.push(format!("millpond.cluster.backend={backend}"));
+        labels.push(format!("millpond.cluster.backend.role={role}"));
+    }
+    labels.sort();
+    format!("millpond.cluster.{name}{{{}}}", labels.join(","))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_publishes_its_backends_and_their_pools_and_a_quiet_publish_adds_nothing() {
+    let (primary, _) = TestManager::new();
+    let (replica, replica_probe) = TestManager::new();
+    replica_probe.set_create(support::Behavior::Fail);
+    let pool = |manager| Pool::builder(manager).max_size(2).disable_breaker();
+    let cluster = Cluster::builder()
+        .name("orders")
+        .backend(Backend::primary("db-1", pool(primary)))
+        .backend(Backend::replica("db-2", pool(replica)))
+        .probe_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert_eq!(cluster.name(), "orders");
+    // Round-robin sends the second call to the failing replica: it fails over to the primary.
+    let held = [cluster.get().await.unwrap(), cluster.get().await.unwrap()];
+    let status = cluster.status();
+    assert_eq!((status.in_rotation, status.failovers), (1, 1), "{status:?}");
+
+    let recording = Recording::default();
+    metrics::with_local_recorder(&recording, || cluster.publish_metrics());
+    let whole = |name| cluster_key(name, "orders", None);
+    let primary = |name| cluster_key(name, "orders", Some(("db-1", "primary")));
+    let replica = |name| cluster_key(name, "orders", Some(("db-2", "replica")));
+    assert_eq!(recording.gauge(&whole("in_rotation")), Some(1.0));
+    assert_eq!(recording.counter(&whole("failovers")), Some(1));
+    assert_eq!(recording.gauge(&primary("backend.in_rotation")), Some(1.0));
+    assert_eq!(recording.gauge(&replica("backend.in_rotation")), Some(0.0));
+    assert_eq!(recording.gauge(&primary("backend.in_use")), Some(2.0));
+    assert_eq!(recording.counter(&primary("backend.checkouts")), Some(2));
+    assert_eq!(recording.counter(&replica("backend.checkouts")), Some(0));
+    assert_eq!(recording.counter(&replica("backend.ejections")), Some(1));
+    assert_eq!(recording.counter(&replica("backend.readmissions")), Some(0));
+    // Each backend's pool publishes under the backend's name.
+    assert_eq!(
+        recording.gauge(&key("db.client.connection.count", "db-1", Some("used"))),
+        Some(2.0)
+    );
+    assert_eq!(
+        recording.gauge(&key("db.client.connection.count", "db-2", Some("used"))),
+        Some(0.0)
+    );
+    let names = recording.names();
+    for name in [
+        "millpond.cluster.in_rotation",
+        "millpond.cluster.failovers",
+        "millpond.cluster.backend.in_rotation",
+        "millpond.cluster.backend.in_use",
+        "millpond.cluster.backend.checkouts",
+        "millpond.cluster.backend.ejections",
+        "millpond.cluster.backend.readmissions",
+    ] {
+        let labelled = format!("{name}{{");
+        assert!(names.iter().any(|key| key.starts_with(&labelled)), "{name} missing: {names:?}");
+    }
+
+    metrics::with_local_recorder(&recording, || cluster.publish_metrics());
+    assert_eq!(recording.counter(&whole("failovers")), Some(1), "nothing new, nothing sent");
+    assert_eq!(recording.counter(&primary("backend.checkouts")), Some(2));
+    assert_eq!(recording.counter(&replica("backend.ejections")), Some(1));
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unnamed_cluster_is_published_as_millpond_and_an_empty_name_is_refused() {
+    let (manager, _) = TestManager::new();
+    let cluster = Cluster::builder()
+        .backend(Backend::primary("db-1", Pool::builder(manager)))
+        .build()
+        .unwrap();
+    assert_eq!(cluster.name(), "millpond");
+    let (manager, _) = TestManager::new();
+    let err = Cluster::builder()
+        .name("")
+        .backend(Backend::primary("db-1", Pool::builder(manager)))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), Some("name"));
 }

@@ -10,12 +10,13 @@
 
 mod harness;
 
+use std::error::Error as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use harness::redis::{RedisServer, calls, wait_until};
-use millpond::exec::WorkerPool;
+use millpond::exec::{SubmitError, WorkerPool};
 use millpond::pool::Pool;
 use millpond::redis::RedisPool;
 use millpond::redis::rate_limit::{
@@ -343,6 +344,8 @@ async fn worker_pools_in_two_instances_share_a_per_key_limit() {
     second.submit_keyed(7, async { 2 }).await.unwrap().await.unwrap();
     let refused = second.submit_keyed(7, async { 3 }).await.unwrap_err();
     assert!(refused.is_rate_limited(), "{refused}");
+    assert!(matches!(refused, SubmitError::RateLimited(_)), "over the limit: {refused:?}");
+    assert!(refused.limiter_unavailable().is_none() && refused.source().is_none());
     assert_eq!(refused.into_inner().await, 3, "the refused task comes back untouched");
     let refused = first.submit_keyed(7, async { 4 }).await.unwrap_err();
     assert!(refused.is_rate_limited(), "{refused}");
@@ -356,6 +359,14 @@ async fn worker_pools_in_two_instances_share_a_per_key_limit() {
     server.kill();
     let refused = first.submit_keyed(9, async { 7 }).await.unwrap_err();
     assert!(refused.is_rate_limited(), "fail closed: {refused}");
+    let cause = refused.source().expect("the limiter's cause is the source");
+    let unavailable = cause.downcast_ref::<Unavailable>().expect("an Unavailable");
+    println!("fail closed in the worker pool: {refused}: {unavailable}");
+    let SubmitError::RateLimiterUnavailable(task, cause) = refused else {
+        panic!("fail closed should say the limiter was unavailable");
+    };
+    assert!(!cause.to_string().is_empty());
+    assert_eq!(task.await, 7, "the refused task comes back untouched");
     assert_eq!(first_limiter.stats().refused_unavailable, 1);
     assert_eq!(open.submit_keyed(9, async { 8 }).await.unwrap().await.unwrap(), 8, "fail open");
 }

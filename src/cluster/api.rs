@@ -71,6 +71,8 @@ impl<M: Manager> Clone for Cluster<M> {
 }
 
 pub(crate) struct Shared<M: Manager> {
+    /// The cluster's name in its published metrics.
+    pub(crate) name: String,
     pub(crate) members: Vec<Member<M>>,
     pub(crate) any: Route,
     pub(crate) primaries: Route,
@@ -81,6 +83,9 @@ pub(crate) struct Shared<M: Manager> {
     /// The runtime the health probe runs on; the probe starts again on a caller's runtime when
     /// it shuts down (`home.rs`).
     pub(crate) home: Arc<Home>,
+    /// What the last metrics publish sent, so the next one sends only what changed since.
+    #[cfg(feature = "metrics")]
+    pub(crate) published: crate::sync::Mutex<super::publish::Published>,
 }
 
 /// One backend as the cluster runs it.
@@ -425,6 +430,62 @@ impl<M: Manager> Cluster<M> {
             .iter()
             .map(|member| (member.name.clone(), member.pool.metrics()))
             .collect()
+    }
+
+    /// The cluster's name, set with [`ClusterBuilder::name`] (`"millpond"` by default).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Sends the cluster's figures to the installed [`metrics`] recorder (the `metrics`
+    /// feature), each with the attribute `millpond.cluster.name` set to [`name`](Self::name),
+    /// and then each backend pool's figures, as
+    /// [`Pool::publish_metrics`](crate::pool::Pool::publish_metrics) does (a backend's pool is
+    /// named after the backend unless its builder named it).
+    ///
+    /// OpenTelemetry has no names for clusters; these follow the database-client style. The
+    /// per-backend figures also carry `millpond.cluster.backend` (the backend's name) and
+    /// `millpond.cluster.backend.role` (`primary` or `replica`):
+    ///
+    /// | name | kind | from [`status`](Self::status) |
+    /// |---|---|---|
+    /// | `millpond.cluster.in_rotation` | gauge | [`ClusterStatus::in_rotation`] |
+    /// | `millpond.cluster.failovers` | counter | [`ClusterStatus::failovers`] |
+    /// | `millpond.cluster.backend.in_rotation` | gauge, 1 or 0, per backend | [`BackendStatus::in_rotation`] |
+    /// | `millpond.cluster.backend.in_use` | gauge, per backend | [`BackendStatus::in_use`] |
+    /// | `millpond.cluster.backend.checkouts` | counter, per backend | [`BackendStatus::served`] |
+    /// | `millpond.cluster.backend.ejections` | counter, per backend | [`BackendStatus::ejections`] |
+    /// | `millpond.cluster.backend.readmissions` | counter, per backend | [`BackendStatus::readmissions`] |
+    ///
+    /// As for pools, nothing is recorded per call: a publish sets the gauges and sends the
+    /// counters only what changed since the previous publish. Figures reach the recorder only
+    /// when this runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::cluster::{Backend, Cluster};
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = Cluster::builder()
+    ///     .name("orders")
+    ///     .backend(Backend::primary("db-1", Pool::builder(Conns)))
+    ///     .build()?;
+    /// drop(cluster.get().await?);
+    /// cluster.publish_metrics();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        super::publish::publish(&self.shared, &self.status());
     }
 }
 

@@ -29,6 +29,17 @@ pub enum Role {
     Replica,
 }
 
+impl Role {
+    /// The role as the `millpond.cluster.backend.role` metric attribute writes it.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Replica => "replica",
+        }
+    }
+}
+
 /// One backend of a cluster: a name for logs and status, a role, and its pool's configuration.
 #[must_use = "a backend does nothing until added to a cluster"]
 pub struct Backend<M: Manager> {
@@ -59,6 +70,7 @@ impl<M: Manager> Backend<M> {
 /// | [`reads_fall_back_to_primary`](Self::reads_fall_back_to_primary) | on |
 #[must_use = "a builder does nothing until `build()` is called"]
 pub struct ClusterBuilder<M: Manager> {
+    name: String,
     backends: Vec<Backend<M>>,
     balance: Balance,
     failures_to_eject: u32,
@@ -76,6 +88,7 @@ pub struct ClusterBuilder<M: Manager> {
 impl<M: Manager> Default for ClusterBuilder<M> {
     fn default() -> Self {
         Self {
+            name: String::from("millpond"),
             backends: Vec::new(),
             balance: Balance::RoundRobin,
             failures_to_eject: 1,
@@ -90,6 +103,37 @@ impl<M: Manager> Default for ClusterBuilder<M> {
 }
 
 impl<M: Manager> ClusterBuilder<M> {
+    /// The cluster's name (default `"millpond"`; must not be empty): the `millpond.cluster.name`
+    /// attribute of its published metrics, and what [`Cluster::name`] returns. A backend's pool
+    /// left with the default pool name takes the backend's name, so each backend's
+    /// `db.client.connection.*` figures carry a name of their own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use millpond::cluster::{Backend, Cluster};
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Conns;
+    /// # impl Manager for Conns {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = Cluster::builder()
+    ///     .name("orders")
+    ///     .backend(Backend::primary("db-1", Pool::builder(Conns)))
+    ///     .build()?;
+    /// assert_eq!(cluster.name(), "orders");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Adds a backend.
     pub fn backend(mut self, backend: Backend<M>) -> Self {
         self.backends.push(backend);
@@ -169,6 +213,7 @@ impl<M: Manager> ClusterBuilder<M> {
     #[cfg(feature = "serde")]
     pub fn apply(mut self, config: &crate::config::ClusterConfig) -> Self {
         let crate::config::ClusterConfig {
+            name,
             balance,
             weights,
             failures_to_eject,
@@ -181,6 +226,9 @@ impl<M: Manager> ClusterBuilder<M> {
             Err(rejected) => {
                 self.rejected.get_or_insert(rejected);
             }
+        }
+        if let Some(name) = name {
+            self.name.clone_from(name);
         }
         if let Some(failures) = *failures_to_eject {
             self.failures_to_eject = failures;
@@ -219,6 +267,9 @@ impl<M: Manager> ClusterBuilder<M> {
     pub fn build(mut self) -> Result<Cluster<M>, BuildError> {
         #[cfg(feature = "serde")]
         self.apply_configured_backends()?;
+        if self.name.is_empty() {
+            return Err(BuildError::invalid("name", &self.name, "must not be empty"));
+        }
         if self.backends.is_empty() {
             return Err(BuildError::invalid("backends", 0, "a cluster needs at least one backend"));
         }
@@ -284,6 +335,7 @@ impl<M: Manager> ClusterBuilder<M> {
             let watched = Arc::clone(&health);
             let pool = backend
                 .pool
+                .default_name(&backend.name)
                 .map_manager(|inner| Watch { inner, health: Arc::clone(&watched) })
                 .watch_creations(watched)
                 .build()
@@ -302,6 +354,7 @@ impl<M: Manager> ClusterBuilder<M> {
             });
         }
         let shared = Arc::new(Shared {
+            name: self.name,
             members,
             any,
             primaries,
@@ -310,6 +363,8 @@ impl<M: Manager> ClusterBuilder<M> {
             probe_interval: self.probe_interval,
             failovers: AtomicU64::new(0),
             home: Home::new(runtime),
+            #[cfg(feature = "metrics")]
+            published: crate::sync::Mutex::new(super::publish::Published::default()),
         });
         shared.launch_probe();
         Ok(Cluster { shared })

@@ -17,13 +17,17 @@
 //! - **Roles.** [`Cluster::get_primary`] for writes fails at once with the real cause when no
 //!   primary is in rotation; [`Cluster::get_replica`] for reads may fall back to the primary.
 //! - **Status.** [`Cluster::status`] reports each backend's rotation, load, ejections and pool
-//!   status; [`Cluster::metrics`] each pool's metrics.
+//!   status; [`Cluster::metrics`] each pool's metrics. With the `metrics` feature,
+//!   `Cluster::publish_metrics` sends both through the `metrics` facade, as
+//!   `millpond.cluster.*` and each backend pool's `db.client.connection.*`.
 
 mod api;
 mod builder;
 mod error;
 mod guard;
 mod health;
+#[cfg(feature = "metrics")]
+mod publish;
 mod status;
 
 #[cfg(all(test, millpond_loom))]

@@ -41,6 +41,8 @@ use crate::pool::Manager;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ClusterConfig {
+    /// [`ClusterBuilder::name`].
+    pub name: Option<String>,
     /// [`ClusterBuilder::balance`], by name.
     pub balance: Option<BalanceKind>,
     /// One weight per backend, in the order they are added, for the weighted `balance`

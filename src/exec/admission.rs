@@ -99,14 +99,18 @@ impl Admission {
     }
 
     /// Asks the shared per-key limit, if there is one, to admit `key`. Anything but an
-    /// admission (a refusal, or Redis unreachable with the limiter failing closed) refuses the
-    /// submit; the limiter's statistics tell the causes apart.
+    /// admission refuses the submit: `Err(None)` when the key is over its limit, `Err(Some)`
+    /// with the cause when Redis could not answer and the limiter fails closed.
     #[cfg(feature = "redis")]
-    pub(crate) async fn admit_shared(&self, key: u64) -> Result<(), Refused> {
+    pub(crate) async fn admit_shared(
+        &self,
+        key: u64,
+    ) -> Result<(), Option<crate::redis::rate_limit::Unavailable>> {
         let Some(limiter) = &self.shared_per_key else { return Ok(()) };
         match limiter.check(key.to_string()).await {
             Ok(decision) if decision.is_allowed() => Ok(()),
-            _ => Err(Refused::RateLimited),
+            Err(crate::redis::rate_limit::Error::Unavailable(cause)) => Err(Some(cause)),
+            _ => Err(None),
         }
     }
 

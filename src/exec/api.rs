@@ -15,6 +15,7 @@ use super::worker;
 use super::worker_count::MAX_WORKERS;
 use crate::BuildError;
 use crate::sync::Arc;
+use crate::trace::Outcome;
 
 /// A bounded pool of workers running submitted futures: the goroutine pool of tokio.
 ///
@@ -113,8 +114,9 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let traced = self.submit_span();
         let lane = self.inner.reserve(None, priority, None).await;
-        self.enqueue(lane, task, self.with_handle(false, priority))
+        self.enqueue(traced, lane, task, self.with_handle(false, priority))
     }
 
     /// Like [`try_submit`](Self::try_submit), for a task of `priority`.
@@ -131,8 +133,9 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let traced = self.submit_span();
         let lane = self.inner.try_reserve(None, priority);
-        self.enqueue(lane, task, self.with_handle(false, priority))
+        self.enqueue(traced, lane, task, self.with_handle(false, priority))
     }
 
     /// Queues a task if there is room right now; never waits.
@@ -170,8 +173,9 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let traced = self.submit_span();
         let lane = self.inner.reserve(None, Priority::High, Some(timeout)).await;
-        self.enqueue(lane, task, self.with_handle(false, Priority::High))
+        self.enqueue(traced, lane, task, self.with_handle(false, Priority::High))
     }
 
     /// Queues a task that must run after every earlier task with the same `key` (a user id, an
@@ -186,8 +190,9 @@ impl WorkerPool {
     /// key's [`rate_limit_per_key`](super::WorkerPoolBuilder::rate_limit_per_key) bucket is
     /// empty, or (with the `redis` feature) when the
     /// [`shared_rate_limit_per_key`](super::WorkerPoolBuilder::shared_rate_limit_per_key)
-    /// limiter does not admit it: that check awaits a round trip to Redis, within the limiter's
-    /// timeout.
+    /// limiter refuses it: that check awaits a round trip to Redis, within the limiter's
+    /// timeout. When Redis could not answer and the limiter fails closed, the task comes back
+    /// in `SubmitError::RateLimiterUnavailable` instead, with the cause.
     ///
     /// # Cancel safety
     ///
@@ -201,12 +206,18 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let traced = self.submit_span();
         #[cfg(feature = "redis")]
-        if let Err(why) = self.inner.admission.admit_shared(key).await {
-            return Err(self.inner.reject(why).with(task));
+        if let Err(cause) = self.inner.admission.admit_shared(key).await {
+            self.inner.reject(Refused::RateLimited);
+            let refused = match cause {
+                Some(cause) => SubmitError::RateLimiterUnavailable(task, cause),
+                None => SubmitError::RateLimited(task),
+            };
+            return Self::traced(traced, Err(refused));
         }
         let lane = self.inner.reserve(Some(key), Priority::High, None).await;
-        self.enqueue(lane, task, self.with_handle(true, Priority::High))
+        self.enqueue(traced, lane, task, self.with_handle(true, Priority::High))
     }
 
     /// Queues a task without a handle, waiting for room: the cheapest way to run a task. Its
@@ -223,8 +234,9 @@ impl WorkerPool {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let traced = self.submit_span();
         let lane = self.inner.reserve(None, Priority::High, None).await;
-        self.enqueue(lane, task, |task| (Job::new(task, false), ()))
+        self.enqueue(traced, lane, task, |task| (Job::new(task, false), ()))
     }
 
     /// Like [`execute`](Self::execute), but never waits.
@@ -237,8 +249,9 @@ impl WorkerPool {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let traced = self.submit_span();
         let lane = self.inner.try_reserve(None, Priority::High);
-        self.enqueue(lane, task, |task| (Job::new(task, false), ()))
+        self.enqueue(traced, lane, task, |task| (Job::new(task, false), ()))
     }
 
     /// Like [`submit_keyed`](Self::submit_keyed), but never waits: the task is queued if its
@@ -283,8 +296,9 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let traced = self.submit_span();
         let lane = self.inner.try_reserve(Some(key), Priority::High);
-        self.enqueue(lane, task, self.with_handle(true, Priority::High))
+        self.enqueue(traced, lane, task, self.with_handle(true, Priority::High))
     }
 
     /// Like [`submit_keyed`](Self::submit_keyed), waiting at most `timeout` for room in the
@@ -307,8 +321,9 @@ impl WorkerPool {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let traced = self.submit_span();
         let lane = self.inner.reserve(Some(key), Priority::High, Some(timeout)).await;
-        self.enqueue(lane, task, self.with_handle(true, Priority::High))
+        self.enqueue(traced, lane, task, self.with_handle(true, Priority::High))
     }
 
     /// Builds a tracked job and its handle; the job can tell the handle it was shed when the
@@ -335,22 +350,45 @@ impl WorkerPool {
         }
     }
 
+    /// The `worker_pool.submit` span of one submit, when a subscriber wants it (`crate::trace`).
+    fn submit_span(&self) -> Option<Outcome> {
+        let span = tracing::trace_span!(
+            "worker_pool.submit",
+            pool = %self.inner.name,
+            outcome = tracing::field::Empty,
+        );
+        (!span.is_disabled()).then(|| Outcome::new(span))
+    }
+
     /// Queues `task` into the room `lane` reserved, as the job `make` builds from it; gives the
-    /// task back, untouched, when the reservation was refused.
+    /// task back, untouched, when the reservation was refused. Ends the submit's span.
     fn enqueue<F, R>(
         &self,
+        traced: Option<Outcome>,
         lane: Result<usize, Refused>,
         task: F,
         make: impl FnOnce(F) -> (Job, R),
     ) -> Result<R, SubmitError<F>> {
-        match lane {
+        let submitted = match lane {
             Ok(lane) => {
                 let (job, result) = make(task);
                 self.inner.commit(lane, job);
                 Ok(result)
             }
             Err(why) => Err(why.with(task)),
+        };
+        Self::traced(traced, submitted)
+    }
+
+    /// Ends the submit's span, if it has one, with the outcome of `submitted`.
+    fn traced<F, R>(
+        traced: Option<Outcome>,
+        submitted: Result<R, SubmitError<F>>,
+    ) -> Result<R, SubmitError<F>> {
+        if let Some(traced) = traced {
+            traced.finish(submitted.as_ref().map_or_else(SubmitError::outcome, |_| "ok"));
         }
+        submitted
     }
 
     /// Changes the number of workers of an elastic (shared-queue) pool: at most `max_workers`

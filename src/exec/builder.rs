@@ -210,9 +210,10 @@ impl WorkerPoolBuilder {
     ///
     /// `submit_keyed` awaits it before anything else, before it takes queue room: one round
     /// trip, unless the limiter's short-circuit already knows the key is refused. A task it
-    /// does not admit comes back in [`SubmitError::RateLimited`], whether the key was over its
-    /// limit or Redis could not be asked and the limiter fails closed (the limiter's
-    /// [`stats`](crate::redis::RateLimiter::stats) tell them apart); one a limiter that fails
+    /// does not admit comes back in [`SubmitError::RateLimited`] when the key was over its
+    /// limit, and in [`SubmitError::RateLimiterUnavailable`] with the cause when Redis could
+    /// not be asked and the limiter fails closed (both are
+    /// [`is_rate_limited`](super::SubmitError::is_rate_limited)); one a limiter that fails
     /// open admits unchecked goes ahead. An admission it granted is spent even when the pool
     /// then refuses the task (full, closed, or over an in-process limit). Other submits do not
     /// consult it: they have no key.
@@ -236,6 +237,7 @@ impl WorkerPoolBuilder {
     /// ```
     ///
     /// [`SubmitError::RateLimited`]: super::SubmitError::RateLimited
+    /// [`SubmitError::RateLimiterUnavailable`]: super::SubmitError::RateLimiterUnavailable
     #[cfg(feature = "redis")]
     pub fn shared_rate_limit_per_key(mut self, limiter: crate::redis::RateLimiter) -> Self {
         self.shared_rate_limit_per_key = Some(limiter);

@@ -33,6 +33,14 @@ pub enum SubmitError<F> {
     WouldDeadlock(F),
     /// The pool's rate limit (overall, or the key's) has no token for it now.
     RateLimited(F),
+    /// The pool's shared rate limit
+    /// ([`shared_rate_limit_per_key`](super::WorkerPoolBuilder::shared_rate_limit_per_key))
+    /// could not ask Redis and fails closed, so the task was refused without knowing whether
+    /// its key was over the limit. Holds the cause, which is also the error's
+    /// [`source`](std::error::Error::source). [`is_rate_limited`](Self::is_rate_limited) is
+    /// `true` for it too.
+    #[cfg(feature = "redis")]
+    RateLimiterUnavailable(F, crate::redis::rate_limit::Unavailable),
     /// The pool is overloaded and refuses low-priority work until the load falls.
     Overloaded(F),
     /// The tokio runtime the pool's workers ran on has shut down, and the submit came from
@@ -54,6 +62,8 @@ impl<F> SubmitError<F> {
             | Self::RateLimited(task)
             | Self::Overloaded(task)
             | Self::RuntimeGone(task) => task,
+            #[cfg(feature = "redis")]
+            Self::RateLimiterUnavailable(task, _) => task,
         }
     }
 
@@ -77,9 +87,26 @@ impl<F> SubmitError<F> {
         matches!(self, Self::WouldDeadlock(_))
     }
 
-    /// Whether a rate limit refused the task.
+    /// Whether a rate limit refused the task: it had no token, or (with the `redis` feature)
+    /// the shared limiter could not answer and fails closed.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Self::RateLimited(_))
+        match self {
+            Self::RateLimited(_) => true,
+            #[cfg(feature = "redis")]
+            Self::RateLimiterUnavailable(..) => true,
+            _ => false,
+        }
+    }
+
+    /// Why the shared rate limiter refused without an answer from Redis, when it did
+    /// ([`SubmitError::RateLimiterUnavailable`]); `None` for every other refusal, a key over its
+    /// limit included.
+    #[cfg(feature = "redis")]
+    pub fn limiter_unavailable(&self) -> Option<&crate::redis::rate_limit::Unavailable> {
+        match self {
+            Self::RateLimiterUnavailable(_, cause) => Some(cause),
+            _ => None,
+        }
     }
 
     /// Whether the task was refused as low-priority work under overload.
@@ -92,6 +119,21 @@ impl<F> SubmitError<F> {
         matches!(self, Self::RuntimeGone(_))
     }
 
+    /// The `outcome` of the submit's span (`crate::trace`).
+    pub(crate) fn outcome(&self) -> &'static str {
+        match self {
+            Self::Full(_) => "full",
+            Self::Closed(_) => "closed",
+            Self::Timeout(_) => "timeout",
+            Self::WouldDeadlock(_) => "would_deadlock",
+            Self::RateLimited(_) => "rate_limited",
+            #[cfg(feature = "redis")]
+            Self::RateLimiterUnavailable(..) => "rate_limiter_unavailable",
+            Self::Overloaded(_) => "overloaded",
+            Self::RuntimeGone(_) => "runtime_gone",
+        }
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             Self::Full(_) => "the worker pool's queue is full",
@@ -101,6 +143,10 @@ impl<F> SubmitError<F> {
                 "a task of the worker pool would wait for room in its own pool, which could deadlock"
             }
             Self::RateLimited(_) => "the worker pool's rate limit refused the task",
+            #[cfg(feature = "redis")]
+            Self::RateLimiterUnavailable(..) => {
+                "the worker pool's shared rate limiter could not ask Redis and refuses the task (it fails closed)"
+            }
             Self::Overloaded(_) => "the worker pool is overloaded and refuses low-priority work",
             Self::RuntimeGone(_) => {
                 "the worker pool's tokio runtime has shut down and the submit came from outside any \
@@ -118,6 +164,8 @@ impl<F> fmt::Debug for SubmitError<F> {
             Self::Timeout(_) => "Timeout",
             Self::WouldDeadlock(_) => "WouldDeadlock",
             Self::RateLimited(_) => "RateLimited",
+            #[cfg(feature = "redis")]
+            Self::RateLimiterUnavailable(..) => "RateLimiterUnavailable",
             Self::Overloaded(_) => "Overloaded",
             Self::RuntimeGone(_) => "RuntimeGone",
         };
@@ -131,7 +179,17 @@ impl<F> fmt::Display for SubmitError<F> {
     }
 }
 
-impl<F> std::error::Error for SubmitError<F> {}
+/// The source is the shared rate limiter's cause for
+/// `RateLimiterUnavailable` (with the `redis` feature); no other refusal has one.
+impl<F> std::error::Error for SubmitError<F> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        #[cfg(feature = "redis")]
+        if let Self::RateLimiterUnavailable(_, cause) = self {
+            return Some(cause);
+        }
+        None
+    }
+}
 
 /// Why a task's handle has no value.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Span;
 
 use super::check::{Checked, Checking};
 use super::engine::{Entry, Place, Step, Take};
@@ -147,7 +148,8 @@ fn take_now<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) -> StepResult<M> 
     }
 }
 
-/// Takes a resource for a caller that arrived at `started`, as patient as `patience` allows.
+/// Takes a resource for a caller that arrived at `started`, as patient as `patience` allows,
+/// in a `pool.get` span when a subscriber wants one (`crate::trace`).
 pub(crate) async fn acquire<M: Manager>(
     shared: &Arc<Shared<M>>,
     started: Instant,
@@ -157,14 +159,37 @@ pub(crate) async fn acquire<M: Manager>(
     // either way.
     let (cached, pool) = shared.cache.take(started);
     let pool = pool.unwrap_or_else(|| shared.fallback_ref());
+    let span = get_span(shared, matches!(patience, Patience::Until(_)));
     // The common case, kept apart so it stays a straight line: a clean resource cached on this
-    // thread goes out at once. Anything else it needs takes the general path below.
+    // thread goes out at once, its span (if any) closed at once. Anything else it needs takes
+    // the general path.
     let cached = match cached {
         Some(entry) if shared.vet(&entry, started, true) == Vet::Clean => {
+            if !span.is_disabled() {
+                span.record("outcome", "ok");
+            }
             return Ok(Checkout { entry, acquired_at: started, waited: None, pool });
         }
         other => other,
     };
+    if span.is_disabled() {
+        acquire_slow(shared, started, patience, cached, pool).await
+    } else {
+        // Boxed, so that the traced path adds nothing to the untraced one's future.
+        let acquired = acquire_slow(shared, started, patience, cached, pool);
+        Box::pin(crate::trace::traced(span, acquired, outcome::<M>)).await
+    }
+}
+
+/// The general path of [`acquire`]: queueing, checks, hand-overs; `cached` is what the thread
+/// cache gave, not clean enough for the fast path.
+async fn acquire_slow<M: Manager>(
+    shared: &Arc<Shared<M>>,
+    started: Instant,
+    patience: Patience,
+    cached: Option<Entry<M::Resource>>,
+    pool: Arc<PoolRef<M>>,
+) -> Acquired<M> {
     // The time of each look at the pool: the caller's arrival first, then a fresh reading after
     // anything that may have taken time (a check), so no round reads the clock twice.
     let mut now = started;
@@ -244,6 +269,29 @@ pub(crate) async fn acquire<M: Manager>(
                 return Err(timed_out(shared, None));
             }
         }
+    }
+}
+
+/// The `pool.get` span of one checkout (`crate::trace`): [`Span::none`] unless a subscriber
+/// wants it. `wait` is `false` for `try_get`.
+#[inline(always)]
+pub(crate) fn get_span<M: Manager>(shared: &Shared<M>, wait: bool) -> Span {
+    tracing::trace_span!(
+        "pool.get",
+        pool = %shared.config.name,
+        wait,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// The `outcome` of a checkout's span.
+pub(crate) fn outcome<M: Manager>(acquired: &Acquired<M>) -> &'static str {
+    match acquired {
+        Ok(_) => "ok",
+        Err(Error::Timeout { .. }) => "timeout",
+        Err(Error::Unavailable(_)) => "unavailable",
+        Err(Error::Closed) => "closed",
+        Err(Error::Exhausted) => "exhausted",
     }
 }
 

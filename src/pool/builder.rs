@@ -84,6 +84,14 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// Names the pool `name` unless a name was set: how a cluster names its backends' pools.
+    pub(crate) fn default_name(mut self, name: &str) -> Self {
+        if self.config.name == Config::default().name {
+            self.config.name = name.to_owned();
+        }
+        self
+    }
+
     /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;

@@ -3,11 +3,13 @@
 //! Used by `get()` for resources that sat idle and by the keepalive of the maintenance task.
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::engine::Entry;
 use super::manager::{CloseReason, Manager};
 use super::shared::Shared;
 use crate::sync::Arc;
+use crate::trace::Outcome;
 use crate::unwind::contain_async;
 
 /// How a check ended.
@@ -38,21 +40,40 @@ impl<'a, M: Manager> Checking<'a, M> {
         let Some(entry) = self.entry.as_mut() else { return Checked::Failed };
         let check_deadline = crate::time::after(Instant::now(), self.shared.config.check_timeout);
         let manager = &self.shared.manager;
+        let span = tracing::debug_span!(
+            "pool.check",
+            pool = %self.shared.config.name,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let traced = (!span.is_disabled()).then(|| Outcome::new(span));
         let check = contain_async("check", || {
             tokio::time::timeout_at(
                 check_deadline.min(deadline),
                 manager.check(&mut entry.resource),
             )
         });
-        match check.await {
-            Some(Ok(Ok(()))) => Checked::Passed,
+        let checked = match &traced {
+            Some(traced) => check.instrument(traced.span().clone()).await,
+            None => check.await,
+        };
+        let (checked, outcome) = match checked {
+            Some(Ok(Ok(()))) => (Checked::Passed, "ok"),
             Some(Ok(Err(err))) => {
                 tracing::debug!(error = %err, "millpond: check failed; closing the resource");
-                Checked::Failed
+                if let Some(traced) = &traced {
+                    traced.span().record("error", tracing::field::display(&err));
+                }
+                (Checked::Failed, "failed")
             }
-            Some(Err(_)) if Instant::now() >= deadline => Checked::OutOfTime,
-            Some(Err(_)) | None => Checked::Failed,
+            Some(Err(_)) if Instant::now() >= deadline => (Checked::OutOfTime, "deadline"),
+            Some(Err(_)) => (Checked::Failed, "timeout"),
+            None => (Checked::Failed, "panicked"),
+        };
+        if let Some(traced) = traced {
+            traced.finish(outcome);
         }
+        checked
     }
 
     /// Takes the resource back after a passed check, stamped as checked at `now`.

@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::engine::{AfterFailure, Entry};
 use super::error::CreateError;
@@ -17,6 +18,7 @@ use super::guard::Metadata;
 use super::manager::Manager;
 use super::shared::Shared;
 use crate::sync::Arc;
+use crate::trace::Outcome;
 use crate::unwind::contain_async;
 
 /// Told when a creation attempt starts and when the pool gives it up at its create timeout: how
@@ -65,9 +67,31 @@ pub(crate) async fn run<M: Manager>(mut reservation: SlotReservation<M>) {
         let timeout = shared.config.create_timeout;
         let watched =
             shared.config.create_watcher.as_ref().map(|watcher| (watcher, watcher.attempt()));
+        let span = tracing::debug_span!(
+            "pool.create",
+            pool = %shared.config.name,
+            outcome = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let traced = (!span.is_disabled()).then(|| Outcome::new(span));
         let attempt =
-            contain_async("create", || tokio::time::timeout(timeout, shared.manager.create()))
-                .await;
+            contain_async("create", || tokio::time::timeout(timeout, shared.manager.create()));
+        let attempt = match &traced {
+            Some(traced) => attempt.instrument(traced.span().clone()).await,
+            None => attempt.await,
+        };
+        if let Some(traced) = traced {
+            let outcome = match &attempt {
+                Some(Ok(Ok(_))) => "ok",
+                Some(Ok(Err(err))) => {
+                    traced.span().record("error", tracing::field::display(err));
+                    "failed"
+                }
+                Some(Err(_)) => "timeout",
+                None => "panicked",
+            };
+            traced.finish(outcome);
+        }
         let error = match attempt {
             Some(Ok(Ok(resource))) => {
                 let now = Instant::now();

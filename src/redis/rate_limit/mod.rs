@@ -78,7 +78,10 @@
 //! counts inside one process. [`shared_rate_limit_per_key`](crate::exec::WorkerPoolBuilder::shared_rate_limit_per_key)
 //! hands the pool a limiter of this kind instead, or as well: [`submit_keyed`](crate::exec::WorkerPool::submit_keyed)
 //! awaits its check (the key as a decimal number) before it takes queue room, and a task it
-//! does not admit comes back in [`SubmitError::RateLimited`](crate::exec::SubmitError::RateLimited).
+//! does not admit comes back in [`SubmitError::RateLimited`](crate::exec::SubmitError::RateLimited),
+//! or, when Redis could not answer and the limiter fails closed, in
+//! [`SubmitError::RateLimiterUnavailable`](crate::exec::SubmitError::RateLimiterUnavailable)
+//! with the [`Unavailable`] cause.
 //!
 //! ```no_run
 //! # use millpond::exec::WorkerPool;
