@@ -297,6 +297,12 @@ impl<M: Manager> Shared<M> {
                     member.health.failed(Arc::clone(&cause), true, since);
                     last = Some((member.name.clone(), cause));
                 }
+                // The backend is at its adaptive limit: busy, not down. Another may have room;
+                // if none has, the caller hears this backend's refusal.
+                Some(Err(error @ pool::Error::Limited(_))) => {
+                    let cause: Cause = Arc::new(error);
+                    last = Some((member.name.clone(), cause));
+                }
                 Some(Err(error)) => {
                     return Err(Error::Pool { backend: member.name.clone(), error });
                 }

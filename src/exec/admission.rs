@@ -7,6 +7,9 @@
 //!   instance of a service (`crate::redis::RateLimiter`) is checked by `submit_keyed` before
 //!   the others: it is the one check that awaits (a round trip, unless its short-circuit
 //!   knows the key is refused), so it runs before any queue room is reserved.
+//! - **An adaptive limit** (`crate::limit`): a worker takes room under it before it starts a
+//!   task, so that the number of tasks running follows what the backend they call can take;
+//!   a task it turns away is shed like stale work.
 //! - **Stale work.** A task that waited in the queue longer than `max_queue_wait` is dropped
 //!   when a worker reaches it, before it runs; its handle says `TaskError::Shed`. During a spike
 //!   that work is usually no longer wanted, and running it only lengthens the spike.
@@ -56,6 +59,8 @@ pub(crate) struct Admission {
     pub(crate) per_key: Option<KeyedBuckets>,
     pub(crate) overload: Overload,
     pub(crate) max_queue_wait: Option<Duration>,
+    /// How many tasks may run at once, moved by how they go (`adaptive_limit`).
+    pub(crate) limiter: Option<crate::limit::AdaptiveLimiter>,
     /// A per-key limit kept in Redis, shared with other processes.
     #[cfg(feature = "redis")]
     pub(crate) shared_per_key: Option<crate::redis::RateLimiter>,
@@ -76,7 +81,12 @@ impl Admission {
 
     /// Whether queued jobs may be shed, so that they need a way to tell their handle.
     pub(crate) fn may_shed(&self) -> bool {
-        self.max_queue_wait.is_some() || self.overload.is_set()
+        self.max_queue_wait.is_some() || self.overload.is_set() || self.limiter.is_some()
+    }
+
+    /// Counts a job the adaptive limit turned away.
+    pub(crate) fn count_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Lets a submit in, or says why not; `queued` counts the tasks waiting now.

@@ -81,6 +81,7 @@ pub struct WorkerPoolBuilder {
     #[cfg(feature = "redis")]
     shared_rate_limit_per_key: Option<crate::redis::RateLimiter>,
     max_queue_wait: Option<Duration>,
+    adaptive_limit: Option<crate::limit::AdaptiveLimiter>,
     overload: Overload,
     name: String,
     /// A configuration file's setting that [`apply`](Self::apply) could not take, returned by
@@ -100,6 +101,7 @@ impl fmt::Debug for WorkerPoolBuilder {
             .field("rate_limit", &self.rate_limit)
             .field("rate_limit_per_key", &self.rate_limit_per_key)
             .field("max_queue_wait", &self.max_queue_wait)
+            .field("adaptive_limit", &self.adaptive_limit)
             .field("overload", &self.overload)
             .field("name", &self.name)
             .finish_non_exhaustive()
@@ -120,6 +122,7 @@ impl Default for WorkerPoolBuilder {
             #[cfg(feature = "redis")]
             shared_rate_limit_per_key: None,
             max_queue_wait: None,
+            adaptive_limit: None,
             overload: Overload::default(),
             name: String::from("millpond"),
             #[cfg(feature = "serde")]
@@ -249,6 +252,32 @@ impl WorkerPoolBuilder {
     /// Off by default.
     pub fn max_queue_wait(mut self, max_wait: Duration) -> Self {
         self.max_queue_wait = Some(max_wait);
+        self
+    }
+
+    /// Lets at most `limiter`'s limit of tasks run at once, and moves that limit with how they
+    /// go: a worker takes room under the limit before it starts a task, and the task's run
+    /// time is the latency the limiter judges (a panic counts as a failure). Set more workers
+    /// than the limit can reach, or the workers bound the tasks first. A task the limiter turns
+    /// away (its queue full, its wait past the limiter's timeout, or stale in a standing queue)
+    /// is shed: its handle resolves to [`TaskError::Shed`](super::TaskError::Shed). Off by
+    /// default.
+    ///
+    /// ```
+    /// use millpond::exec::WorkerPool;
+    /// use millpond::limit::{AdaptiveLimiter, Gradient2};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = AdaptiveLimiter::builder(Gradient2::new().min_limit(4).max_limit(64)).build()?;
+    /// let pool = WorkerPool::builder().workers(64).adaptive_limit(limiter.clone()).build()?;
+    /// pool.submit(async { /* a call to the backend */ }).await?.await?;
+    /// assert_eq!(limiter.status().succeeded, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn adaptive_limit(mut self, limiter: crate::limit::AdaptiveLimiter) -> Self {
+        self.adaptive_limit = Some(limiter);
         self
     }
 
@@ -541,6 +570,7 @@ impl WorkerPoolBuilder {
         }
         #[allow(unused_mut, reason = "changed only with the redis feature")]
         let mut admission = Admission::new(rate, per_key, self.overload, self.max_queue_wait);
+        admission.limiter = self.adaptive_limit.clone();
         #[cfg(feature = "redis")]
         {
             admission.shared_per_key = self.shared_rate_limit_per_key.clone();

@@ -14,6 +14,7 @@ use super::lane::{Stash, TryPop, Turn};
 use super::queues::Next;
 use tokio::time::Instant;
 
+use crate::limit::{AdaptiveLimiter, Outcome, Permit};
 use crate::sync::Arc;
 
 thread_local! {
@@ -120,7 +121,13 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
             }
         };
         let committed_to = job.lane;
-        if let Some((running, started, waited)) = start(&inner, job) {
+        // Room under the adaptive limit, if the pool has one. Boxed, with the job inside, so
+        // that neither the job nor the wait takes room in every worker's future.
+        let job = match &inner.admission.limiter {
+            None => Some(job),
+            Some(limiter) => Box::pin(admit(&inner, limiter, job)).await,
+        };
+        if let Some((running, started, waited)) = job.and_then(|job| start(&inner, job)) {
             let outcome = running.await;
             finish(&inner, started, waited, outcome);
         }
@@ -134,6 +141,66 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
         if inner.retire_surplus() {
             alive.counted = false;
             return;
+        }
+    }
+}
+
+/// Waits for room under the adaptive limit for `job`: the job, now carrying its permit, or
+/// `None` when the limiter turned it away (then it is shed).
+async fn admit(inner: &Inner, limiter: &AdaptiveLimiter, mut job: Job) -> Option<Job> {
+    match limiter.acquire().await {
+        Ok(permit) => {
+            // The permit rides in the job's own future, not in the worker's: a worker's future
+            // lives as long as the pool, in every worker, limiter or not.
+            job.future =
+                Box::pin(Limited { work: job.future, permit: Some(permit), panicked: false });
+            Some(job)
+        }
+        Err(_) => {
+            inner.admission.count_shed();
+            if let Some(handle) = &job.shed {
+                handle.shed();
+            }
+            None
+        }
+    }
+}
+
+/// A job holding room under the adaptive limit: a success when it finishes, a failure when it
+/// panics, nothing when it is dropped unfinished (an abort, a runtime gone).
+struct Limited {
+    work: Pin<Box<dyn Work>>,
+    permit: Option<Permit>,
+    panicked: bool,
+}
+
+impl Future for Limited {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Still set if the poll below unwinds: the worker catches the panic and drops us.
+        self.panicked = true;
+        let polled = self.work.as_mut().poll(cx);
+        self.panicked = false;
+        if polled.is_ready() {
+            if let Some(permit) = self.permit.take() {
+                permit.success();
+            }
+        }
+        polled
+    }
+}
+
+impl Work for Limited {
+    fn handle_waker(&self) -> Option<std::task::Waker> {
+        self.work.handle_waker()
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        if let (Some(permit), true) = (self.permit.take(), self.panicked) {
+            permit.record(Outcome::Failure);
         }
     }
 }

@@ -292,6 +292,7 @@ pub(crate) fn outcome<M: Manager>(acquired: &Acquired<M>) -> &'static str {
         Err(Error::Unavailable(_)) => "unavailable",
         Err(Error::Closed) => "closed",
         Err(Error::Exhausted) => "exhausted",
+        Err(Error::Limited(_)) => "limited",
     }
 }
 

@@ -16,6 +16,7 @@ use super::manager::{CloseReason, Manager};
 use super::metrics::{Metrics, Status};
 use super::shared::Shared;
 use crate::build_error::BuildError;
+use crate::limit::{AdaptiveLimiter, Permit, Rejected};
 use crate::sync::Arc;
 
 /// A pool of resources made by a [`Manager`].
@@ -116,8 +117,13 @@ impl<M: Manager> Pool<M> {
     ) -> Result<Pooled<M>, Error<M::Error>> {
         let started = Instant::now();
         let deadline = crate::time::after(started, timeout);
+        let permit = match &self.shared.config.limiter {
+            None => None,
+            Some(limiter) => Some(admit(limiter, started, deadline).await?),
+        };
+        // A failed acquire drops the permit: no sample, the room passes on.
         let checkout = acquire(&self.shared, started, Patience::Until(deadline)).await?;
-        Ok(self.hand_out(checkout, location))
+        Ok(self.hand_out(checkout, location).with_permit(permit))
     }
 
     fn hand_out(&self, checkout: Checkout<M>, location: &'static Location<'static>) -> Pooled<M> {
@@ -144,8 +150,14 @@ impl<M: Manager> Pool<M> {
     #[track_caller]
     pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
         let location = Location::caller();
+        let permit = match &self.shared.config.limiter {
+            None => None,
+            Some(limiter) => Some(limiter.try_acquire().ok_or_else(|| {
+                Error::Limited(Rejected::QueueFull { limit: limiter.status().limit })
+            })?),
+        };
         let checkout = acquire_now(&self.shared, Instant::now())?;
-        Ok(self.hand_out(checkout, location))
+        Ok(self.hand_out(checkout, location).with_permit(permit))
     }
 
     /// A consistent snapshot of the pool's occupancy.
@@ -393,5 +405,17 @@ mod tests {
         let status = pool.shared.engine.lock().status(2);
         assert_eq!((status.size, status.idle, status.in_use), (1, 1, 0));
         drop(held);
+    }
+}
+
+/// Takes room under the pool's adaptive limit, by `deadline` at the latest.
+async fn admit<E>(
+    limiter: &AdaptiveLimiter,
+    started: Instant,
+    deadline: Instant,
+) -> Result<Permit, Error<E>> {
+    match tokio::time::timeout_at(deadline, limiter.acquire()).await {
+        Ok(admitted) => admitted.map_err(Error::Limited),
+        Err(_) => Err(Error::Limited(Rejected::TimedOut { waited: started.elapsed() })),
     }
 }

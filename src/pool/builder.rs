@@ -92,6 +92,43 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// Puts checkouts under an adaptive concurrency limit: a `get()` first takes room under
+    /// `limiter`, waiting in its queue if needed, and the checkout reports to it when it ends
+    /// (its hold time as a success, or what [`Pooled::report`](super::Pooled::report) says).
+    /// When the database slows down, the limit falls and checkouts wait or are turned away
+    /// ([`Error::Limited`](super::Error::Limited)) before its connections pile up with queries
+    /// it cannot serve. Give each backend its own limiter (one per pool in a cluster): the
+    /// limit is a property of the backend.
+    ///
+    /// The pool's acquire timeout covers the wait for room too. `max_size` still bounds the
+    /// connections; a limit above it changes nothing until the limit falls below it.
+    ///
+    /// ```
+    /// # use millpond::pool::{Manager, Pool};
+    /// # struct Db;
+    /// # impl Manager for Db {
+    /// #     type Resource = ();
+    /// #     type Error = std::io::Error;
+    /// #     async fn create(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// use millpond::limit::{AdaptiveLimiter, Gradient2};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = AdaptiveLimiter::builder(Gradient2::new().min_limit(2).max_limit(32)).build()?;
+    /// let pool = Pool::builder(Db).max_size(32).adaptive_limit(limiter.clone()).build()?;
+    /// let conn = pool.get().await?;
+    /// assert_eq!(limiter.status().in_flight, 1);
+    /// drop(conn);
+    /// assert_eq!(limiter.status().succeeded, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn adaptive_limit(mut self, limiter: crate::limit::AdaptiveLimiter) -> Self {
+        self.config.limiter = Some(limiter);
+        self
+    }
+
     /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;

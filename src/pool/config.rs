@@ -48,6 +48,8 @@ pub(crate) struct Config {
     pub(crate) create_watcher: Option<crate::sync::Arc<dyn super::create::CreateWatcher>>,
     /// The pool's name in its published metrics.
     pub(crate) name: String,
+    /// Checkouts take room under this limit first (`Builder::adaptive_limit`).
+    pub(crate) limiter: Option<crate::limit::AdaptiveLimiter>,
     /// Publish the metrics at every maintenance tick.
     #[cfg(feature = "metrics")]
     pub(crate) publish_metrics: bool,
@@ -77,6 +79,7 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(1),
             create_watcher: None,
             name: String::from("millpond"),
+            limiter: None,
             #[cfg(feature = "metrics")]
             publish_metrics: false,
         }

@@ -131,6 +131,10 @@ pub enum Error<E> {
     Closed,
     /// [`Pool::try_get`](super::Pool::try_get) found no idle resource.
     Exhausted,
+    /// The pool's [adaptive limit](super::Builder::adaptive_limit) turned the checkout away:
+    /// the backend is at the concurrency it can take, and the wait for room failed as the
+    /// limiter's error says.
+    Limited(crate::limit::Rejected),
 }
 
 impl<E> Error<E> {
@@ -152,7 +156,7 @@ impl<E> Error<E> {
         match self {
             Self::Timeout { last_create_error, .. } => last_create_error.as_deref(),
             Self::Unavailable(err) => Some(err),
-            Self::Closed | Self::Exhausted => None,
+            Self::Closed | Self::Exhausted | Self::Limited(_) => None,
         }
     }
 
@@ -179,6 +183,7 @@ impl<E: std::error::Error + 'static> fmt::Display for Error<E> {
             }
             Self::Closed => f.write_str("the pool is closed"),
             Self::Exhausted => f.write_str("no idle resource in the pool"),
+            Self::Limited(rejected) => write!(f, "the pool's adaptive limit refused: {rejected}"),
         }
     }
 }
@@ -196,6 +201,7 @@ impl<E> Clone for Error<E> {
             Self::Unavailable(err) => Self::Unavailable(Arc::clone(err)),
             Self::Closed => Self::Closed,
             Self::Exhausted => Self::Exhausted,
+            Self::Limited(rejected) => Self::Limited(*rejected),
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::engine::Entry;
 use super::manager::Manager;
 use super::shared::PoolRef;
+use crate::limit::{Outcome, Permit};
 use crate::sync::Arc;
 
 /// What the pool knows about one resource.
@@ -116,6 +117,9 @@ pub struct Pooled<M: Manager> {
     /// How long the `get()` queued, recorded with the hold time when the resource comes back.
     waited: Option<Duration>,
     leak_id: Option<u64>,
+    /// Room under the pool's adaptive limit (`Builder::adaptive_limit`), ended with the
+    /// checkout.
+    permit: Option<Permit>,
 }
 
 impl<M: Manager> Pooled<M> {
@@ -126,7 +130,25 @@ impl<M: Manager> Pooled<M> {
         waited: Option<Duration>,
         leak_id: Option<u64>,
     ) -> Self {
-        Self { entry: Some(entry), pool, acquired_at, waited, leak_id }
+        Self { entry: Some(entry), pool, acquired_at, waited, leak_id, permit: None }
+    }
+
+    pub(crate) fn with_permit(mut self, permit: Option<Permit>) -> Self {
+        self.permit = permit;
+        self
+    }
+
+    /// Tells the pool's [adaptive limit](super::Builder::adaptive_limit) how the work done with
+    /// this checkout went, with its latency from the checkout until now. Without a report, a
+    /// checkout given back counts as a [success](Outcome::Success) with its hold time (one
+    /// dropped while its thread panics, as nothing). Report [`Outcome::Dropped`] for a query
+    /// that timed out or that the server refused for load, [`Outcome::Failure`] for an error
+    /// that says nothing about load. A pool without an adaptive limit ignores it; a second
+    /// report is ignored.
+    pub fn report(&mut self, outcome: Outcome) {
+        if let Some(permit) = self.permit.take() {
+            permit.record(outcome);
+        }
     }
 
     fn entry(&self) -> &Entry<M::Resource> {
@@ -164,6 +186,8 @@ impl<M: Manager> Pooled<M> {
     /// # }
     /// ```
     pub fn take(mut self) -> M::Resource {
+        // A detached resource says nothing more about the backend's load.
+        drop(self.permit.take());
         let entry =
             self.entry.take().unwrap_or_else(|| unreachable!("a live guard holds its resource"));
         self.pool.0.detach(self.acquired_at, self.waited, self.leak_id.take());
@@ -217,6 +241,14 @@ impl<M: Manager> Drop for Pooled<M> {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
             self.pool.0.give_back(entry, self.acquired_at, self.waited, self.leak_id.take());
+        }
+        // After the resource is back, so that the caller this admits finds it.
+        if let Some(permit) = self.permit.take() {
+            if std::thread::panicking() {
+                drop(permit);
+            } else {
+                permit.success();
+            }
         }
     }
 }
