@@ -118,8 +118,8 @@ pub struct Pooled<M: Manager> {
     waited: Option<Duration>,
     leak_id: Option<u64>,
     /// Room under the pool's adaptive limit (`Builder::adaptive_limit`), ended with the
-    /// checkout.
-    permit: Option<Permit>,
+    /// checkout. Boxed, so that unlimited pools' guards stay small.
+    permit: Option<Box<Permit>>,
 }
 
 impl<M: Manager> Pooled<M> {
@@ -133,7 +133,7 @@ impl<M: Manager> Pooled<M> {
         Self { entry: Some(entry), pool, acquired_at, waited, leak_id, permit: None }
     }
 
-    pub(crate) fn with_permit(mut self, permit: Option<Permit>) -> Self {
+    pub(crate) fn with_permit(mut self, permit: Option<Box<Permit>>) -> Self {
         self.permit = permit;
         self
     }
