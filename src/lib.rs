@@ -103,7 +103,7 @@
 //! | `pool.get`: every `get`, `get_timeout`, `try_get` (and the cluster and multiplexed gets through them) | TRACE | `pool`, `wait` (`false` for `try_get`), `outcome` | `ok`, `timeout`, `unavailable`, `closed`, `exhausted` |
 //! | `pool.create`: one creation attempt | DEBUG | `pool`, `outcome`, `error` (the manager's, on `failed`) | `ok`, `failed`, `timeout`, `panicked` |
 //! | `pool.check`: one [`Manager::check`](pool::Manager::check), before a hand-out or as keepalive | DEBUG | `pool`, `outcome`, `error` | `ok`, `failed`, `timeout`, `panicked`, `deadline` (the caller's deadline passed first) |
-//! | `worker_pool.submit`: every submit, `try_submit` and `execute` variant | TRACE | `pool`, `outcome` | `ok`, `full`, `closed`, `timeout`, `would_deadlock`, `rate_limited`, `overloaded`, `runtime_gone` |
+//! | `worker_pool.submit`: every submit, `try_submit` and `execute` variant | TRACE | `pool`, `outcome` | `ok`, `full`, `closed`, `timeout`, `would_deadlock`, `rate_limited`, `rate_limiter_unavailable` (redis), `overloaded`, `runtime_gone` |
 //!
 //! Any of them dropped before it finished (a `get()` its caller gave up) ends with
 //! `outcome = "cancelled"`.

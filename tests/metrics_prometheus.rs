@@ -1,6 +1,7 @@
 //! The `metrics` feature seen through `metrics-exporter-prometheus`, installed as the process's
 //! recorder the way an application installs it: the scrape text names every figure, with the
-//! pool's name, and the pool publishes on its own with `Builder::publish_metrics(true)`.
+//! pool's name, and the pool publishes on its own with `Builder::publish_metrics(true)`; a
+//! cluster's publish adds its `millpond_cluster_*` figures and its backends' pools.
 #![cfg(feature = "metrics")]
 
 mod support;
@@ -8,6 +9,7 @@ mod support;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusBuilder;
+use millpond::cluster::{Backend, Cluster};
 use millpond::pool::Pool;
 use support::TestManager;
 
@@ -73,4 +75,45 @@ async fn the_scrape_text_names_every_figure_and_the_maintenance_task_publishes_i
         assert_eq!(count.len(), 1, "{name} in {text}");
         assert!(count[0].ends_with(" 1"), "{name}: {count:?}");
     }
+
+    // A cluster: its own figures with its name, per backend with the backend's, and the
+    // backend's pool under the backend's name.
+    let (manager, _probe) = TestManager::new();
+    let cluster = Cluster::builder()
+        .name("orders")
+        .backend(Backend::primary("db-1", Pool::builder(manager)))
+        .build()
+        .unwrap();
+    drop(cluster.get().await.unwrap());
+    cluster.publish_metrics();
+    let text = handle.render();
+    let cluster_lines = |name: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| {
+                line.starts_with(name) && line.contains(r#"millpond_cluster_name="orders""#)
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    for (name, value) in [
+        ("millpond_cluster_in_rotation{", " 1"),
+        ("millpond_cluster_failovers{", " 0"),
+        ("millpond_cluster_backend_in_rotation{", " 1"),
+        ("millpond_cluster_backend_in_use{", " 0"),
+        ("millpond_cluster_backend_checkouts{", " 1"),
+        ("millpond_cluster_backend_ejections{", " 0"),
+        ("millpond_cluster_backend_readmissions{", " 0"),
+    ] {
+        let found = cluster_lines(name);
+        assert_eq!(found.len(), 1, "{name} in {text}");
+        assert!(found[0].ends_with(value), "{name}: {found:?}");
+    }
+    let backend = cluster_lines("millpond_cluster_backend_checkouts{");
+    assert!(backend[0].contains(r#"millpond_cluster_backend="db-1""#), "{backend:?}");
+    assert!(backend[0].contains(r#"millpond_cluster_backend_role="primary""#), "{backend:?}");
+    assert!(
+        text.lines().any(|line| line.starts_with("db_client_connection_count{")
+            && line.contains(r#"db_client_connection_pool_name="db-1""#)),
+        "the backend's pool publishes under the backend's name: {text}"
+    );
 }
