@@ -80,6 +80,8 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) reads_fall_back_to_primary: bool,
     pub(crate) probe_interval: Duration,
     pub(crate) failovers: AtomicU64,
+    /// Each key's limit for `get_keyed` (`ClusterBuilder::rate_limit_per_key`).
+    pub(crate) per_key: Option<crate::rate::KeyedBuckets>,
     /// The runtime the health probe runs on; the probe starts again on a caller's runtime when
     /// it shuts down (`home.rs`).
     pub(crate) home: Arc<Home>,
@@ -355,16 +357,20 @@ impl<M: Manager> Cluster<M> {
 
     /// A connection from the backend that owns `key` (a user or tenant id), among those in
     /// rotation. Rendezvous hashing: a key moves only when its backend leaves the rotation, and
-    /// comes back with it.
+    /// comes back with it. With [`ClusterBuilder::rate_limit_per_key`](super::ClusterBuilder::rate_limit_per_key),
+    /// a key over its limit is refused before any backend is asked.
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get).
+    /// As [`get`](Self::get), and [`Error::RateLimited`] for a key over its limit.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, as [`get`](Self::get).
     pub async fn get_keyed(&self, key: u64) -> Result<ClusterConn<M>, Error<M::Error>> {
+        if let Some(buckets) = &self.shared.per_key {
+            buckets.try_take(key).map_err(|retry_in| Error::RateLimited { retry_in })?;
+        }
         self.shared.acquire(&self.shared.any, Some(key)).await
     }
 

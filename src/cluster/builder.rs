@@ -76,6 +76,7 @@ pub struct ClusterBuilder<M: Manager> {
     failures_to_eject: u32,
     probe_interval: Duration,
     reads_fall_back_to_primary: bool,
+    rate_per_key: Option<(f64, u32)>,
     /// Pool settings from a configuration file, by backend name, applied at `build()`.
     #[cfg(feature = "serde")]
     configured: std::collections::BTreeMap<String, crate::config::PoolConfig>,
@@ -94,6 +95,7 @@ impl<M: Manager> Default for ClusterBuilder<M> {
             failures_to_eject: 1,
             probe_interval: Duration::from_secs(1),
             reads_fall_back_to_primary: true,
+            rate_per_key: None,
             #[cfg(feature = "serde")]
             configured: std::collections::BTreeMap::new(),
             #[cfg(feature = "serde")]
@@ -131,6 +133,16 @@ impl<M: Manager> ClusterBuilder<M> {
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Limits how often each key may check out through
+    /// [`Cluster::get_keyed`](super::Cluster::get_keyed), across all backends: `per_second` on
+    /// average with bursts of up to `burst` (per user, per tenant, per source address). A key
+    /// over its limit gets [`Error::RateLimited`](super::Error::RateLimited) at once. Off by
+    /// default.
+    pub fn rate_limit_per_key(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate_per_key = Some((per_second, burst));
         self
     }
 
@@ -321,6 +333,12 @@ impl<M: Manager> ClusterBuilder<M> {
                 ));
             }
         }
+        let per_key = match self.rate_per_key {
+            Some((per_second, burst)) => Some(crate::rate::KeyedBuckets::new(
+                crate::rate::Shape::new(per_second, burst, "rate_limit_per_key")?,
+            )),
+            None => None,
+        };
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let roles: Vec<Role> = self.backends.iter().map(|backend| backend.role).collect();
         let all: Vec<usize> = (0..roles.len()).collect();
@@ -362,6 +380,7 @@ impl<M: Manager> ClusterBuilder<M> {
             reads_fall_back_to_primary: self.reads_fall_back_to_primary,
             probe_interval: self.probe_interval,
             failovers: AtomicU64::new(0),
+            per_key,
             home: Home::new(runtime),
             #[cfg(feature = "metrics")]
             published: crate::sync::Mutex::new(super::publish::Published::default()),

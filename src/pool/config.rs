@@ -50,6 +50,10 @@ pub(crate) struct Config {
     pub(crate) name: String,
     /// Checkouts take room under this limit first (`Builder::adaptive_limit`).
     pub(crate) limiter: Option<crate::limit::AdaptiveLimiter>,
+    /// `(per_second, burst)` of each key's limit for `get_keyed`, checked at `build()`.
+    pub(crate) rate_per_key: Option<(f64, u32)>,
+    /// The buckets of that limit, made by `build()`.
+    pub(crate) per_key: Option<crate::sync::Arc<crate::rate::KeyedBuckets>>,
     /// Publish the metrics at every maintenance tick.
     #[cfg(feature = "metrics")]
     pub(crate) publish_metrics: bool,
@@ -80,6 +84,8 @@ impl Default for Config {
             create_watcher: None,
             name: String::from("millpond"),
             limiter: None,
+            rate_per_key: None,
+            per_key: None,
             #[cfg(feature = "metrics")]
             publish_metrics: false,
         }
