@@ -250,10 +250,41 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Turns the circuit breaker off: callers wait out their timeout however long the backend is
-    /// down.
+    /// Also opens the breaker when at least `rate` (in `(0, 1]`) of the creations that ended in
+    /// the last `window` failed, once the window holds `minimum_calls` of them: the rule
+    /// [`CircuitBreaker`](crate::breaker::CircuitBreaker) uses, for a backend that fails often
+    /// but not every time in a row. Off by default; the run of consecutive failures
+    /// ([`breaker`](Self::breaker)) still applies.
+    pub fn breaker_failure_rate(mut self, rate: f64, minimum_calls: u32, window: Duration) -> Self {
+        let rules = self.rate_rules();
+        rules.failure_rate = Some(rate);
+        rules.minimum_calls = minimum_calls;
+        self.config.breaker_window = window;
+        self
+    }
+
+    /// Also opens the breaker when at least `rate` of the creations in the window took longer
+    /// than `threshold`: a backend that still answers, too slowly to be worth waiting for. It
+    /// uses the window and minimum of [`breaker_failure_rate`](Self::breaker_failure_rate), or
+    /// 10 s and 10 creations. Off by default.
+    pub fn breaker_slow_creations(mut self, threshold: Duration, rate: f64) -> Self {
+        self.rate_rules().slow = Some((threshold, rate));
+        self
+    }
+
+    fn rate_rules(&mut self) -> &mut crate::breaker::RateRules {
+        self.config.breaker_rates.get_or_insert(crate::breaker::RateRules {
+            failure_rate: None,
+            slow: None,
+            minimum_calls: 10,
+        })
+    }
+
+    /// Turns the circuit breaker off, its rate rules too: callers wait out their timeout however
+    /// long the backend is down.
     pub fn disable_breaker(mut self) -> Self {
         self.config.breaker_threshold = None;
+        self.config.breaker_rates = None;
         self
     }
 

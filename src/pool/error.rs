@@ -42,6 +42,10 @@ pub enum CreateError<E> {
     TimedOut(Duration),
     /// `create()` panicked; the panic was contained and counted as a failed creation.
     Panicked,
+    /// Creations succeed, but too many of them took longer than this
+    /// ([`Builder::breaker_slow_creations`](super::Builder::breaker_slow_creations)), so the
+    /// breaker opened.
+    TooSlow(Duration),
 }
 
 impl<E> CreateError<E> {
@@ -49,7 +53,7 @@ impl<E> CreateError<E> {
     pub fn manager_error(&self) -> Option<&E> {
         match self {
             Self::Failed(err) => Some(err),
-            Self::TimedOut(_) | Self::Panicked => None,
+            Self::TimedOut(_) | Self::Panicked | Self::TooSlow(_) => None,
         }
     }
 }
@@ -62,6 +66,9 @@ impl<E> fmt::Display for CreateError<E> {
             Self::Failed(_) => f.write_str("creating a resource failed"),
             Self::TimedOut(after) => write!(f, "creating a resource timed out after {after:?}"),
             Self::Panicked => f.write_str("creating a resource panicked"),
+            Self::TooSlow(threshold) => {
+                write!(f, "creating resources is too slow: too many took longer than {threshold:?}")
+            }
         }
     }
 }
