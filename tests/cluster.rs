@@ -109,7 +109,35 @@ async fn a_caller_waiting_on_a_hung_backend_moves_when_its_create_times_out() {
     assert_eq!(conn.backend(), "a");
     // The pool's create timeout (1 s) moved it, not its acquire timeout (30 s).
     assert_eq!(started.elapsed(), Duration::from_secs(1));
-    assert!(!cluster.status().backends[0].in_rotation);
+    // One timeout alone does not take a backend out: it may only be slow.
+    assert!(cluster.status().backends[0].in_rotation);
+    // A second in a row does.
+    let mut held = vec![conn];
+    while cluster.status().backends[0].in_rotation {
+        held.push(cluster.get().await.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(3), "one more timeout, and a backoff");
+    }
+    assert_eq!(b_probe.create_calls(), 2);
+    assert!(held.iter().all(|conn| conn.backend() == "a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_but_healthy_backend_stays_in_rotation_after_one_create_timeout() {
+    let (a, _) = mock("a", false);
+    let (b, b_probe) = mock("b", false);
+    let cluster = Cluster::builder().backend(b).backend(a).build().unwrap();
+    // b's first connection takes longer than the create timeout; the next ones are quick.
+    b_probe.set_create(Behavior::Delay(Duration::from_millis(1_500)));
+    let first = cluster.get().await.unwrap();
+    assert_eq!(first.backend(), "a", "the caller moved on");
+    b_probe.set_create(Behavior::Succeed);
+    assert!(cluster.status().backends[0].in_rotation, "one create timeout is no ejection");
+    let mut held = vec![first];
+    for _ in 0..3 {
+        held.push(cluster.get().await.unwrap());
+    }
+    assert!(held.iter().any(|conn| conn.backend() == "b"), "b still serves");
+    assert_eq!(cluster.status().backends[0].ejections, 0);
 }
 
 /// A checkout by one of the cluster's four ways to get a connection.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::builder::{ClusterBuilder, Role};
 use super::error::Error;
 use super::guard::ClusterConn;
-use super::health::{Cause, Health, Watch};
+use super::health::{Cause, Failure, Health, Watch};
 use super::status::{BackendStatus, ClusterStatus};
 use crate::balance::{Balance, Balancer, Loads};
 use crate::build_error::BuildError;
@@ -293,10 +293,20 @@ impl<M: Manager> Shared<M> {
             match attempt {
                 Some(Ok(pooled)) => return Ok(ClusterConn::new(pooled, Arc::clone(self), index)),
                 Some(Err(error)) if is_backend_failure(&error) => {
+                    // A creation that timed out was reported by the pool's creation task
+                    // already (`CreateWatcher`); counting the get that waited on it too would
+                    // make one timeout two.
+                    let kind = match &error {
+                        pool::Error::Timeout { phase: pool::TimeoutPhase::Create, .. } => None,
+                        pool::Error::Timeout { .. } => Some(Failure::Timeout),
+                        _ => Some(Failure::Down),
+                    };
                     // The pool's own error, kept whole: it leads callers to the manager's error
                     // ("connection refused") with its type.
                     let cause: Cause = Arc::new(error);
-                    member.health.failed(Arc::clone(&cause), true, since);
+                    if let Some(kind) = kind {
+                        member.health.failed(Arc::clone(&cause), kind, since);
+                    }
                     last = Some((member.name.clone(), cause));
                 }
                 // The backend is at its adaptive limit: busy, not down. Another may have room;
