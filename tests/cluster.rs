@@ -467,3 +467,54 @@ fn a_cluster_whose_runtime_is_gone_keeps_its_backends_and_its_probe() {
         .await;
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_whose_calls_fail_is_ejected_for_a_while_though_it_connects_fine() {
+    let (a, _) = mock("a", false);
+    let (b, _) = mock("b", false);
+    let (c, _) = mock("c", false);
+    let detection = millpond::cluster::OutlierDetection::new()
+        .consecutive_failures(3)
+        .max_ejected_percent(50)
+        .base_ejection(Duration::from_secs(10));
+    let cluster = Cluster::builder()
+        .backend(a)
+        .backend(b)
+        .backend(c)
+        .outlier_detection(detection)
+        .probe_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    // Queries on b fail (a replica far behind, say); its connections are fine.
+    let mut failures = 0;
+    while failures < 3 {
+        let conn = cluster.get().await.unwrap();
+        if conn.backend() == "b" {
+            conn.report_failure();
+            failures += 1;
+        } else {
+            conn.report_success(Duration::from_millis(5));
+        }
+    }
+    let status = cluster.status();
+    assert!(status.backends[1].outlier_ejected && !status.backends[1].in_rotation);
+    assert_eq!((status.in_rotation, status.backends[1].outlier_ejections), (2, 1));
+    for _ in 0..6 {
+        assert_ne!(cluster.get().await.unwrap().backend(), "b", "ejected: skipped by every pick");
+    }
+    // Its time is up: the next tick of the probe task brings it back.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(cluster.status().backends[1].in_rotation);
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        served.push(cluster.get().await.unwrap());
+    }
+    assert!(names(&served).contains(&"b"));
+    let err = Cluster::builder()
+        .backend(mock("x", false).0)
+        .outlier_detection(millpond::cluster::OutlierDetection::new().consecutive_failures(0))
+        .build()
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("outlier_detection.consecutive_failures"));
+}
