@@ -29,6 +29,9 @@ use tokio::time::Instant;
 const PHASE: Duration = Duration::from_secs(8);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Makes a contender's limiter, fresh for its run.
+type MakeLimiter = Box<dyn Fn() -> AdaptiveLimiter>;
+
 /// A limit that never moves.
 #[derive(Debug)]
 struct Fixed(usize);
@@ -223,7 +226,7 @@ fn main() {
         "query: generate_series(1, {n}); capacity at 2 in flight: {capacity:.0}/s; offered: {rate:.0}/s\n"
     );
     let fixed = |limit| AdaptiveLimiter::builder(Fixed(limit)).build().unwrap();
-    let contenders: Vec<(&str, Box<dyn Fn() -> AdaptiveLimiter>)> = vec![
+    let contenders: Vec<(&str, MakeLimiter)> = vec![
         ("static 2", Box::new(move || fixed(2))),
         ("static 4", Box::new(move || fixed(4))),
         ("static 8", Box::new(move || fixed(8))),
