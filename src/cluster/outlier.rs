@@ -222,7 +222,7 @@ impl Outliers {
         Self { settings, records: vec![Record::default(); backends], interval_ends }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(millpond_loom)))]
     pub(crate) fn is_ejected(&self, backend: usize) -> bool {
         self.records[backend].ejected_until.is_some()
     }
