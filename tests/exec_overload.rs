@@ -204,3 +204,57 @@ async fn bad_admission_settings_are_rejected_naming_the_field() {
         Some("overload_queue_wait")
     );
 }
+
+/// Three priorities, two degradation levels: past the queue threshold Low is refused; past
+/// twice the threshold Normal too; High never. The fallback runs for what is refused or shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normal_work_is_refused_only_twice_over_the_limit_and_falls_back() {
+    use millpond::exec::Degraded;
+    let pool =
+        WorkerPool::builder().workers(1).queue_capacity(64).overload_queue_len(4).build().unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let blocker = {
+        let gate = gate.clone();
+        pool.submit(async move { gate.acquire().await.unwrap().forget() }).await.unwrap()
+    };
+    let mut queued = Vec::new();
+    let fill_to = |count: usize, queued: &mut Vec<_>| {
+        while pool.stats().queued < count {
+            queued.push(pool.try_submit(async {}).unwrap());
+        }
+    };
+    fill_to(3, &mut queued);
+    assert_eq!(pool.stats().degradation, 0);
+    fill_to(5, &mut queued);
+    assert_eq!(pool.stats().degradation, 1);
+    assert!(matches!(
+        pool.submit_with(Priority::Low, async {}).await,
+        Err(SubmitError::Overloaded(_))
+    ));
+    queued.push(
+        pool.submit_with(Priority::Normal, async {}).await.expect("Normal passes at level 1"),
+    );
+    fill_to(9, &mut queued);
+    assert_eq!(pool.stats().degradation, 2);
+    assert!(matches!(
+        pool.submit_with(Priority::Normal, async {}).await,
+        Err(SubmitError::Overloaded(_))
+    ));
+    queued.push(pool.submit_with(Priority::High, async {}).await.expect("High always passes"));
+    let degraded = pool
+        .run_or_else(Priority::Normal, async { "fresh" }, |why| async move {
+            assert!(matches!(why, Degraded::Refused(SubmitError::Overloaded(()))), "{why:?}");
+            "cached"
+        })
+        .await
+        .unwrap();
+    assert_eq!(degraded, "cached");
+    gate.add_permits(1);
+    blocker.await.unwrap();
+    for handle in queued {
+        handle.await.unwrap();
+    }
+    assert_eq!(pool.stats().degradation, 0);
+    let fresh = pool.run_or_else(Priority::Normal, async { "fresh" }, |_| async { "cached" }).await;
+    assert_eq!(fresh.unwrap(), "fresh");
+}

@@ -235,3 +235,19 @@ async fn gradient2_settles_near_capacity_and_follows_it_down_and_up() {
     let limit = drive(&limiter, &backend, 300, 10).await;
     assert!((80..=200).contains(&limit), "capacity back at 100: limit {limit}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_call_takes_the_fallback_with_the_reason() {
+    let limiter = AdaptiveLimiter::builder(aimd(1)).max_queue(0).build().unwrap();
+    let held = limiter.acquire().await.unwrap();
+    let answer = limiter
+        .run_or_else(async { "fresh" }, |rejected| async move {
+            assert_eq!(rejected, Rejected::QueueFull { limit: 1 });
+            "cached"
+        })
+        .await;
+    assert_eq!(answer, "cached");
+    drop(held);
+    assert_eq!(limiter.run_or_else(async { "fresh" }, |_| async { "cached" }).await, "fresh");
+    assert_eq!(limiter.status().succeeded, 1);
+}

@@ -13,7 +13,8 @@
 //! - **Stale work.** A task that waited in the queue longer than `max_queue_wait` is dropped
 //!   when a worker reaches it, before it runs; its handle says `TaskError::Shed`. During a spike
 //!   that work is usually no longer wanted, and running it only lengthens the spike.
-//! - **Priorities.** While the pool is overloaded (more than `overload_queue_len` tasks queued,
+//! - **Priorities**, in three classes and two degradation levels (see [`Priority`]). While the
+//!   pool is overloaded (more than `overload_queue_len` tasks queued,
 //!   a queue-wait p99 above `overload_queue_wait`: more than 1 % of the tasks started in the
 //!   last 100–200 ms waited longer, or a CPU usage past `overload_cpu`'s threshold), low-priority submits are refused with
 //!   `SubmitError::Overloaded` and low-priority tasks already queued are shed when reached. High-priority work is never refused for load.
@@ -31,13 +32,30 @@ use crate::rate::{KeyedBuckets, TokenBucket};
 use crate::sync::{AtomicU64, Ordering};
 
 /// How much a task matters when the pool is overloaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+///
+/// The pool degrades in steps ([`Stats::degradation`](super::Stats::degradation)): overloaded
+/// (level 1), it refuses and sheds `Low` work; twice over its overload threshold (level 2),
+/// `Normal` work too. `High` work is never refused or shed for load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Priority {
+    /// Work that can wait for a quieter moment or be dropped: refused and shed first.
+    Low,
+    /// Work worth doing unless the pool is well past its limits: refused and shed at level 2.
+    Normal,
     /// Core work: never refused or shed for load (the default).
     #[default]
     High,
-    /// Work that can wait for a quieter moment or be dropped: refused and shed first.
-    Low,
+}
+
+impl Priority {
+    /// The degradation level from which work of this priority is refused and shed.
+    fn refused_from(self) -> u8 {
+        match self {
+            Self::Low => 1,
+            Self::Normal => 2,
+            Self::High => u8::MAX,
+        }
+    }
 }
 
 /// When the pool counts as overloaded.
@@ -98,7 +116,7 @@ impl Admission {
         priority: Priority,
         queued: impl FnOnce() -> usize,
     ) -> Result<(), Refused> {
-        if priority == Priority::Low && self.is_overloaded(queued) {
+        if priority != Priority::High && self.degradation(queued) >= priority.refused_from() {
             return Err(Refused::Overloaded);
         }
         if let (Some(buckets), Some(key)) = (&self.per_key, key) {
@@ -126,14 +144,34 @@ impl Admission {
         }
     }
 
-    fn is_overloaded(&self, queued: impl FnOnce() -> usize) -> bool {
-        let waiting_too_long =
-            self.overload.queue_wait.is_some() && self.tail.p99_above(Instant::now());
-        let cpu_busy =
-            self.overload.cpu.as_ref().is_some_and(|(cpu, threshold)| cpu.is_above(*threshold));
-        waiting_too_long
-            || cpu_busy
-            || self.overload.queue_len.is_some_and(|limit| queued() > limit)
+    /// How far past its limits the pool is: 0 within them; 1 past one (more than
+    /// `overload_queue_len` queued, a queue-wait p99 above `overload_queue_wait`, a CPU past
+    /// `overload_cpu`'s threshold); 2 well past one (more than twice `overload_queue_len`
+    /// queued, or a CPU past the threshold by half the room that was left above it).
+    pub(crate) fn degradation(&self, queued: impl FnOnce() -> usize) -> u8 {
+        let mut level = 0;
+        if let Some(limit) = self.overload.queue_len {
+            let queued = queued();
+            if queued > limit.saturating_mul(2) {
+                return 2;
+            }
+            if queued > limit {
+                level = 1;
+            }
+        }
+        if let Some((cpu, threshold)) = &self.overload.cpu {
+            let usage = cpu.usage();
+            if usage > threshold + (1.0 - threshold) / 2.0 {
+                return 2;
+            }
+            if usage > *threshold {
+                level = 1;
+            }
+        }
+        if level == 0 && self.overload.queue_wait.is_some() && self.tail.p99_above(Instant::now()) {
+            level = 1;
+        }
+        level
     }
 
     /// Decides, as a worker reaches `job` after it waited `waited`, whether to drop it unrun.
@@ -147,7 +185,9 @@ impl Admission {
             self.tail.record(Instant::now(), waited > limit);
         }
         let stale = self.max_queue_wait.is_some_and(|limit| waited > limit);
-        let shed = stale || (job.priority == Priority::Low && self.is_overloaded(queued));
+        let shed = stale
+            || (job.priority != Priority::High
+                && self.degradation(queued) >= job.priority.refused_from());
         if shed {
             self.shed.fetch_add(1, Ordering::Relaxed);
         }

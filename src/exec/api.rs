@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::admission::Priority;
 use super::builder::WorkerPoolBuilder;
-use super::error::SubmitError;
+use super::error::{Degraded, SubmitError};
 use super::handle::{TaskHandle, tracked};
 use super::inner::{Inner, Refused};
 use super::job::Job;
@@ -93,14 +93,66 @@ impl WorkerPool {
         self.submit_with(Priority::High, task).await
     }
 
-    /// Like [`submit`](Self::submit), for a task of `priority`. While the pool is overloaded
-    /// (see [`WorkerPoolBuilder::overload_queue_len`](super::WorkerPoolBuilder::overload_queue_len)),
-    /// low-priority tasks are refused, and those already queued are shed when a worker reaches
-    /// them; high-priority tasks never are.
+    /// Runs `task` at `priority` and returns its output; if the pool refuses it (overloaded, full,
+    /// over a rate limit, closed) or sheds it before it starts, runs `fallback` instead, with
+    /// the reason: the degraded path a service takes under load (a cached answer, a default,
+    /// a smaller query).
+    ///
+    /// ```
+    /// use millpond::exec::{Priority, WorkerPool};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = WorkerPool::builder().build()?;
+    /// let answer = pool
+    ///     .run_or_else(Priority::Low, async { 42 }, |_why| async { 0 })
+    ///     .await?;
+    /// assert_eq!(answer, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As `submit`, plus [`SubmitError::Overloaded`] for a low-priority task under overload.
+    /// [`TaskError::Panicked`](super::TaskError::Panicked) or
+    /// [`TaskError::Aborted`](super::TaskError::Aborted) when the task ran and did not finish:
+    /// those are not load, and the fallback does not hide them.
+    ///
+    /// # Cancel safety
+    ///
+    /// As `submit` while it waits for room; once the task is queued, dropping this future
+    /// leaves the task to run (its output is dropped), as dropping a handle does.
+    pub async fn run_or_else<F, Fb, G>(
+        &self,
+        priority: Priority,
+        task: F,
+        fallback: Fb,
+    ) -> Result<F::Output, super::TaskError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+        Fb: FnOnce(Degraded) -> G,
+        G: Future<Output = F::Output>,
+    {
+        match self.submit_with(priority, task).await {
+            Ok(handle) => match handle.await {
+                Err(super::TaskError::Shed) => Ok(fallback(Degraded::Shed).await),
+                finished => finished,
+            },
+            Err(refused) => Ok(fallback(Degraded::Refused(refused.split().1)).await),
+        }
+    }
+
+    /// Like [`submit`](Self::submit), for a task of `priority`. While the pool is overloaded
+    /// (see [`WorkerPoolBuilder::overload_queue_len`](super::WorkerPoolBuilder::overload_queue_len)),
+    /// low-priority tasks are refused, and those already queued are shed when a worker reaches
+    /// them; normal-priority ones too once the pool is twice over its limits (see
+    /// [`Priority`]); high-priority tasks never are.
+    ///
+    /// # Errors
+    ///
+    /// As `submit`, plus [`SubmitError::Overloaded`] for a task the pool's degradation level
+    /// refuses.
     ///
     /// # Cancel safety
     ///
@@ -526,6 +578,7 @@ impl WorkerPool {
         let totals = self.inner.shards.merged();
         Stats {
             workers,
+            degradation: self.inner.admission.degradation(|| self.inner.queues.queued()),
             busy: workers.saturating_sub(idle),
             idle: idle.min(workers),
             queued: queued_per_worker.iter().sum(),

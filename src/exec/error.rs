@@ -67,6 +67,23 @@ impl<F> SubmitError<F> {
         }
     }
 
+    /// The task, and the same refusal without it.
+    pub fn split(self) -> (F, SubmitError<()>) {
+        match self {
+            Self::Full(task) => (task, SubmitError::Full(())),
+            Self::Closed(task) => (task, SubmitError::Closed(())),
+            Self::Timeout(task) => (task, SubmitError::Timeout(())),
+            Self::WouldDeadlock(task) => (task, SubmitError::WouldDeadlock(())),
+            Self::RateLimited(task) => (task, SubmitError::RateLimited(())),
+            Self::Overloaded(task) => (task, SubmitError::Overloaded(())),
+            Self::RuntimeGone(task) => (task, SubmitError::RuntimeGone(())),
+            #[cfg(feature = "redis")]
+            Self::RateLimiterUnavailable(task, cause) => {
+                (task, SubmitError::RateLimiterUnavailable((), cause))
+            }
+        }
+    }
+
     /// Whether the queue was full.
     pub fn is_full(&self) -> bool {
         matches!(self, Self::Full(_))
@@ -233,3 +250,13 @@ impl fmt::Display for TaskError {
 }
 
 impl std::error::Error for TaskError {}
+
+/// Why [`WorkerPool::run_or_else`](super::WorkerPool::run_or_else) took its fallback.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Degraded {
+    /// The pool refused the task (the task itself was dropped unrun).
+    Refused(SubmitError<()>),
+    /// The pool queued the task and then shed it before it started.
+    Shed,
+}

@@ -93,6 +93,6 @@ mod loom_models;
 pub use admission::Priority;
 pub use api::WorkerPool;
 pub use builder::{DEFAULT_IDLE_TIMEOUT, DEFAULT_QUEUE_CAPACITY, Scheduler, WorkerPoolBuilder};
-pub use error::{SubmitError, TaskError};
+pub use error::{Degraded, SubmitError, TaskError};
 pub use handle::TaskHandle;
 pub use stats::Stats;

@@ -10,6 +10,10 @@ use crate::sync::{CachePadded, Mutex};
 pub struct Stats {
     /// Workers alive.
     pub workers: usize,
+    /// How far past its overload limits the pool is now: 0 within them, 1 when it refuses and
+    /// sheds [`Priority::Low`](super::Priority::Low) work, 2 when it refuses
+    /// [`Priority::Normal`](super::Priority::Normal) work too (see [`Priority`](super::Priority)).
+    pub degradation: u8,
     /// Workers running a task.
     pub busy: usize,
     /// Workers waiting for a task.

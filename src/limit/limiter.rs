@@ -170,6 +170,42 @@ impl AdaptiveLimiter {
         self.run_classified(call, |_| Outcome::Success).await
     }
 
+    /// Runs `call` under the limit as [`run`](Self::run) does, or, when the limiter turns it
+    /// away, `fallback` with the reason: the degraded path (a cached answer, a default).
+    ///
+    /// ```
+    /// # use millpond::limit::{AdaptiveLimiter, Aimd};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), millpond::BuildError> {
+    /// let limiter = AdaptiveLimiter::builder(Aimd::new()).max_queue(0).build()?;
+    /// let price = limiter.run_or_else(async { 42 }, |_rejected| async { 40 }).await;
+    /// assert_eq!(price, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`run`](Self::run).
+    pub async fn run_or_else<F, Fb, G>(&self, call: F, fallback: Fb) -> F::Output
+    where
+        F: Future,
+        Fb: FnOnce(Rejected) -> G,
+        G: Future<Output = F::Output>,
+    {
+        match self.acquire().await {
+            Ok(permit) => {
+                let mut running = DropsAsLoss(Some(permit));
+                let output = call.await;
+                if let Some(permit) = running.0.take() {
+                    permit.success();
+                }
+                output
+            }
+            Err(rejected) => fallback(rejected).await,
+        }
+    }
+
     /// Runs `call` under the limit, and counts the outcome `classify` gives its output.
     ///
     /// ```
