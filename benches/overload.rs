@@ -77,7 +77,7 @@ fn run(name: &str, per_tick: usize, builder: WorkerPoolBuilder) {
                         let mut tally = tally.lock().unwrap();
                         match priority {
                             Priority::High => tally.high_refused += 1,
-                            Priority::Low => tally.low_refused += 1,
+                            Priority::Low | Priority::Normal => tally.low_refused += 1,
                         }
                     }
                 }
@@ -88,9 +88,9 @@ fn run(name: &str, per_tick: usize, builder: WorkerPoolBuilder) {
             let mut tally = tally.lock().unwrap();
             match (priority, outcome) {
                 (Priority::High, Ok(latency)) => tally.high_latency.push(latency),
-                (Priority::Low, Ok(_)) => tally.low_done += 1,
+                (Priority::Low | Priority::Normal, Ok(_)) => tally.low_done += 1,
                 (Priority::High, Err(TaskError::Shed)) => tally.high_shed += 1,
-                (Priority::Low, Err(TaskError::Shed)) => tally.low_shed += 1,
+                (Priority::Low | Priority::Normal, Err(TaskError::Shed)) => tally.low_shed += 1,
                 (_, Err(err)) => panic!("a task failed: {err}"),
             }
         }
