@@ -14,11 +14,15 @@
 //! machine: `cargo bench --bench limits` prints the table recorded in `docs/benchmarks.md`.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+#[path = "support/limits.rs"]
+mod support;
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use millpond::limit::{AdaptiveLimiter, Aimd, Gradient2, LimitAlgorithm, Sample};
+use millpond::limit::{AdaptiveLimiter, Aimd, Gradient2};
+use support::Fixed;
 use tokio::time::Instant;
 
 const BASE: Duration = Duration::from_millis(10);
@@ -26,20 +30,6 @@ const ARRIVALS_PER_MS: u32 = 15;
 const CLIENT_TIMEOUT: Duration = Duration::from_millis(100);
 const PHASE: Duration = Duration::from_secs(10);
 const CAPACITIES: [usize; 3] = [100, 50, 100];
-
-/// A limit that never moves.
-#[derive(Debug)]
-struct Fixed(usize);
-
-impl LimitAlgorithm for Fixed {
-    fn initial(&self) -> usize {
-        self.0
-    }
-
-    fn update(&mut self, _: &Sample) -> usize {
-        self.0
-    }
-}
 
 #[derive(Default)]
 struct Backend {
@@ -77,12 +67,7 @@ struct PhaseFigures {
 
 impl PhaseFigures {
     fn percentile(&mut self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        self.latencies.sort_unstable();
-        let index = ((self.latencies.len() - 1) as f64 * p).round() as usize;
-        self.latencies[index]
+        support::percentile(&mut self.latencies, p)
     }
 
     /// Seconds from the phase's start until the limit first comes within 25 % of its median

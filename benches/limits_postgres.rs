@@ -17,13 +17,17 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
+#[path = "support/limits.rs"]
+mod support;
+
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::postgres::PgServer;
-use millpond::limit::{AdaptiveLimiter, Aimd, Gradient2, LimitAlgorithm, Outcome, Sample};
+use millpond::limit::{AdaptiveLimiter, Aimd, Gradient2, Outcome};
 use millpond::postgres::{PgManager, PgPool};
+use support::Fixed;
 use tokio::time::Instant;
 
 const PHASE: Duration = Duration::from_secs(8);
@@ -31,20 +35,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Makes a contender's limiter, fresh for its run.
 type MakeLimiter = Box<dyn Fn() -> AdaptiveLimiter>;
-
-/// A limit that never moves.
-#[derive(Debug)]
-struct Fixed(usize);
-
-impl LimitAlgorithm for Fixed {
-    fn initial(&self) -> usize {
-        self.0
-    }
-
-    fn update(&mut self, _: &Sample) -> usize {
-        self.0
-    }
-}
 
 #[derive(Default)]
 struct Figures {
@@ -57,13 +47,7 @@ struct Figures {
 
 impl Figures {
     fn percentile(&mut self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        self.latencies.sort_unstable();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let index = ((self.latencies.len() - 1) as f64 * p).round() as usize;
-        self.latencies[index]
+        support::percentile(&mut self.latencies, p)
     }
 }
 
