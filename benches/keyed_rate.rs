@@ -1,8 +1,9 @@
 //! Our per-key token buckets (`src/rate.rs`, `KeyedBuckets`: one mutex over a `HashMap` of
 //! GCRA theoretical arrival times, swept of full buckets as it doubles) beside governor's keyed
-//! limiter (`DefaultKeyedRateLimiter`: a `DashMap` of the same GCRA state, one atomic per key)
-//! and 16 of ours sharded by key: the cost of one check, the memory per key, what becomes of it
-//! when keys go idle, and how many requests each admits.
+//! limiter (`DefaultKeyedRateLimiter`: a `DashMap` of the same GCRA state, one atomic per key),
+//! the same with std's clock in place of its `quanta` one, and 16 of ours sharded by key: the
+//! cost of one check, the memory per key, what becomes of it when keys go idle, and how many
+//! requests each admits.
 //!
 //! All run the same quota, 100 a second with a burst of 10, on `u64` keys hashed by std's
 //! default hasher, and read the real clock on every check, as they do in use (a row of clock
@@ -24,7 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, DefaultClock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DashMapStateStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 // `src/rate.rs` and what it takes from the crate, compiled into the bench from their sources
@@ -117,6 +120,17 @@ impl Keyed for Sharded {
     }
 }
 
+/// Governor's keyed limiter reading std's clock, as it would read tokio's (std's outside a
+/// paused runtime) if it replaced ours: what its map costs without its faster clock.
+type GovernorStdClock =
+    RateLimiter<u64, DashMapStateStore<u64>, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+
+impl Keyed for GovernorStdClock {
+    fn check(&self, key: u64) -> bool {
+        self.check_key(&key).is_ok()
+    }
+}
+
 fn ours_with(per_second: f64, burst: u32) -> KeyedBuckets {
     KeyedBuckets::new(Shape::new(per_second, burst, "rate").expect("a valid shape"))
 }
@@ -135,6 +149,11 @@ fn nonzero(n: u32) -> NonZeroU32 {
 
 fn governor() -> DefaultKeyedRateLimiter<u64> {
     governor_with(Quota::per_second(nonzero(PER_SECOND)).allow_burst(nonzero(BURST)))
+}
+
+fn governor_std_clock() -> GovernorStdClock {
+    let quota = Quota::per_second(nonzero(PER_SECOND)).allow_burst(nonzero(BURST));
+    RateLimiter::dashmap_with_clock(quota, MonotonicClock)
 }
 
 /// Keys drawn per sequence (a power of two, to wrap with a mask).
@@ -192,6 +211,8 @@ fn clock_cost(c: &mut Criterion) {
     group.bench_function("millpond (tokio Instant::elapsed)", |b| {
         b.iter(|| black_box(origin.elapsed()));
     });
+    let std_origin = Instant::now();
+    group.bench_function("std Instant::elapsed", |b| b.iter(|| black_box(std_origin.elapsed())));
     let clock = DefaultClock::default();
     group.bench_function("governor (DefaultClock::now)", |b| b.iter(|| black_box(clock.now())));
     group.finish();
@@ -207,10 +228,11 @@ fn check_cost(c: &mut Criterion) {
             group.sample_size(20);
             for population in [100u64, 10_000, 1_000_000] {
                 let keys = keys(population, skewed, population);
-                let contenders: [(&str, Box<dyn Keyed>); 3] = [
+                let contenders: [(&str, Box<dyn Keyed>); 4] = [
                     ("millpond", Box::new(ours())),
                     ("millpond-sharded", Box::new(Sharded::new(f64::from(PER_SECOND), BURST))),
                     ("governor", Box::new(governor())),
+                    ("governor-std-clock", Box::new(governor_std_clock())),
                 ];
                 for (name, limiter) in contenders {
                     (0..population).for_each(|key| {
