@@ -59,6 +59,9 @@
 //! * [`limit`]: adaptive concurrency limits that find a backend's capacity from the latency
 //!   and losses of its calls (Gradient2, AIMD), with a bounded wait queue that turns to
 //!   newest-first under overload: [`AdaptiveLimiter`](limit::AdaptiveLimiter).
+//! * [`load`]: load signals: a smoothed CPU usage (the container's cgroup, the machine, or this
+//!   process) that sheds low-priority work or holds a breaker open past a threshold:
+//!   [`CpuSampler`](load::CpuSampler).
 //! * [`object`]: synchronous pools of reusable values (buffers, encoders):
 //!   [`ObjectPool`](object::ObjectPool), with a per-thread fast path.
 //! * `postgres` (feature `postgres`): a [`Manager`](pool::Manager) over tokio-postgres that
@@ -138,6 +141,7 @@ pub mod exec;
 mod histogram;
 mod home;
 pub mod limit;
+pub mod load;
 pub mod object;
 pub mod pool;
 #[cfg(feature = "postgres")]

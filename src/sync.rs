@@ -165,6 +165,27 @@ macro_rules! atomic_int {
 atomic_int!(AtomicUsize, usize);
 atomic_int!(AtomicU64, u64);
 
+/// A flag, modelled under loom.
+#[derive(Debug, Default)]
+pub(crate) struct AtomicBool(atomic_impl::AtomicBool);
+
+impl AtomicBool {
+    #[inline]
+    pub(crate) fn new(value: bool) -> Self {
+        Self(atomic_impl::AtomicBool::new(value))
+    }
+
+    #[inline]
+    pub(crate) fn load(&self, order: Ordering) -> bool {
+        self.0.load(order)
+    }
+
+    #[inline]
+    pub(crate) fn store(&self, value: bool, order: Ordering) {
+        self.0.store(value, order);
+    }
+}
+
 /// Process-wide state, for `static`s: outside every model, as loom's types cannot live in a
 /// `static`. Only for state whose races are harmless or serialised by its own lock.
 pub(crate) mod process {

@@ -109,7 +109,35 @@ async fn a_caller_waiting_on_a_hung_backend_moves_when_its_create_times_out() {
     assert_eq!(conn.backend(), "a");
     // The pool's create timeout (1 s) moved it, not its acquire timeout (30 s).
     assert_eq!(started.elapsed(), Duration::from_secs(1));
-    assert!(!cluster.status().backends[0].in_rotation);
+    // One timeout alone does not take a backend out: it may only be slow.
+    assert!(cluster.status().backends[0].in_rotation);
+    // A second in a row does.
+    let mut held = vec![conn];
+    while cluster.status().backends[0].in_rotation {
+        held.push(cluster.get().await.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(3), "one more timeout, and a backoff");
+    }
+    assert_eq!(b_probe.create_calls(), 2);
+    assert!(held.iter().all(|conn| conn.backend() == "a"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_but_healthy_backend_stays_in_rotation_after_one_create_timeout() {
+    let (a, _) = mock("a", false);
+    let (b, b_probe) = mock("b", false);
+    let cluster = Cluster::builder().backend(b).backend(a).build().unwrap();
+    // b's first connection takes longer than the create timeout; the next ones are quick.
+    b_probe.set_create(Behavior::Delay(Duration::from_millis(1_500)));
+    let first = cluster.get().await.unwrap();
+    assert_eq!(first.backend(), "a", "the caller moved on");
+    b_probe.set_create(Behavior::Succeed);
+    assert!(cluster.status().backends[0].in_rotation, "one create timeout is no ejection");
+    let mut held = vec![first];
+    for _ in 0..3 {
+        held.push(cluster.get().await.unwrap());
+    }
+    assert!(held.iter().any(|conn| conn.backend() == "b"), "b still serves");
+    assert_eq!(cluster.status().backends[0].ejections, 0);
 }
 
 /// A checkout by one of the cluster's four ways to get a connection.
@@ -438,4 +466,55 @@ fn a_cluster_whose_runtime_is_gone_keeps_its_backends_and_its_probe() {
         })
         .await;
     });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_whose_calls_fail_is_ejected_for_a_while_though_it_connects_fine() {
+    let (a, _) = mock("a", false);
+    let (b, _) = mock("b", false);
+    let (c, _) = mock("c", false);
+    let detection = millpond::cluster::OutlierDetection::new()
+        .consecutive_failures(3)
+        .max_ejected_percent(50)
+        .base_ejection(Duration::from_secs(10));
+    let cluster = Cluster::builder()
+        .backend(a)
+        .backend(b)
+        .backend(c)
+        .outlier_detection(detection)
+        .probe_interval(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    // Queries on b fail (a replica far behind, say); its connections are fine.
+    let mut failures = 0;
+    while failures < 3 {
+        let conn = cluster.get().await.unwrap();
+        if conn.backend() == "b" {
+            conn.report_failure();
+            failures += 1;
+        } else {
+            conn.report_success(Duration::from_millis(5));
+        }
+    }
+    let status = cluster.status();
+    assert!(status.backends[1].outlier_ejected && !status.backends[1].in_rotation);
+    assert_eq!((status.in_rotation, status.backends[1].outlier_ejections), (2, 1));
+    for _ in 0..6 {
+        assert_ne!(cluster.get().await.unwrap().backend(), "b", "ejected: skipped by every pick");
+    }
+    // Its time is up: the next tick of the probe task brings it back.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(cluster.status().backends[1].in_rotation);
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        served.push(cluster.get().await.unwrap());
+    }
+    assert!(names(&served).contains(&"b"));
+    let err = Cluster::builder()
+        .backend(mock("x", false).0)
+        .outlier_detection(millpond::cluster::OutlierDetection::new().consecutive_failures(0))
+        .build()
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("outlier_detection.consecutive_failures"));
 }

@@ -204,3 +204,70 @@ async fn closing_during_a_creation_closes_its_resource() {
     assert_eq!(probe.created(), 1);
     assert_eq!(probe.alive(), 0, "the late resource was closed, not kept");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_rate_opens_the_breaker_before_a_long_run_of_failures_would() {
+    let (manager, probe) = TestManager::new();
+    probe.set_create(Behavior::Fail);
+    let pool = Pool::builder(manager)
+        .max_size(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .breaker(100, Duration::from_secs(5))
+        .breaker_failure_rate(0.5, 4, Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let err = pool.get().await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert_eq!(probe.create_calls(), 4, "opened at the window's minimum, not after 100 in a row");
+    let started = tokio::time::Instant::now();
+    assert!(matches!(pool.get().await, Err(Error::Unavailable(_))));
+    assert_eq!(started.elapsed(), Duration::ZERO, "open: fails at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_creations_open_the_breaker_and_say_so() {
+    let (manager, probe) = TestManager::new();
+    probe.set_create(Behavior::Delay(Duration::from_millis(500)));
+    let pool = Pool::builder(manager)
+        .max_size(8)
+        .acquire_timeout(Duration::from_secs(30))
+        .breaker_failure_rate(1.0, 3, Duration::from_secs(60))
+        .breaker_slow_creations(Duration::from_millis(200), 0.5)
+        .build()
+        .unwrap();
+    // Three slow but successful creations: the third trips the slow-call rate. The resources
+    // are taken out of the pool, so only a creation could serve the next caller.
+    let held: Vec<_> = futures::future::try_join_all((0..3).map(|_| pool.get())).await.unwrap();
+    let held: Vec<_> = held.into_iter().map(Pooled::take).collect();
+    assert_eq!(probe.created(), 3);
+    let err = pool.get().await.unwrap_err();
+    let Error::Unavailable(cause) = &err else { panic!("{err:?}") };
+    assert!(
+        matches!(**cause, CreateError::TooSlow(threshold) if threshold == Duration::from_millis(200))
+    );
+    assert!(err.to_string().contains("too slow"), "{err}");
+    assert_eq!(probe.create_calls(), 3, "no creation while open");
+    drop(held);
+}
+
+#[test]
+fn bad_breaker_rates_are_refused_naming_the_field() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = runtime.enter();
+    let field =
+        |builder: millpond::pool::Builder<TestManager>| builder.build().unwrap_err().field();
+    let pool = || Pool::builder(TestManager::new().0);
+    assert_eq!(
+        field(pool().breaker_failure_rate(1.5, 10, Duration::from_secs(1))),
+        Some("breaker_failure_rate")
+    );
+    assert_eq!(
+        field(pool().breaker_failure_rate(0.5, 0, Duration::from_secs(1))),
+        Some("breaker_failure_rate")
+    );
+    assert_eq!(
+        field(pool().breaker_slow_creations(Duration::ZERO, 0.5)),
+        Some("breaker_slow_creations")
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::machine::{Breaker, Permit};
-use super::window::Window;
+use super::window::{RateRules, Window};
 use crate::build_error::BuildError;
 use crate::sync::Mutex;
 
@@ -26,16 +26,9 @@ use crate::sync::Mutex;
 ///
 /// Shared by reference (or in an `Arc`) among the tasks that call the dependency.
 pub struct CircuitBreaker {
-    rules: Rules,
+    rules: RateRules,
     probe_timeout: Duration,
     state: Mutex<Inner>,
-}
-
-#[derive(Debug, Clone)]
-struct Rules {
-    failure_rate: Option<f64>,
-    slow: Option<(Duration, f64)>,
-    minimum_calls: u32,
 }
 
 #[derive(Debug)]
@@ -281,7 +274,7 @@ impl CircuitBreaker {
 
     fn record(&self, started: Instant, probe: Option<u64>, failed: bool) {
         let now = Instant::now();
-        let slow = self.rules.slow.is_some_and(|(threshold, _)| now - started > threshold);
+        let slow = self.rules.is_slow(now - started);
         let mut inner = self.state.lock();
         let Inner { machine, window, probe: current, .. } = &mut *inner;
         if let Some(id) = probe {
@@ -311,27 +304,12 @@ impl CircuitBreaker {
             machine.on_success();
             false
         };
-        if tripped_by_run || self.rules.rates_trip(window) {
+        if tripped_by_run || self.rules.trip(window) {
             if !tripped_by_run {
                 machine.trip(now);
             }
             window.clear(now);
         }
-    }
-}
-
-impl Rules {
-    /// Whether the window's calls break a rate rule.
-    fn rates_trip(&self, window: &Window) -> bool {
-        let totals = window.totals();
-        if totals.calls < self.minimum_calls {
-            return false;
-        }
-        let calls = f64::from(totals.calls);
-        let failing =
-            self.failure_rate.is_some_and(|rate| f64::from(totals.failures) / calls >= rate);
-        let slow = self.slow.is_some_and(|(_, rate)| f64::from(totals.slow) / calls >= rate);
-        failing || slow
     }
 }
 
@@ -484,7 +462,7 @@ impl CircuitBreakerBuilder {
         }
         let now = Instant::now();
         Ok(CircuitBreaker {
-            rules: Rules {
+            rules: RateRules {
                 failure_rate: self.failure_rate,
                 slow: self.slow,
                 minimum_calls: self.minimum_calls,

@@ -35,3 +35,4 @@ mod window;
 
 pub use circuit::{BreakerError, BreakerState, CallPermit, CircuitBreaker, CircuitBreakerBuilder};
 pub(crate) use machine::{Breaker, Permit};
+pub(crate) use window::{RateRules, Window};

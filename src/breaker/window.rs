@@ -81,6 +81,38 @@ impl Window {
     }
 }
 
+/// The rate rules that trip a breaker over a [`Window`]: a failure rate, a slow-call rate, and
+/// the calls the window must hold before either judges. Shared by [`CircuitBreaker`] and the
+/// pool's own breaker.
+///
+/// [`CircuitBreaker`]: super::CircuitBreaker
+#[derive(Debug, Clone)]
+pub(crate) struct RateRules {
+    pub(crate) failure_rate: Option<f64>,
+    pub(crate) slow: Option<(Duration, f64)>,
+    pub(crate) minimum_calls: u32,
+}
+
+impl RateRules {
+    /// Whether a call that took `took` counts as slow.
+    pub(crate) fn is_slow(&self, took: Duration) -> bool {
+        self.slow.is_some_and(|(threshold, _)| took > threshold)
+    }
+
+    /// Whether the window's calls break a rule.
+    pub(crate) fn trip(&self, window: &Window) -> bool {
+        let totals = window.totals();
+        if totals.calls < self.minimum_calls {
+            return false;
+        }
+        let calls = f64::from(totals.calls);
+        let failing =
+            self.failure_rate.is_some_and(|rate| f64::from(totals.failures) / calls >= rate);
+        let slow = self.slow.is_some_and(|(_, rate)| f64::from(totals.slow) / calls >= rate);
+        failing || slow
+    }
+}
+
 #[cfg(all(test, not(millpond_loom)))]
 mod tests {
     use super::*;

@@ -8,13 +8,15 @@ use std::time::Duration;
 use super::builder::{ClusterBuilder, Role};
 use super::error::Error;
 use super::guard::ClusterConn;
-use super::health::{Cause, Health, Watch};
+use super::health::{Cause, Failure, Health, Watch};
+use super::outlier::{Changes, Outliers};
 use super::status::{BackendStatus, ClusterStatus};
 use crate::balance::{Balance, Balancer, Loads};
 use crate::build_error::BuildError;
 use crate::home::{Home, Rehome};
 use crate::pool::{self, Manager, Pool};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering, Weak};
+use tokio::time::Instant;
 
 /// A pool over several backends (a primary and replicas, or equal peers), each with its own
 /// pool and its own health; start from [`Cluster::builder`].
@@ -80,6 +82,10 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) reads_fall_back_to_primary: bool,
     pub(crate) probe_interval: Duration,
     pub(crate) failovers: AtomicU64,
+    /// Each key's limit for `get_keyed` (`ClusterBuilder::rate_limit_per_key`).
+    pub(crate) per_key: Option<crate::rate::KeyedBuckets>,
+    /// Outlier ejection from the calls' reports (`ClusterBuilder::outlier_detection`).
+    pub(crate) outliers: Option<crate::sync::Mutex<Outliers>>,
     /// The runtime the health probe runs on; the probe starts again on a caller's runtime when
     /// it shuts down (`home.rs`).
     pub(crate) home: Arc<Home>,
@@ -94,6 +100,8 @@ pub(crate) struct Member<M: Manager> {
     pub(crate) role: Role,
     pub(crate) pool: Pool<Watch<M>>,
     pub(crate) health: Arc<Health>,
+    /// Out of rotation for how its calls went (outlier ejection); read by every pick.
+    pub(crate) ejected: crate::sync::AtomicBool,
     /// Connections handed out and not yet returned: what the load-reading strategies read.
     pub(crate) in_use: AtomicUsize,
     pub(crate) served: AtomicU64,
@@ -177,7 +185,10 @@ struct RouteLoads<'a, M: Manager> {
 impl<M: Manager> RouteLoads<'_, M> {
     fn usable(&self, position: usize) -> bool {
         let index = self.route.members[position];
-        !self.tried.has(index) && !self.shared.members[index].health.is_down()
+        let member = &self.shared.members[index];
+        !self.tried.has(index)
+            && !member.health.is_down()
+            && !member.ejected.load(Ordering::Relaxed)
     }
 }
 
@@ -224,6 +235,41 @@ impl<M: Manager> Shared<M> {
                 "millpond: the cluster's runtime shut down; its health probe moved to the \
                  caller's runtime"
             );
+        }
+    }
+
+    /// A call on `backend` ended: `latency` for a success, `None` for a failure.
+    pub(crate) fn report(&self, backend: usize, latency: Option<Duration>) {
+        let Some(outliers) = &self.outliers else { return };
+        let down = self.down();
+        let changes = outliers.lock().report(backend, latency, Instant::now(), &down);
+        self.apply(&changes);
+    }
+
+    /// Ends ejections whose time is up and compares the backends at the end of an interval.
+    fn tick_outliers(&self) {
+        let Some(outliers) = &self.outliers else { return };
+        let down = self.down();
+        let changes = outliers.lock().tick(Instant::now(), &down);
+        self.apply(&changes);
+    }
+
+    fn down(&self) -> Vec<bool> {
+        self.members.iter().map(|member| member.health.is_down()).collect()
+    }
+
+    fn apply(&self, changes: &Changes) {
+        for &index in &changes.ejected {
+            let member = &self.members[index];
+            member.ejected.store(true, Ordering::Relaxed);
+            tracing::warn!(backend = %member.name, "millpond: a backend is ejected as an outlier");
+            // Callers waiting on its pool move on, as when it goes down.
+            member.health.went_down.notify_waiters();
+        }
+        for &index in &changes.returned {
+            let member = &self.members[index];
+            member.ejected.store(false, Ordering::Relaxed);
+            tracing::info!(backend = %member.name, "millpond: an ejected backend is back");
         }
     }
 
@@ -291,10 +337,20 @@ impl<M: Manager> Shared<M> {
             match attempt {
                 Some(Ok(pooled)) => return Ok(ClusterConn::new(pooled, Arc::clone(self), index)),
                 Some(Err(error)) if is_backend_failure(&error) => {
+                    // A creation that timed out was reported by the pool's creation task
+                    // already (`CreateWatcher`); counting the get that waited on it too would
+                    // make one timeout two.
+                    let kind = match &error {
+                        pool::Error::Timeout { phase: pool::TimeoutPhase::Create, .. } => None,
+                        pool::Error::Timeout { .. } => Some(Failure::Timeout),
+                        _ => Some(Failure::Down),
+                    };
                     // The pool's own error, kept whole: it leads callers to the manager's error
                     // ("connection refused") with its type.
                     let cause: Cause = Arc::new(error);
-                    member.health.failed(Arc::clone(&cause), true, since);
+                    if let Some(kind) = kind {
+                        member.health.failed(Arc::clone(&cause), kind, since);
+                    }
                     last = Some((member.name.clone(), cause));
                 }
                 // The backend is at its adaptive limit: busy, not down. Another may have room;
@@ -355,16 +411,20 @@ impl<M: Manager> Cluster<M> {
 
     /// A connection from the backend that owns `key` (a user or tenant id), among those in
     /// rotation. Rendezvous hashing: a key moves only when its backend leaves the rotation, and
-    /// comes back with it.
+    /// comes back with it. With [`ClusterBuilder::rate_limit_per_key`](super::ClusterBuilder::rate_limit_per_key),
+    /// a key over its limit is refused before any backend is asked.
     ///
     /// # Errors
     ///
-    /// As [`get`](Self::get).
+    /// As [`get`](Self::get), and [`Error::RateLimited`] for a key over its limit.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe, as [`get`](Self::get).
     pub async fn get_keyed(&self, key: u64) -> Result<ClusterConn<M>, Error<M::Error>> {
+        if let Some(buckets) = &self.shared.per_key {
+            buckets.try_take(key).map_err(|retry_in| Error::RateLimited { retry_in })?;
+        }
         self.shared.acquire(&self.shared.any, Some(key)).await
     }
 
@@ -408,10 +468,17 @@ impl<M: Manager> Cluster<M> {
             .shared
             .members
             .iter()
-            .map(|member| BackendStatus {
+            .enumerate()
+            .map(|(index, member)| BackendStatus {
                 name: member.name.clone(),
                 role: member.role,
-                in_rotation: !member.health.is_down(),
+                in_rotation: !member.health.is_down() && !member.ejected.load(Ordering::Relaxed),
+                outlier_ejected: member.ejected.load(Ordering::Relaxed),
+                outlier_ejections: self
+                    .shared
+                    .outliers
+                    .as_ref()
+                    .map_or(0, |outliers| outliers.lock().ejections(index)),
                 in_use: member.in_use.load(Ordering::Relaxed),
                 served: member.served.load(Ordering::Relaxed),
                 ejections: member.health.ejections.load(Ordering::Relaxed),
@@ -506,6 +573,7 @@ pub(crate) async fn probe<M: Manager>(cluster: Weak<Shared<M>>) {
         };
         tokio::time::sleep(interval).await;
         let Some(shared) = cluster.upgrade() else { return };
+        shared.tick_outliers();
         for member in shared.members.iter().filter(|member| member.health.is_down()) {
             if let Ok(conn) = member.pool.get_timeout(interval).await {
                 drop(conn);

@@ -76,6 +76,8 @@ pub struct ClusterBuilder<M: Manager> {
     failures_to_eject: u32,
     probe_interval: Duration,
     reads_fall_back_to_primary: bool,
+    rate_per_key: Option<(f64, u32)>,
+    outliers: Option<super::OutlierDetection>,
     /// Pool settings from a configuration file, by backend name, applied at `build()`.
     #[cfg(feature = "serde")]
     configured: std::collections::BTreeMap<String, crate::config::PoolConfig>,
@@ -94,6 +96,8 @@ impl<M: Manager> Default for ClusterBuilder<M> {
             failures_to_eject: 1,
             probe_interval: Duration::from_secs(1),
             reads_fall_back_to_primary: true,
+            rate_per_key: None,
+            outliers: None,
             #[cfg(feature = "serde")]
             configured: std::collections::BTreeMap::new(),
             #[cfg(feature = "serde")]
@@ -131,6 +135,29 @@ impl<M: Manager> ClusterBuilder<M> {
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Limits how often each key may check out through
+    /// [`Cluster::get_keyed`](super::Cluster::get_keyed), across all backends: `per_second` on
+    /// average with bursts of up to `burst` (per user, per tenant, per source address). A key
+    /// over its limit gets [`Error::RateLimited`](super::Error::RateLimited) at once. Off by
+    /// default.
+    pub fn rate_limit_per_key(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate_per_key = Some((per_second, burst));
+        self
+    }
+
+    /// Ejects backends for how their calls go, as reported through
+    /// [`ClusterConn::report_success`](super::ClusterConn::report_success) and
+    /// [`report_failure`](super::ClusterConn::report_failure): a run of failures, a success
+    /// rate far below the others', a latency far above theirs. See [`OutlierDetection`] for the
+    /// rules and their defaults (Envoy's). Off by default: without it only failed connection
+    /// attempts take a backend out.
+    ///
+    /// [`OutlierDetection`]: super::OutlierDetection
+    pub fn outlier_detection(mut self, detection: super::OutlierDetection) -> Self {
+        self.outliers = Some(detection);
         self
     }
 
@@ -321,6 +348,15 @@ impl<M: Manager> ClusterBuilder<M> {
                 ));
             }
         }
+        if let Some(detection) = &self.outliers {
+            detection.validate()?;
+        }
+        let per_key = match self.rate_per_key {
+            Some((per_second, burst)) => Some(crate::rate::KeyedBuckets::new(
+                crate::rate::Shape::new(per_second, burst, "rate_limit_per_key")?,
+            )),
+            None => None,
+        };
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let roles: Vec<Role> = self.backends.iter().map(|backend| backend.role).collect();
         let all: Vec<usize> = (0..roles.len()).collect();
@@ -329,6 +365,7 @@ impl<M: Manager> ClusterBuilder<M> {
         let primaries = Route::new("primary", of_role(Role::Primary), &self.balance)?;
         let replicas = Route::new("replica", of_role(Role::Replica), &self.balance)?;
 
+        let members_count = self.backends.len();
         let mut members = Vec::with_capacity(self.backends.len());
         for backend in self.backends {
             let health = Arc::new(Health::new(self.failures_to_eject, self.probe_interval));
@@ -349,6 +386,7 @@ impl<M: Manager> ClusterBuilder<M> {
                 role: backend.role,
                 pool,
                 health,
+                ejected: crate::sync::AtomicBool::new(false),
                 in_use: crate::sync::AtomicUsize::new(0),
                 served: AtomicU64::new(0),
             });
@@ -362,6 +400,14 @@ impl<M: Manager> ClusterBuilder<M> {
             reads_fall_back_to_primary: self.reads_fall_back_to_primary,
             probe_interval: self.probe_interval,
             failovers: AtomicU64::new(0),
+            per_key,
+            outliers: self.outliers.map(|detection| {
+                crate::sync::Mutex::new(super::outlier::Outliers::new(
+                    detection,
+                    members_count,
+                    tokio::time::Instant::now(),
+                ))
+            }),
             home: Home::new(runtime),
             #[cfg(feature = "metrics")]
             published: crate::sync::Mutex::new(super::publish::Published::default()),

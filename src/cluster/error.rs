@@ -31,6 +31,12 @@ pub enum Error<E> {
         /// The pool's error.
         error: pool::Error<E>,
     },
+    /// [`Cluster::get_keyed`](super::Cluster::get_keyed)'s key is over its limit
+    /// ([`ClusterBuilder::rate_limit_per_key`](super::ClusterBuilder::rate_limit_per_key)).
+    RateLimited {
+        /// How long until the key may check out again.
+        retry_in: std::time::Duration,
+    },
 }
 
 impl<E: std::error::Error + 'static> fmt::Display for Error<E> {
@@ -43,6 +49,9 @@ impl<E: std::error::Error + 'static> fmt::Display for Error<E> {
             ),
             Self::Unavailable { route, last: None } => write!(f, "no {route} backend available"),
             Self::Pool { backend, error } => write!(f, "backend `{backend}`: {error}"),
+            Self::RateLimited { retry_in } => {
+                write!(f, "this key is over its rate limit (retry in {retry_in:?})")
+            }
         }
     }
 }
@@ -65,6 +74,7 @@ impl<E: std::error::Error + Send + Sync + 'static> Error<E> {
         match self {
             Self::Unavailable { last, .. } => last.as_ref().map(|(_, cause)| cause.as_ref()),
             Self::Pool { error, .. } => Some(error),
+            Self::RateLimited { .. } => None,
         }
     }
 }

@@ -55,6 +55,22 @@ impl<M: Manager> DerefMut for ClusterConn<M> {
     }
 }
 
+impl<M: Manager> ClusterConn<M> {
+    /// Tells the cluster a call on this connection succeeded, in `latency`: a sample for
+    /// outlier ejection ([`ClusterBuilder::outlier_detection`](super::ClusterBuilder::outlier_detection)).
+    /// A cluster without it ignores the report.
+    pub fn report_success(&self, latency: std::time::Duration) {
+        self.cluster.report(self.backend, Some(latency));
+    }
+
+    /// Tells the cluster a call on this connection failed for a reason of the backend's (an
+    /// error, a timeout): counts toward ejecting it as an outlier. Leave out failures that are
+    /// the caller's (a constraint violation, a missing row).
+    pub fn report_failure(&self) {
+        self.cluster.report(self.backend, None);
+    }
+}
+
 impl<M: Manager> Drop for ClusterConn<M> {
     fn drop(&mut self) {
         self.cluster.members[self.backend].in_use.fetch_sub(1, Ordering::Relaxed);

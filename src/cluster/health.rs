@@ -3,7 +3,8 @@
 //! Every creation of a backend's pool goes through [`Watch`], which reports its outcome to the
 //! backend's [`Health`]: a failure counts toward the backend's breaker (the same state machine as
 //! the pool's own), and a creation the pool gave up on (its create timeout, which the pool's
-//! creation task reports through [`CreateWatcher`]) opens it at once. An
+//! creation task reports through [`CreateWatcher`]) counts as a timeout: a second in a row takes
+//! the backend out, one alone does not (a slow backend is not a dead one). An
 //! open breaker takes the backend out of rotation; the next successful creation, which only a
 //! probe will attempt, brings it back. A failure counts only if no success came after its attempt
 //! started (see [`Health`]).
@@ -60,7 +61,9 @@ pub(crate) struct Health {
     /// one. Written only under `state`'s lock.
     word: AtomicU64,
     state: Mutex<State>,
-    /// Woken when the backend goes down, so callers waiting on its pool move to another.
+    /// Woken when the backend goes down, or a creation on it timed out, so callers waiting on
+    /// its pool move to another: a backend that may only be slow stays in rotation, but nobody
+    /// should keep waiting on it.
     pub(crate) went_down: Notify,
     pub(crate) ejections: AtomicU64,
     pub(crate) readmissions: AtomicU64,
@@ -70,6 +73,22 @@ pub(crate) struct Health {
 struct State {
     breaker: Breaker,
     last_error: Option<Cause>,
+    /// Timeouts in a row with no success between.
+    timeouts: u32,
+}
+
+/// How an attempt on a backend failed, which decides how much it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The backend answered with an error (a refused connection, a bad password): counts toward
+    /// `failures_to_eject`.
+    Error,
+    /// The attempt timed out. A slow backend is not a dead one: one timeout alone never takes a
+    /// backend out; a second in a row, with no success between, does (as does one during a
+    /// probe).
+    Timeout,
+    /// The backend's pool says it is down (its own breaker is open): out at once.
+    Down,
 }
 
 /// What a transition did to the rotation, reported outside the lock.
@@ -77,6 +96,8 @@ struct State {
 enum Change {
     None,
     WentDown,
+    /// A timeout that left the backend in rotation: its waiting callers move all the same.
+    TimedOut,
     CameBack,
 }
 
@@ -87,6 +108,7 @@ impl Health {
             state: Mutex::new(State {
                 breaker: Breaker::new(Some(failures_to_eject), cooldown),
                 last_error: None,
+                timeouts: 0,
             }),
             went_down: Notify::new(),
             ejections: AtomicU64::new(0),
@@ -114,10 +136,10 @@ impl Health {
         self.state.lock().last_error.clone()
     }
 
-    /// Records the failure of an attempt that started at `since`; `fatal` ones (a timeout) open
-    /// the breaker whatever the count. A stale failure (a success came after `since`) is kept as
-    /// the last error but leaves the breaker alone.
-    pub(crate) fn failed(&self, cause: Cause, fatal: bool, since: Epoch) {
+    /// Records the failure of an attempt that started at `since`, counted as its kind says
+    /// ([`Failure`]). A stale failure (a success came after `since`) is kept as the last error
+    /// but leaves the breaker alone.
+    pub(crate) fn failed(&self, cause: Cause, kind: Failure, since: Epoch) {
         let message = cause.to_string();
         let change = {
             let mut state = self.state.lock();
@@ -125,24 +147,40 @@ impl Health {
             // Relaxed: the word is written only under this lock, which orders it for us.
             let word = self.word.load(Ordering::Relaxed);
             let stale = word >> 1 != since.0;
+            let now = Instant::now();
             let opened = !stale
-                && if fatal {
-                    state.breaker.trip(Instant::now());
-                    true
-                } else {
-                    state.breaker.on_failure(Instant::now())
+                && match kind {
+                    Failure::Error => state.breaker.on_failure(now),
+                    Failure::Timeout => {
+                        state.timeouts += 1;
+                        let trips = state.timeouts >= 2 || state.breaker.is_tripped();
+                        if trips {
+                            state.breaker.trip(now);
+                        }
+                        trips
+                    }
+                    Failure::Down => {
+                        state.breaker.trip(now);
+                        true
+                    }
                 };
             if opened && word & DOWN == 0 {
                 self.word.store(word | DOWN, Ordering::Release);
                 Change::WentDown
+            } else if kind == Failure::Timeout && !stale {
+                Change::TimedOut
             } else {
                 Change::None
             }
         };
-        if change == Change::WentDown {
-            self.ejections.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %message, "millpond: a backend is out of rotation");
-            self.went_down.notify_waiters();
+        match change {
+            Change::WentDown => {
+                self.ejections.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %message, "millpond: a backend is out of rotation");
+                self.went_down.notify_waiters();
+            }
+            Change::TimedOut => self.went_down.notify_waiters(),
+            Change::None | Change::CameBack => {}
         }
     }
 
@@ -152,6 +190,7 @@ impl Health {
         let change = {
             let mut state = self.state.lock();
             state.breaker.on_success();
+            state.timeouts = 0;
             let word = self.word.load(Ordering::Relaxed);
             // The count cannot wrap: it would take 2^63 successes.
             self.word.store(((word >> 1) + 1) << 1, Ordering::Release);
@@ -170,8 +209,8 @@ pub(crate) struct Watch<M> {
     pub(crate) health: Arc<Health>,
 }
 
-/// The pool's word on its creations: a timeout (the pool gave the attempt up) takes the backend
-/// out at once. A creation dropped for any other reason (its runtime shut down, the pool closed)
+/// The pool's word on its creations: a timeout (the pool gave the attempt up) counts as one
+/// (see [`Failure::Timeout`]). A creation dropped for any other reason (its runtime shut down, the pool closed)
 /// says nothing about the backend and is not reported.
 impl CreateWatcher for Health {
     fn attempt(&self) -> u64 {
@@ -180,7 +219,7 @@ impl CreateWatcher for Health {
 
     fn timed_out(&self, attempt: u64, after: Duration) {
         let cause = Arc::new(Reported(format!("creating a connection timed out after {after:?}")));
-        self.failed(cause, true, Epoch(attempt));
+        self.failed(cause, Failure::Timeout, Epoch(attempt));
     }
 }
 
@@ -193,7 +232,9 @@ impl<M: Manager> Manager for Watch<M> {
         let created = self.inner.create().await;
         match &created {
             Ok(_) => self.health.succeeded(),
-            Err(err) => self.health.failed(Arc::new(Reported(chain(err))), false, since),
+            Err(err) => {
+                self.health.failed(Arc::new(Reported(chain(err))), Failure::Error, since);
+            }
         }
         created
     }
@@ -234,16 +275,16 @@ mod tests {
         let slow = health.epoch();
         // The faster attempt, started after the slow one, succeeds first.
         health.succeeded();
-        health.failed(refused(), false, slow);
+        health.failed(refused(), Failure::Error, slow);
         assert!(!health.is_down());
-        health.failed(refused(), true, slow);
+        health.failed(refused(), Failure::Down, slow);
         assert!(!health.is_down(), "a stale timeout is stale too");
         assert_eq!(health.ejections.load(Ordering::Relaxed), 0);
         assert!(health.last_error().is_some(), "the error is still reported");
 
         // An attempt started after the success counts.
         assert!(!health.breaker_is_tripped());
-        health.failed(refused(), false, health.epoch());
+        health.failed(refused(), Failure::Error, health.epoch());
         assert!(health.is_down() && health.breaker_is_tripped());
         assert_eq!(health.ejections.load(Ordering::Relaxed), 1);
         health.succeeded();

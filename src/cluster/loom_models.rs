@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loom::thread;
 
-use super::health::{Cause, Health, Reported};
+use super::health::{Cause, Failure, Health, Reported};
 use crate::sync::{Arc, Ordering};
 
 fn health() -> Arc<Health> {
@@ -29,7 +29,7 @@ fn the_down_flag_always_ends_as_the_breaker_says() {
             let health = Arc::clone(&health);
             thread::spawn(move || {
                 let since = health.epoch();
-                health.failed(refused(), false, since);
+                health.failed(refused(), Failure::Error, since);
             })
         };
         health.succeeded();
@@ -51,7 +51,7 @@ fn a_failure_older_than_a_concurrent_success_never_leaves_the_backend_out() {
         let since = health.epoch();
         let failing = {
             let health = Arc::clone(&health);
-            thread::spawn(move || health.failed(refused(), true, since))
+            thread::spawn(move || health.failed(refused(), Failure::Down, since))
         };
         health.succeeded();
         failing.join().unwrap();
@@ -70,7 +70,7 @@ fn concurrent_failures_eject_once() {
                 let health = Arc::clone(&health);
                 thread::spawn(move || {
                     let since = health.epoch();
-                    health.failed(refused(), false, since);
+                    health.failed(refused(), Failure::Error, since);
                 })
             })
             .collect();

@@ -26,6 +26,7 @@ mod builder;
 mod error;
 mod guard;
 mod health;
+mod outlier;
 #[cfg(feature = "metrics")]
 mod publish;
 mod status;
@@ -37,4 +38,5 @@ pub use api::Cluster;
 pub use builder::{Backend, ClusterBuilder, MAX_BACKENDS, Role};
 pub use error::Error;
 pub use guard::ClusterConn;
+pub use outlier::OutlierDetection;
 pub use status::{BackendStatus, ClusterStatus};

@@ -11,8 +11,14 @@ pub struct BackendStatus {
     pub name: String,
     /// Its role.
     pub role: Role,
-    /// Whether calls go to it now.
+    /// Whether calls go to it now: its connections can be made and it is not ejected as an
+    /// outlier.
     pub in_rotation: bool,
+    /// Whether outlier ejection has it out now, for how its calls went
+    /// ([`OutlierDetection`](super::OutlierDetection)).
+    pub outlier_ejected: bool,
+    /// Times outlier ejection took it out.
+    pub outlier_ejections: u32,
     /// Its connections handed out by the cluster and not yet returned.
     pub in_use: usize,
     /// Connections it has handed out in all.

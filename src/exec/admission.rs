@@ -14,8 +14,8 @@
 //!   when a worker reaches it, before it runs; its handle says `TaskError::Shed`. During a spike
 //!   that work is usually no longer wanted, and running it only lengthens the spike.
 //! - **Priorities.** While the pool is overloaded (more than `overload_queue_len` tasks queued,
-//!   or a queue-wait p99 above `overload_queue_wait`: more than 1 % of the tasks started in the
-//!   last 100–200 ms waited longer), low-priority submits are refused with
+//!   a queue-wait p99 above `overload_queue_wait`: more than 1 % of the tasks started in the
+//!   last 100–200 ms waited longer, or a CPU usage past `overload_cpu`'s threshold), low-priority submits are refused with
 //!   `SubmitError::Overloaded` and low-priority tasks already queued are shed when reached. High-priority work is never refused for load.
 //!   The queue stays first in, first out, so under normal load a low-priority task waits no
 //!   longer than a high-priority one: it is never starved, only shed when the pool is over its
@@ -41,15 +41,17 @@ pub enum Priority {
 }
 
 /// When the pool counts as overloaded.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Overload {
     pub(crate) queue_len: Option<usize>,
     pub(crate) queue_wait: Option<Duration>,
+    /// A CPU usage past a threshold.
+    pub(crate) cpu: Option<(crate::load::CpuSampler, f64)>,
 }
 
 impl Overload {
-    fn is_set(self) -> bool {
-        self.queue_len.is_some() || self.queue_wait.is_some()
+    fn is_set(&self) -> bool {
+        self.queue_len.is_some() || self.queue_wait.is_some() || self.cpu.is_some()
     }
 }
 
@@ -127,7 +129,11 @@ impl Admission {
     fn is_overloaded(&self, queued: impl FnOnce() -> usize) -> bool {
         let waiting_too_long =
             self.overload.queue_wait.is_some() && self.tail.p99_above(Instant::now());
-        waiting_too_long || self.overload.queue_len.is_some_and(|limit| queued() > limit)
+        let cpu_busy =
+            self.overload.cpu.as_ref().is_some_and(|(cpu, threshold)| cpu.is_above(*threshold));
+        waiting_too_long
+            || cpu_busy
+            || self.overload.queue_len.is_some_and(|limit| queued() > limit)
     }
 
     /// Decides, as a worker reaches `job` after it waited `waited`, whether to drop it unrun.

@@ -297,6 +297,27 @@ impl WorkerPoolBuilder {
         self
     }
 
+    /// Counts the pool as overloaded while `cpu`'s smoothed usage is past `threshold` (a share
+    /// in `(0, 1]`, such as the seed's 0.9): low-priority tasks are then refused at submit and
+    /// shed from the queue, as with the other overload rules. Off by default.
+    ///
+    /// ```
+    /// use millpond::exec::WorkerPool;
+    /// use millpond::load::CpuSampler;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), millpond::BuildError> {
+    /// let cpu = CpuSampler::builder().build()?;
+    /// let pool = WorkerPool::builder().overload_cpu(cpu, 0.9).build()?;
+    /// # drop(pool);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn overload_cpu(mut self, cpu: crate::load::CpuSampler, threshold: f64) -> Self {
+        self.overload.cpu = Some((cpu, threshold));
+        self
+    }
+
     /// The worker pool's name (default `"millpond"`; must not be empty): the
     /// `millpond.worker_pool.name` attribute of its published metrics, and what
     /// [`WorkerPool::name`] returns.
@@ -568,8 +589,13 @@ impl WorkerPoolBuilder {
                 ));
             }
         }
-        #[allow(unused_mut, reason = "changed only with the redis feature")]
-        let mut admission = Admission::new(rate, per_key, self.overload, self.max_queue_wait);
+        if let Some((_, threshold)) = &self.overload.cpu {
+            if !(*threshold > 0.0 && *threshold <= 1.0) {
+                return Err(BuildError::invalid("overload_cpu", *threshold, "must be in (0, 1]"));
+            }
+        }
+        let mut admission =
+            Admission::new(rate, per_key, self.overload.clone(), self.max_queue_wait);
         admission.limiter = self.adaptive_limit.clone();
         #[cfg(feature = "redis")]
         {

@@ -293,6 +293,7 @@ pub(crate) fn outcome<M: Manager>(acquired: &Acquired<M>) -> &'static str {
         Err(Error::Closed) => "closed",
         Err(Error::Exhausted) => "exhausted",
         Err(Error::Limited(_)) => "limited",
+        Err(Error::RateLimited { .. }) => "rate_limited",
     }
 }
 

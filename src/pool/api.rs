@@ -93,6 +93,41 @@ impl<M: Manager> Pool<M> {
         self.get_with_location(self.shared.config.acquire_timeout, Location::caller())
     }
 
+    /// Like [`get`](Self::get), for a caller identified by `key` (a user, a tenant, a source
+    /// address, hashed to a number): with [`Builder::rate_limit_per_key`], a key over its limit
+    /// is refused at once, before it waits or takes anything.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get), and [`Error::RateLimited`] for a key over its limit.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`get`](Self::get). A token taken from the key's bucket is spent even
+    /// if the call is then cancelled or fails.
+    #[track_caller]
+    pub fn get_keyed(
+        &self,
+        key: u64,
+    ) -> impl Future<Output = Result<Pooled<M>, Error<M::Error>>> + Send + '_ {
+        let location = Location::caller();
+        let admitted = self.admit_key(key);
+        async move {
+            admitted?;
+            self.get_with_location(self.shared.config.acquire_timeout, location).await
+        }
+    }
+
+    /// Takes a token from `key`'s bucket, if the pool limits keys.
+    pub(crate) fn admit_key(&self, key: u64) -> Result<(), Error<M::Error>> {
+        match &self.shared.config.per_key {
+            Some(buckets) => {
+                buckets.try_take(key).map_err(|retry_in| Error::RateLimited { retry_in })
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Like [`get`](Self::get), with this call's own acquire timeout.
     ///
     /// # Errors

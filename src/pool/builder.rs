@@ -129,6 +129,17 @@ impl<M: Manager> Builder<M> {
         self
     }
 
+    /// Limits how often each key may check out through [`Pool::get_keyed`](super::Pool::get_keyed):
+    /// `per_second` on average, with bursts of up to `burst` (a token bucket per key: per user,
+    /// per tenant, per source address). A key over its limit gets
+    /// [`Error::RateLimited`](super::Error::RateLimited) at once, with the time until it may
+    /// try again. Keys not seen for a while are forgotten. Off by default; `get` and `try_get`
+    /// take no key and are not limited.
+    pub fn rate_limit_per_key(mut self, per_second: f64, burst: u32) -> Self {
+        self.config.rate_per_key = Some((per_second, burst));
+        self
+    }
+
     /// The most resources the pool holds at once, idle and in use together. Must be at least 1.
     pub fn max_size(mut self, max_size: usize) -> Self {
         self.config.max_size = max_size;
@@ -239,10 +250,41 @@ impl<M: Manager> Builder<M> {
         self
     }
 
-    /// Turns the circuit breaker off: callers wait out their timeout however long the backend is
-    /// down.
+    /// Also opens the breaker when at least `rate` (in `(0, 1]`) of the creations that ended in
+    /// the last `window` failed, once the window holds `minimum_calls` of them: the rule
+    /// [`CircuitBreaker`](crate::breaker::CircuitBreaker) uses, for a backend that fails often
+    /// but not every time in a row. Off by default; the run of consecutive failures
+    /// ([`breaker`](Self::breaker)) still applies.
+    pub fn breaker_failure_rate(mut self, rate: f64, minimum_calls: u32, window: Duration) -> Self {
+        let rules = self.rate_rules();
+        rules.failure_rate = Some(rate);
+        rules.minimum_calls = minimum_calls;
+        self.config.breaker_window = window;
+        self
+    }
+
+    /// Also opens the breaker when at least `rate` of the creations in the window took longer
+    /// than `threshold`: a backend that still answers, too slowly to be worth waiting for. It
+    /// uses the window and minimum of [`breaker_failure_rate`](Self::breaker_failure_rate), or
+    /// 10 s and 10 creations. Off by default.
+    pub fn breaker_slow_creations(mut self, threshold: Duration, rate: f64) -> Self {
+        self.rate_rules().slow = Some((threshold, rate));
+        self
+    }
+
+    fn rate_rules(&mut self) -> &mut crate::breaker::RateRules {
+        self.config.breaker_rates.get_or_insert(crate::breaker::RateRules {
+            failure_rate: None,
+            slow: None,
+            minimum_calls: 10,
+        })
+    }
+
+    /// Turns the circuit breaker off, its rate rules too: callers wait out their timeout however
+    /// long the backend is down.
     pub fn disable_breaker(mut self) -> Self {
         self.config.breaker_threshold = None;
+        self.config.breaker_rates = None;
         self
     }
 
@@ -416,8 +458,12 @@ impl<M: Manager> Builder<M> {
     /// (`min_idle <= max_idle <= max_size`), a timeout or interval is zero, the backoff is inverted,
     /// the jitter is outside `0.0..=0.5` or the breaker threshold is zero; or when called outside
     /// a tokio runtime.
-    pub fn build(self) -> Result<Pool<M>, BuildError> {
+    pub fn build(mut self) -> Result<Pool<M>, BuildError> {
         self.config.validate()?;
+        if let Some((per_second, burst)) = self.config.rate_per_key {
+            let shape = crate::rate::Shape::new(per_second, burst, "rate_limit_per_key")?;
+            self.config.per_key = Some(Arc::new(crate::rate::KeyedBuckets::new(shape)));
+        }
         let runtime = Handle::try_current().map_err(|_| BuildError::no_runtime())?;
         let shared = Arc::new(Shared::new(self.manager, self.config, runtime));
         shared.cache.install_handles(|| Arc::new(PoolRef(Arc::clone(&shared))));

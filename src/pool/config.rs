@@ -42,6 +42,9 @@ pub(crate) struct Config {
     pub(crate) backoff: Backoff,
     pub(crate) breaker_threshold: Option<u32>,
     pub(crate) breaker_cooldown: Duration,
+    /// Rate rules over creations that also open the breaker, and the window they look at.
+    pub(crate) breaker_rates: Option<crate::breaker::RateRules>,
+    pub(crate) breaker_window: Duration,
     pub(crate) leak_threshold: Option<Duration>,
     pub(crate) maintenance_interval: Duration,
     /// Told of the creations the pool gives up at `create_timeout` (a cluster's backend health).
@@ -50,6 +53,10 @@ pub(crate) struct Config {
     pub(crate) name: String,
     /// Checkouts take room under this limit first (`Builder::adaptive_limit`).
     pub(crate) limiter: Option<crate::limit::AdaptiveLimiter>,
+    /// `(per_second, burst)` of each key's limit for `get_keyed`, checked at `build()`.
+    pub(crate) rate_per_key: Option<(f64, u32)>,
+    /// The buckets of that limit, made by `build()`.
+    pub(crate) per_key: Option<crate::sync::Arc<crate::rate::KeyedBuckets>>,
     /// Publish the metrics at every maintenance tick.
     #[cfg(feature = "metrics")]
     pub(crate) publish_metrics: bool,
@@ -75,11 +82,15 @@ impl Default for Config {
             backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5) },
             breaker_threshold: Some(5),
             breaker_cooldown: Duration::from_secs(5),
+            breaker_rates: None,
+            breaker_window: Duration::from_secs(10),
             leak_threshold: None,
             maintenance_interval: Duration::from_secs(1),
             create_watcher: None,
             name: String::from("millpond"),
             limiter: None,
+            rate_per_key: None,
+            per_key: None,
             #[cfg(feature = "metrics")]
             publish_metrics: false,
         }
@@ -170,6 +181,30 @@ impl Config {
             ));
         }
         positive("breaker_cooldown", self.breaker_cooldown)?;
+        if let Some(rules) = &self.breaker_rates {
+            let rate_ok = |rate: f64| rate > 0.0 && rate <= 1.0;
+            if let Some(rate) = rules.failure_rate.filter(|rate| !rate_ok(*rate)) {
+                return Err(BuildError::invalid("breaker_failure_rate", rate, "must be in (0, 1]"));
+            }
+            if let Some((threshold, rate)) = rules.slow {
+                positive("breaker_slow_creations", threshold)?;
+                if !rate_ok(rate) {
+                    return Err(BuildError::invalid(
+                        "breaker_slow_creations",
+                        rate,
+                        "the rate must be in (0, 1]",
+                    ));
+                }
+            }
+            if rules.minimum_calls == 0 {
+                return Err(BuildError::invalid(
+                    "breaker_failure_rate",
+                    0,
+                    "minimum_calls must be at least 1",
+                ));
+            }
+            positive("breaker_failure_rate", self.breaker_window)?;
+        }
         Ok(())
     }
 }

@@ -37,7 +37,7 @@ use super::manager::CloseReason;
 use super::metrics::{Metrics, Status};
 use super::ticket::Ticket;
 use crate::backoff::Backoff;
-use crate::breaker::{Breaker, Permit};
+use crate::breaker::{Breaker, Permit, RateRules, Window};
 use crate::sync::Arc;
 use crate::time::elapsed;
 use crate::unwind::contain;
@@ -145,6 +145,8 @@ pub(crate) struct Engine<R, E> {
     creating: usize,
     closed: bool,
     breaker: Breaker,
+    /// The breaker's rate rules over creations, and their window.
+    rates: Option<(RateRules, Window)>,
     /// The last creation failure since the last success.
     last_error: Option<Arc<CreateError<E>>>,
     /// The deadline the waiter-expiry task is sleeping until, if any; a waiter with an earlier
@@ -178,6 +180,10 @@ impl<R, E> Engine<R, E> {
             creating: 0,
             closed: false,
             breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+            rates: config
+                .breaker_rates
+                .clone()
+                .map(|rules| (rules, Window::new(config.breaker_window, Instant::now()))),
             last_error: None,
             expiry_armed: None,
             published_demand: 0,
@@ -544,6 +550,13 @@ impl<R, E> Engine<R, E> {
         self.creating -= 1;
         self.breaker.on_success();
         self.last_error = None;
+        if self.rates_trip(now, false, took) {
+            // Too many slow creations: the next creations wait for the cool-down and a probe,
+            // and callers that only a creation could serve hear why.
+            self.breaker.trip(now);
+            let threshold = self.rates.as_ref().and_then(|(rules, _)| rules.slow).map(|(t, _)| t);
+            self.last_error = Some(Arc::new(CreateError::TooSlow(threshold.unwrap_or(took))));
+        }
         self.metrics.created += 1;
         self.metrics.create_time.record(took);
         self.put_back(entry, now)
@@ -554,7 +567,13 @@ impl<R, E> Engine<R, E> {
         self.metrics.create_failures += 1;
         let err = Arc::new(err);
         self.last_error = Some(Arc::clone(&err));
-        if self.breaker.on_failure(now) {
+        let closed_before = !self.breaker.is_tripped();
+        let by_run = self.breaker.on_failure(now);
+        let by_rate = closed_before && !by_run && self.rates_trip(now, true, Duration::ZERO);
+        if by_rate {
+            self.breaker.trip(now);
+        }
+        if by_run || by_rate {
             self.end_creation();
             // Callers that a returning resource can serve keep waiting; the rest learn now.
             let keep = self.in_use();
@@ -567,6 +586,18 @@ impl<R, E> Engine<R, E> {
             return AfterFailure::Stop(Vec::new());
         }
         AfterFailure::Retry(self.backoff.delay(self.breaker.failures()))
+    }
+
+    /// Records a creation's outcome in the rate rules' window; whether a rule now trips. Only a
+    /// closed breaker judges rates: a probe's outcome is decided by the state machine.
+    fn rates_trip(&mut self, now: Instant, failed: bool, took: Duration) -> bool {
+        let Some((rules, window)) = &mut self.rates else { return false };
+        window.record(now, failed, rules.is_slow(took));
+        let trips = rules.trip(window);
+        if trips {
+            window.clear(now);
+        }
+        trips
     }
 
     /// Asks, after the backoff delay, whether the retry should still happen; frees the slot if not.

@@ -42,6 +42,10 @@ pub enum CreateError<E> {
     TimedOut(Duration),
     /// `create()` panicked; the panic was contained and counted as a failed creation.
     Panicked,
+    /// Creations succeed, but too many of them took longer than this
+    /// ([`Builder::breaker_slow_creations`](super::Builder::breaker_slow_creations)), so the
+    /// breaker opened.
+    TooSlow(Duration),
 }
 
 impl<E> CreateError<E> {
@@ -49,7 +53,7 @@ impl<E> CreateError<E> {
     pub fn manager_error(&self) -> Option<&E> {
         match self {
             Self::Failed(err) => Some(err),
-            Self::TimedOut(_) | Self::Panicked => None,
+            Self::TimedOut(_) | Self::Panicked | Self::TooSlow(_) => None,
         }
     }
 }
@@ -62,6 +66,9 @@ impl<E> fmt::Display for CreateError<E> {
             Self::Failed(_) => f.write_str("creating a resource failed"),
             Self::TimedOut(after) => write!(f, "creating a resource timed out after {after:?}"),
             Self::Panicked => f.write_str("creating a resource panicked"),
+            Self::TooSlow(threshold) => {
+                write!(f, "creating resources is too slow: too many took longer than {threshold:?}")
+            }
         }
     }
 }
@@ -135,6 +142,12 @@ pub enum Error<E> {
     /// the backend is at the concurrency it can take, and the wait for room failed as the
     /// limiter's error says.
     Limited(crate::limit::Rejected),
+    /// [`Pool::get_keyed`](super::Pool::get_keyed)'s key is over its limit
+    /// ([`Builder::rate_limit_per_key`](super::Builder::rate_limit_per_key)).
+    RateLimited {
+        /// How long until the key may check out again.
+        retry_in: Duration,
+    },
 }
 
 impl<E> Error<E> {
@@ -156,7 +169,7 @@ impl<E> Error<E> {
         match self {
             Self::Timeout { last_create_error, .. } => last_create_error.as_deref(),
             Self::Unavailable(err) => Some(err),
-            Self::Closed | Self::Exhausted | Self::Limited(_) => None,
+            Self::Closed | Self::Exhausted | Self::Limited(_) | Self::RateLimited { .. } => None,
         }
     }
 
@@ -184,6 +197,9 @@ impl<E: std::error::Error + 'static> fmt::Display for Error<E> {
             Self::Closed => f.write_str("the pool is closed"),
             Self::Exhausted => f.write_str("no idle resource in the pool"),
             Self::Limited(rejected) => write!(f, "the pool's adaptive limit refused: {rejected}"),
+            Self::RateLimited { retry_in } => {
+                write!(f, "this key is over its rate limit (retry in {retry_in:?})")
+            }
         }
     }
 }
@@ -202,6 +218,7 @@ impl<E> Clone for Error<E> {
             Self::Closed => Self::Closed,
             Self::Exhausted => Self::Exhausted,
             Self::Limited(rejected) => Self::Limited(*rejected),
+            Self::RateLimited { retry_in } => Self::RateLimited { retry_in: *retry_in },
         }
     }
 }

@@ -1,6 +1,7 @@
-//! A pool and a cluster under an adaptive concurrency limit, on tokio's paused clock: checkouts
-//! take room first, report their outcome when they end, back off as the limit falls, and a
-//! cluster moves to a backend with room.
+//! Admission to pools and clusters, on tokio's paused clock: under an adaptive concurrency limit
+//! checkouts take room first, report their outcome when they end, back off as the limit falls,
+//! and a cluster moves to a backend with room; under a per-key rate limit a key over its limit
+//! is refused at once.
 #![allow(clippy::disallowed_types)]
 
 mod support;
@@ -135,4 +136,33 @@ async fn a_cluster_moves_to_a_backend_with_room() {
         "the busy backend was tried: {:?}",
         busy.status()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_over_its_rate_limit_is_refused_at_once_by_pool_and_cluster() {
+    let (manager, _) = TestManager::new();
+    let pool = Pool::builder(manager).max_size(4).rate_limit_per_key(10.0, 2).build().unwrap();
+    let mut held = vec![pool.get_keyed(7).await.unwrap(), pool.get_keyed(7).await.unwrap()];
+    let refused = pool.get_keyed(7).await.map(drop).unwrap_err();
+    let Error::RateLimited { retry_in } = refused else { panic!("{refused:?}") };
+    assert_eq!(retry_in, Duration::from_millis(100));
+    assert!(refused.to_string().contains("rate limit"), "{refused}");
+    held.push(pool.get_keyed(8).await.expect("another key has its own bucket"));
+    held.push(pool.get().await.expect("unkeyed gets are not limited"));
+    tokio::time::advance(retry_in).await;
+    drop(held);
+    pool.get_keyed(7).await.expect("the bucket refilled");
+
+    let (manager, _) = TestManager::new();
+    let cluster = Cluster::builder()
+        .backend(Backend::replica("only", Pool::builder(manager).max_size(4)))
+        .rate_limit_per_key(1.0, 1)
+        .build()
+        .unwrap();
+    drop(cluster.get_keyed(1).await.unwrap());
+    let refused = cluster.get_keyed(1).await.map(drop).unwrap_err();
+    assert!(matches!(refused, millpond::cluster::Error::RateLimited { .. }), "{refused}");
+    cluster.get_keyed(2).await.unwrap();
+    let err = Pool::builder(TestManager::new().0).rate_limit_per_key(0.0, 1).build().unwrap_err();
+    assert_eq!(err.field(), Some("rate_limit_per_key"));
 }
