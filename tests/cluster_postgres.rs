@@ -150,3 +150,50 @@ async fn a_killed_backend_is_left_at_once_and_rejoins_with_its_share() {
     assert!(share > 0.25, "pg1 serves its share again: {share:.2}");
     assert_eq!(cluster.status().backends[1].readmissions, 1);
 }
+
+/// Outlier ejection with no glue: the PostgreSQL manager counts, off the protocol, the queries
+/// each checkout ran and those the server failed for a reason of its own, and the cluster reads
+/// them as the connection comes back. Two backends on one server; one runs every query under a
+/// 1 ms `statement_timeout`, so the server cancels them (SQLSTATE 57014).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_queries_the_server_fails_is_ejected_without_reports() {
+    use millpond::cluster::OutlierDetection;
+    let Some(server) = PgServer::start() else { return };
+    let mut timing_out = server.config("bad");
+    timing_out.options("-c statement_timeout=1");
+    let cluster = Cluster::builder()
+        .backend(Backend::replica("good", Pool::builder(PgManager::new(server.config("good")))))
+        .backend(Backend::replica("bad", Pool::builder(PgManager::new(timing_out))))
+        .outlier_detection(OutlierDetection::new().consecutive_failures(3).max_ejected_percent(50))
+        .build()
+        .unwrap();
+
+    // The caller's own mistakes are not the server's: they never eject.
+    for _ in 0..6 {
+        let conn = cluster.get_replica().await.unwrap();
+        assert!(conn.simple_query("SELEC 1").await.is_err(), "a syntax error");
+    }
+    assert_eq!(cluster.status().in_rotation, 2, "syntax errors are the caller's");
+
+    let mut served_by_bad = 0;
+    for _ in 0..20 {
+        let conn = cluster.get_replica().await.unwrap();
+        let answer = conn.simple_query("SELECT pg_sleep(0.05)").await;
+        if conn.backend() == "bad" {
+            assert!(answer.is_err(), "cancelled by the statement timeout");
+            served_by_bad += 1;
+        } else {
+            answer.unwrap();
+        }
+        drop(conn);
+        if cluster.status().backends[1].outlier_ejected {
+            break;
+        }
+    }
+    let status = cluster.status();
+    assert!(status.backends[1].outlier_ejected, "{status:?}");
+    assert_eq!(served_by_bad, 3, "ejected at the third server-side failure in a row");
+    for _ in 0..4 {
+        assert_eq!(cluster.get_replica().await.unwrap().backend(), "good");
+    }
+}

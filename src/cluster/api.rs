@@ -246,6 +246,15 @@ impl<M: Manager> Shared<M> {
         self.apply(&changes);
     }
 
+    /// Calls on `backend` its manager counted during one checkout.
+    pub(crate) fn report_counts(&self, backend: usize, successes: u64, failures: u64) {
+        let Some(outliers) = &self.outliers else { return };
+        let down = self.down();
+        let changes =
+            outliers.lock().report_counts(backend, successes, failures, Instant::now(), &down);
+        self.apply(&changes);
+    }
+
     /// Ends ejections whose time is up and compares the backends at the end of an interval.
     fn tick_outliers(&self) {
         let Some(outliers) = &self.outliers else { return };

@@ -13,6 +13,9 @@ pub struct ClusterConn<M: Manager> {
     pooled: Pooled<Watch<M>>,
     cluster: Arc<Shared<M>>,
     backend: usize,
+    /// The manager's call counters at checkout, when the cluster ejects outliers and the
+    /// manager keeps them ([`Manager::traffic`]).
+    traffic: Option<crate::pool::Traffic>,
 }
 
 impl<M: Manager> ClusterConn<M> {
@@ -20,7 +23,11 @@ impl<M: Manager> ClusterConn<M> {
         let member = &cluster.members[backend];
         member.in_use.fetch_add(1, Ordering::Relaxed);
         member.served.fetch_add(1, Ordering::Relaxed);
-        Self { pooled, cluster, backend }
+        let traffic = match &cluster.outliers {
+            Some(_) => member.pool.manager().inner.traffic(&pooled),
+            None => None,
+        };
+        Self { pooled, cluster, backend, traffic }
     }
 
     /// The name of the backend this connection belongs to.
@@ -73,6 +80,16 @@ impl<M: Manager> ClusterConn<M> {
 
 impl<M: Manager> Drop for ClusterConn<M> {
     fn drop(&mut self) {
+        if let Some(before) = self.traffic {
+            let member = &self.cluster.members[self.backend];
+            if let Some(after) = member.pool.manager().inner.traffic(&self.pooled) {
+                let calls = after.calls.saturating_sub(before.calls);
+                let failures = after.failures.saturating_sub(before.failures).min(calls);
+                if calls > 0 {
+                    self.cluster.report_counts(self.backend, calls - failures, failures);
+                }
+            }
+        }
         self.cluster.members[self.backend].in_use.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -257,6 +257,10 @@ impl<M: Manager> Manager for Watch<M> {
     fn on_close(&self, resource: M::Resource, reason: CloseReason) {
         self.inner.on_close(resource, reason);
     }
+
+    fn traffic(&self, resource: &M::Resource) -> Option<crate::pool::Traffic> {
+        self.inner.traffic(resource)
+    }
 }
 
 #[cfg(all(test, not(millpond_loom)))]

@@ -189,6 +189,8 @@ struct Record {
     successes: u64,
     failures: u64,
     latency_sum: f64,
+    /// Successes that came with a latency.
+    timed: u64,
     ejected_until: Option<Instant>,
     ejections: u32,
 }
@@ -244,6 +246,7 @@ impl Outliers {
         match latency {
             Some(latency) => {
                 record.successes += 1;
+                record.timed += 1;
                 record.latency_sum += latency.as_secs_f64();
                 record.failures_in_a_row = 0;
             }
@@ -251,6 +254,35 @@ impl Outliers {
                 record.failures += 1;
                 record.failures_in_a_row += 1;
             }
+        }
+        let mut changes = Changes::default();
+        let run = self.records[backend].failures_in_a_row;
+        if self.settings.consecutive_failures.is_some_and(|limit| run >= limit) {
+            self.records[backend].failures_in_a_row = 0;
+            self.eject(backend, now, down, &mut changes);
+        }
+        changes
+    }
+
+    /// Calls on `backend` counted by its manager (no latency): `successes` and `failures` in
+    /// an unknown order, so a batch with any success ends a run of failures rather than extending
+    /// it.
+    pub(crate) fn report_counts(
+        &mut self,
+        backend: usize,
+        successes: u64,
+        failures: u64,
+        now: Instant,
+        down: &[bool],
+    ) -> Changes {
+        let record = &mut self.records[backend];
+        record.successes += successes;
+        record.failures += failures;
+        if successes > 0 {
+            record.failures_in_a_row = 0;
+        } else {
+            let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+            record.failures_in_a_row = record.failures_in_a_row.saturating_add(failures);
         }
         let mut changes = Changes::default();
         let run = self.records[backend].failures_in_a_row;
@@ -273,7 +305,8 @@ impl Outliers {
         if now >= self.interval_ends {
             self.compare(now, down, &mut changes);
             for record in &mut self.records {
-                (record.successes, record.failures, record.latency_sum) = (0, 0, 0.0);
+                (record.successes, record.failures, record.latency_sum, record.timed) =
+                    (0, 0, 0.0, 0);
             }
             self.interval_ends = crate::time::after(now, self.settings.interval);
         }
@@ -304,12 +337,15 @@ impl Outliers {
             let latency = |i: usize| {
                 let record = &self.records[i];
                 #[allow(clippy::cast_precision_loss)]
-                let successes = record.successes.max(1) as f64;
-                record.latency_sum / successes
+                let timed = record.timed.max(1) as f64;
+                record.latency_sum / timed
             };
-            for &i in &judged {
+            // Only backends whose calls reported a latency are compared on it.
+            let timed: Vec<usize> =
+                judged.iter().copied().filter(|&i| self.records[i].timed > 0).collect();
+            for &i in timed.iter().filter(|_| timed.len() >= 2) {
                 let mut others: Vec<f64> =
-                    judged.iter().filter(|&&j| j != i).map(|&j| latency(j)).collect();
+                    timed.iter().filter(|&&j| j != i).map(|&j| latency(j)).collect();
                 others.sort_by(f64::total_cmp);
                 let median = others[others.len() / 2];
                 if latency(i) > factor * median && !outliers.contains(&i) {

@@ -100,6 +100,32 @@ pub trait Manager: Send + Sync + 'static {
         let _ = reason;
         drop(resource);
     }
+
+    /// How the calls made on `resource` went so far, if the manager can tell without being
+    /// asked (the PostgreSQL manager reads it off the protocol): what a cluster's outlier
+    /// ejection counts, per checkout, when a connection comes back. Must be cheap (no I/O). The
+    /// default knows nothing.
+    fn traffic(&self, resource: &Self::Resource) -> Option<Traffic> {
+        let _ = resource;
+        None
+    }
+}
+
+/// Running totals of the calls made on one resource, from [`Manager::traffic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Traffic {
+    /// Calls answered so far.
+    pub calls: u64,
+    /// Of those, the ones the backend failed for a reason of its own (not the caller's).
+    pub failures: u64,
+}
+
+impl Traffic {
+    /// Totals of `calls` answered, `failures` among them.
+    pub fn new(calls: u64, failures: u64) -> Self {
+        Self { calls, failures }
+    }
 }
 
 /// Why the pool closed a resource.

@@ -96,6 +96,6 @@ pub use builder::Builder;
 pub use config::IdleOrder;
 pub use error::{CreateError, DrainError, Error, TimeoutPhase};
 pub use guard::{Metadata, Pooled};
-pub use manager::{CloseReason, Manager};
+pub use manager::{CloseReason, Manager, Traffic};
 pub use metrics::{ClosedCounts, DurationHistogram, Metrics, Status};
 pub use multiplex::{Borrowed, Multiplexed};

@@ -312,6 +312,14 @@ where
         Ok(())
     }
 
+    /// Work cycles answered on the connection, and those the server failed with an error of
+    /// its own (a SQLSTATE of class 08, 40, 53, 55, 57, 58 or XX: see `wire::server_at_fault`),
+    /// as the protocol watcher counted them.
+    fn traffic(&self, conn: &PgConnection) -> Option<crate::pool::Traffic> {
+        let (calls, failures) = conn.wire.traffic();
+        Some(crate::pool::Traffic::new(calls, failures))
+    }
+
     fn needs_check(&self, conn: &PgConnection) -> bool {
         conn.is_closed()
             || conn.wire.is_busy()

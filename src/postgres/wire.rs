@@ -108,9 +108,19 @@ pub(crate) struct Wire {
     session: AtomicU64,
     /// Woken when the last unit of work in flight is answered.
     settled: Notify,
+    /// Request cycles that did a caller's work and were answered, and those of them the server
+    /// failed for a reason of its own (see [`server_at_fault`]): what a cluster's outlier
+    /// ejection reads. Counts only, so `Relaxed`: a reader wants a tally, not an ordering.
+    calls: AtomicU64,
+    server_failures: AtomicU64,
 }
 
 impl Wire {
+    /// Work cycles answered so far, and those the server failed for a reason of its own.
+    pub(crate) fn traffic(&self) -> (u64, u64) {
+        (self.calls.load(Ordering::Relaxed), self.server_failures.load(Ordering::Relaxed))
+    }
+
     /// Whether a request doing the caller's work is still waiting for its `ReadyForQuery`.
     pub(crate) fn is_busy(&self) -> bool {
         self.work_in_flight.load(Ordering::Acquire) > 0
@@ -247,6 +257,32 @@ fn session_effect(tag: &[u8]) -> u64 {
 /// (`DECLARE CURSOR`, `DEALLOCATE ALL`) with its NUL.
 const TAG_BYTES: usize = 16;
 
+/// How much of an `ErrorResponse` is kept to find its SQLSTATE: the code follows the two
+/// severity fields, well within this.
+const ERROR_BYTES: usize = 48;
+
+/// Whether an `ErrorResponse`'s fields (the start of its body) carry a SQLSTATE of a class that
+/// says the server failed the request for a reason of its own, not the caller's: connection
+/// exceptions (08), transaction rollbacks such as serialization failures and deadlocks (40),
+/// insufficient resources (53), objects in the wrong state such as a lock not available (55),
+/// operator intervention such as a statement timeout or a shutdown (57), system errors (58)
+/// and internal errors (XX). A syntax error or a constraint violation is the caller's.
+pub(crate) fn server_at_fault(fields: &[u8]) -> bool {
+    let mut rest = fields;
+    while let Some((&kind, tail)) = rest.split_first() {
+        let Some(end) = tail.iter().position(|&byte| byte == 0) else { return false };
+        if kind == b'C' {
+            let class = tail.get(..2).unwrap_or_default();
+            return matches!(class, b"08" | b"40" | b"53" | b"55" | b"57" | b"58" | b"XX");
+        }
+        if kind == 0 {
+            return false;
+        }
+        rest = &tail[end + 1..];
+    }
+    false
+}
+
 /// `SSLRequest` and `GSSENCRequest`: untyped messages the server answers with a single byte.
 const SSL_REQUEST_CODE: u32 = 80_877_103;
 const GSSENC_REQUEST_CODE: u32 = 80_877_104;
@@ -356,6 +392,10 @@ pub(crate) struct Watched<S> {
     maybe_rollback: bool,
     /// The first bytes of the `CommandComplete` being received.
     tag: [u8; TAG_BYTES],
+    /// The first bytes of the `ErrorResponse` being received.
+    error: [u8; ERROR_BYTES],
+    /// The cycle being answered had an error of the server's.
+    cycle_failed: bool,
     /// The session's startup has been answered: a `ParameterStatus` now means a change.
     started: bool,
     /// The client asked for encryption; the server's next byte is a bare `S` or `N`.
@@ -376,6 +416,8 @@ impl<S> Watched<S> {
             cycle_has_work: false,
             maybe_rollback: false,
             tag: [0; TAG_BYTES],
+            error: [0; ERROR_BYTES],
+            cycle_failed: false,
             started: false,
             encryption_reply_next: false,
             stopped: false,
@@ -461,13 +503,32 @@ impl<S> Watched<S> {
         }
         let pending = &mut self.pending;
         let tag = &mut self.tag;
+        let error = &mut self.error;
+        let cycle_failed = &mut self.cycle_failed;
         let started = &mut self.started;
+        let wire = &self.wire;
         let mut status = None;
         let mut session = 0;
         self.incoming.feed(bytes, |splitter, frame| match frame {
             Frame::Typed(b'Z') => {
-                pending.pop_front();
+                if pending.pop_front() == Some(true) {
+                    wire.calls.fetch_add(1, Ordering::Relaxed);
+                    if *cycle_failed {
+                        wire.server_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                *cycle_failed = false;
                 *started = true;
+            }
+            Frame::Typed(b'E') => *error = [0; ERROR_BYTES],
+            Frame::Body { kind: b'E', offset, bytes } => {
+                if offset < ERROR_BYTES {
+                    let kept = bytes.len().min(ERROR_BYTES - offset);
+                    error[offset..offset + kept].copy_from_slice(&bytes[..kept]);
+                }
+                if splitter.body_left == 0 && server_at_fault(&error[..]) {
+                    *cycle_failed = true;
+                }
             }
             Frame::Body { kind: b'Z', offset: 0, bytes } => status = Some(bytes[0]),
             // The startup reports every setting; after it, a report is a change.
@@ -539,6 +600,19 @@ mod test_util;
 mod tests {
     use super::test_util::{startup, typed, untyped};
     use super::*;
+
+    #[test]
+    fn only_server_side_sqlstate_classes_count_as_the_servers_failure() {
+        let fields = |code: &str| format!("SERROR\0VERROR\0C{code}\0Msomething\0\0").into_bytes();
+        for code in ["57014", "53300", "08006", "40001", "40P01", "55P03", "58000", "XX000"] {
+            assert!(server_at_fault(&fields(code)), "{code}");
+        }
+        for code in ["42601", "23505", "22012", "42P01", "P0001"] {
+            assert!(!server_at_fault(&fields(code)), "{code}");
+        }
+        assert!(!server_at_fault(b"SERROR\0"), "no code");
+        assert!(!server_at_fault(b"SERR"), "cut short");
+    }
 
     /// Feeds `bytes` in every split into two runs, and checks the wire after each.
     fn each_split(outgoing: &[u8], incoming: &[u8], check: impl Fn(&Wire)) {
