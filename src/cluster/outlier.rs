@@ -255,13 +255,7 @@ impl Outliers {
                 record.failures_in_a_row += 1;
             }
         }
-        let mut changes = Changes::default();
-        let run = self.records[backend].failures_in_a_row;
-        if self.settings.consecutive_failures.is_some_and(|limit| run >= limit) {
-            self.records[backend].failures_in_a_row = 0;
-            self.eject(backend, now, down, &mut changes);
-        }
-        changes
+        self.judge_run(backend, now, down)
     }
 
     /// Calls on `backend` counted by its manager (no latency): `successes` and `failures` in
@@ -284,6 +278,11 @@ impl Outliers {
             let failures = u32::try_from(failures).unwrap_or(u32::MAX);
             record.failures_in_a_row = record.failures_in_a_row.saturating_add(failures);
         }
+        self.judge_run(backend, now, down)
+    }
+
+    /// Ejects `backend` if its run of failures reached the limit.
+    fn judge_run(&mut self, backend: usize, now: Instant, down: &[bool]) -> Changes {
         let mut changes = Changes::default();
         let run = self.records[backend].failures_in_a_row;
         if self.settings.consecutive_failures.is_some_and(|limit| run >= limit) {
