@@ -195,10 +195,23 @@ impl Backend {
     }
 }
 
-/// Offers `clients` closed-loop callers for `secs` seconds; returns the limit at the end.
+/// Offers `clients` closed-loop callers for `secs` seconds; returns the median limit over the
+/// last second (the median, so that a no-load probe, which pins the limit at its floor for a
+/// moment at a jittered time, does not decide the answer).
 async fn drive(limiter: &AdaptiveLimiter, backend: &Backend, clients: usize, secs: u64) -> usize {
     let local = tokio::task::LocalSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let samples = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    {
+        let (limiter, samples) = (limiter.clone(), samples.clone());
+        local.spawn_local(async move {
+            tokio::time::sleep_until(deadline - Duration::from_secs(1)).await;
+            while tokio::time::Instant::now() < deadline {
+                samples.borrow_mut().push(limiter.status().limit);
+                tokio::time::sleep(10 * MS).await;
+            }
+        });
+    }
     for _ in 0..clients {
         let (limiter, backend) = (limiter.clone(), backend.clone());
         local.spawn_local(async move {
@@ -210,7 +223,9 @@ async fn drive(limiter: &AdaptiveLimiter, backend: &Backend, clients: usize, sec
         });
     }
     local.await;
-    limiter.status().limit
+    let mut samples = samples.take();
+    samples.sort_unstable();
+    samples[samples.len() / 2]
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
