@@ -192,7 +192,10 @@ async fn a_backend_whose_queries_the_server_fails_is_ejected_without_reports() {
     }
     let status = cluster.status();
     assert!(status.backends[1].outlier_ejected, "{status:?}");
-    assert_eq!(served_by_bad, 3, "ejected at the third server-side failure in a row");
+    // The third failure in a row ejects it. A failure's count arrives with the server's
+    // `ReadyForQuery`, which the connection task may read just after the caller gave the
+    // connection back; it is then reported with the connection's next return, one call later.
+    assert!((3..=4).contains(&served_by_bad), "ejected after {served_by_bad} failed calls");
     for _ in 0..4 {
         assert_eq!(cluster.get_replica().await.unwrap().backend(), "good");
     }

@@ -13,9 +13,6 @@ pub struct ClusterConn<M: Manager> {
     pooled: Pooled<Watch<M>>,
     cluster: Arc<Shared<M>>,
     backend: usize,
-    /// The manager's call counters at checkout, when the cluster ejects outliers and the
-    /// manager keeps them ([`Manager::traffic`]).
-    traffic: Option<crate::pool::Traffic>,
 }
 
 impl<M: Manager> ClusterConn<M> {
@@ -23,11 +20,7 @@ impl<M: Manager> ClusterConn<M> {
         let member = &cluster.members[backend];
         member.in_use.fetch_add(1, Ordering::Relaxed);
         member.served.fetch_add(1, Ordering::Relaxed);
-        let traffic = match &cluster.outliers {
-            Some(_) => member.pool.manager().inner.traffic(&pooled),
-            None => None,
-        };
-        Self { pooled, cluster, backend, traffic }
+        Self { pooled, cluster, backend }
     }
 
     /// The name of the backend this connection belongs to.
@@ -80,13 +73,14 @@ impl<M: Manager> ClusterConn<M> {
 
 impl<M: Manager> Drop for ClusterConn<M> {
     fn drop(&mut self) {
-        if let Some(before) = self.traffic {
+        // What the manager counted on this connection since it last came back (`take_traffic`):
+        // a late answer of the previous checkout is counted now rather than lost.
+        if self.cluster.outliers.is_some() {
             let member = &self.cluster.members[self.backend];
-            if let Some(after) = member.pool.manager().inner.traffic(&self.pooled) {
-                let calls = after.calls.saturating_sub(before.calls);
-                let failures = after.failures.saturating_sub(before.failures).min(calls);
-                if calls > 0 {
-                    self.cluster.report_counts(self.backend, calls - failures, failures);
+            if let Some(traffic) = member.pool.manager().take_traffic(&self.pooled) {
+                let failures = traffic.failures.min(traffic.calls);
+                if traffic.calls > 0 {
+                    self.cluster.report_counts(self.backend, traffic.calls - failures, failures);
                 }
             }
         }

@@ -258,8 +258,8 @@ impl<M: Manager> Manager for Watch<M> {
         self.inner.on_close(resource, reason);
     }
 
-    fn traffic(&self, resource: &M::Resource) -> Option<crate::pool::Traffic> {
-        self.inner.traffic(resource)
+    fn take_traffic(&self, resource: &M::Resource) -> Option<crate::pool::Traffic> {
+        self.inner.take_traffic(resource)
     }
 }
 

@@ -101,21 +101,22 @@ pub trait Manager: Send + Sync + 'static {
         drop(resource);
     }
 
-    /// How the calls made on `resource` went so far, if the manager can tell without being
-    /// asked (the PostgreSQL manager reads it off the protocol): what a cluster's outlier
-    /// ejection counts, per checkout, when a connection comes back. Must be cheap (no I/O). The
-    /// default knows nothing.
-    fn traffic(&self, resource: &Self::Resource) -> Option<Traffic> {
+    /// How the calls made on `resource` went since the last time this was asked, if the manager
+    /// can tell without being asked (the PostgreSQL manager reads it off the protocol): what a
+    /// cluster's outlier ejection counts each time a connection comes back. Each call hands
+    /// over what the last did not, so nothing is counted twice or lost. Must be cheap (no I/O).
+    /// The default knows nothing.
+    fn take_traffic(&self, resource: &Self::Resource) -> Option<Traffic> {
         let _ = resource;
         None
     }
 }
 
-/// Running totals of the calls made on one resource, from [`Manager::traffic`].
+/// The calls made on one resource since the last [`Manager::take_traffic`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Traffic {
-    /// Calls answered so far.
+    /// Calls answered.
     pub calls: u64,
     /// Of those, the ones the backend failed for a reason of its own (not the caller's).
     pub failures: u64,

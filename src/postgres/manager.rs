@@ -312,11 +312,11 @@ where
         Ok(())
     }
 
-    /// Work cycles answered on the connection, and those the server failed with an error of
-    /// its own (a SQLSTATE of class 08, 40, 53, 55, 57, 58 or XX: see `wire::server_at_fault`),
-    /// as the protocol watcher counted them.
-    fn traffic(&self, conn: &PgConnection) -> Option<crate::pool::Traffic> {
-        let (calls, failures) = conn.wire.traffic();
+    /// Work cycles answered on the connection since the last take, and those the server failed
+    /// with an error of its own (a SQLSTATE of class 08, 40, 53, 55, 57, 58 or XX: see
+    /// `wire::server_at_fault`), as the protocol watcher counted them.
+    fn take_traffic(&self, conn: &PgConnection) -> Option<crate::pool::Traffic> {
+        let (calls, failures) = conn.wire.take_traffic();
         Some(crate::pool::Traffic::new(calls, failures))
     }
 

@@ -108,17 +108,24 @@ pub(crate) struct Wire {
     session: AtomicU64,
     /// Woken when the last unit of work in flight is answered.
     settled: Notify,
-    /// Request cycles that did a caller's work and were answered, and those of them the server
-    /// failed for a reason of its own (see [`server_at_fault`]): what a cluster's outlier
-    /// ejection reads. Counts only, so `Relaxed`: a reader wants a tally, not an ordering.
-    calls: AtomicU64,
-    server_failures: AtomicU64,
+    /// Request cycles that did a caller's work and were answered since the last
+    /// [`take_traffic`](Self::take_traffic) (high 32 bits), and those of them the server failed
+    /// for a reason of its own (low 32 bits; see [`server_at_fault`]): what a cluster's outlier
+    /// ejection reads. One word, so that a take never splits a failure from its call; a tally,
+    /// so `Relaxed`.
+    traffic: AtomicU64,
 }
 
+/// One answered cycle in [`Wire::traffic`]; a failed one adds 1 below it.
+const CALL: u64 = 1 << 32;
+
 impl Wire {
-    /// Work cycles answered so far, and those the server failed for a reason of its own.
-    pub(crate) fn traffic(&self) -> (u64, u64) {
-        (self.calls.load(Ordering::Relaxed), self.server_failures.load(Ordering::Relaxed))
+    /// Work cycles answered since the last take, and those the server failed for a reason of
+    /// its own; counts from zero again. Counts that arrive after a caller gave the connection
+    /// back (the server's `ReadyForQuery` read a moment late) go to the next take, not nowhere.
+    pub(crate) fn take_traffic(&self) -> (u64, u64) {
+        let word = self.traffic.swap(0, Ordering::Relaxed);
+        (word >> 32, word & (CALL - 1))
     }
 
     /// Whether a request doing the caller's work is still waiting for its `ReadyForQuery`.
@@ -512,10 +519,7 @@ impl<S> Watched<S> {
         self.incoming.feed(bytes, |splitter, frame| match frame {
             Frame::Typed(b'Z') => {
                 if pending.pop_front() == Some(true) {
-                    wire.calls.fetch_add(1, Ordering::Relaxed);
-                    if *cycle_failed {
-                        wire.server_failures.fetch_add(1, Ordering::Relaxed);
-                    }
+                    wire.traffic.fetch_add(CALL + u64::from(*cycle_failed), Ordering::Relaxed);
                 }
                 *cycle_failed = false;
                 *started = true;
