@@ -170,6 +170,9 @@ async fn an_invalid_value_is_a_build_error_naming_its_path() {
         ("breaker_threshold = 0", "pool.breaker_threshold"),
         ("backoff_initial = \"2s\"\nbackoff_max = \"1s\"", "pool.backoff_max"),
         ("lifetime_jitter = 0.9", "pool.lifetime_jitter"),
+        ("breaker_failure_rate = 1.5", "pool.breaker_failure_rate"),
+        ("breaker_slow_rate = 0.5", "pool.breaker_slow_creations"),
+        ("rate_limit_burst = 5", "pool.rate_limit_per_key"),
     ] {
         let err = pool_error(toml);
         assert_eq!(err.path().as_deref(), Some(path), "{toml}: {err}");
@@ -198,6 +201,10 @@ async fn an_invalid_value_is_a_build_error_naming_its_path() {
     let cluster: ClusterConfig = toml::from_str("probe_interval = \"0s\"").unwrap();
     let err = two_backends(&cluster).build().unwrap_err();
     assert_eq!(err.path().as_deref(), Some("probe_interval"));
+
+    let cluster: ClusterConfig = toml::from_str("rate_limit_per_second = -1.0").unwrap();
+    let err = two_backends(&cluster).build().unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("rate_limit_per_key"), "{err}");
 }
 
 #[test]

@@ -246,6 +246,8 @@ impl<M: Manager> ClusterBuilder<M> {
             failures_to_eject,
             probe_interval,
             reads_fall_back_to_primary,
+            rate_limit_per_second,
+            rate_limit_burst,
             backends,
         } = config;
         match crate::config::configured_balance(&self.balance, *balance, weights.as_ref()) {
@@ -265,6 +267,15 @@ impl<M: Manager> ClusterBuilder<M> {
         }
         if let Some(enabled) = *reads_fall_back_to_primary {
             self.reads_fall_back_to_primary = enabled;
+        }
+        if rate_limit_per_second.is_some() || rate_limit_burst.is_some() {
+            // A half-given pair takes its other half from the code, or 0, which `build()`
+            // refuses naming the field.
+            let (per_second, burst) = self.rate_per_key.unwrap_or((0.0, 0));
+            self.rate_per_key = Some((
+                rate_limit_per_second.unwrap_or(per_second),
+                rate_limit_burst.unwrap_or(burst),
+            ));
         }
         for (name, pool) in backends {
             self.configured.insert(name.clone(), pool.clone());

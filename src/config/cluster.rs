@@ -55,6 +55,11 @@ pub struct ClusterConfig {
     pub probe_interval: Option<Duration>,
     /// [`ClusterBuilder::reads_fall_back_to_primary`].
     pub reads_fall_back_to_primary: Option<bool>,
+    /// [`ClusterBuilder::rate_limit_per_key`]: `get_keyed` calls per second per key; set with
+    /// `rate_limit_burst`.
+    pub rate_limit_per_second: Option<f64>,
+    /// [`ClusterBuilder::rate_limit_per_key`]: the burst per key.
+    pub rate_limit_burst: Option<u32>,
     /// Pool settings by backend name, applied over the pool builder each backend was given in
     /// code.
     pub backends: BTreeMap<String, PoolConfig>,

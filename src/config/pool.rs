@@ -107,6 +107,23 @@ pub struct PoolConfig {
     /// How long the open circuit breaker waits before it probes ([`Builder::breaker`]).
     #[serde(deserialize_with = "de::duration")]
     pub breaker_cooldown: Option<Duration>,
+    /// The rate of [`Builder::breaker_failure_rate`], in `(0, 1]`.
+    pub breaker_failure_rate: Option<f64>,
+    /// The creations the window must hold before the breaker's rate rules judge it (10).
+    pub breaker_minimum_calls: Option<u32>,
+    /// How far back the breaker's rate rules look (10 s).
+    #[serde(deserialize_with = "de::duration")]
+    pub breaker_window: Option<Duration>,
+    /// The threshold of [`Builder::breaker_slow_creations`]; set with `breaker_slow_rate`.
+    #[serde(deserialize_with = "de::duration")]
+    pub breaker_slow_threshold: Option<Duration>,
+    /// The rate of [`Builder::breaker_slow_creations`], in `(0, 1]`.
+    pub breaker_slow_rate: Option<f64>,
+    /// [`Builder::rate_limit_per_key`]: checkouts per second per key; set with
+    /// `rate_limit_burst`.
+    pub rate_limit_per_second: Option<f64>,
+    /// [`Builder::rate_limit_per_key`]: the burst per key.
+    pub rate_limit_burst: Option<u32>,
     /// [`Builder::leak_threshold`]; `Some(None)`, written `"off"`, turns leak warnings off.
     #[serde(deserialize_with = "de::duration_or_off")]
     pub leak_threshold: Option<Option<Duration>>,

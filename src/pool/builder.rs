@@ -407,6 +407,13 @@ impl<M: Manager> Builder<M> {
             backoff_max,
             breaker_threshold,
             breaker_cooldown,
+            breaker_failure_rate,
+            breaker_minimum_calls,
+            breaker_window,
+            breaker_slow_threshold,
+            breaker_slow_rate,
+            rate_limit_per_second,
+            rate_limit_burst,
             leak_threshold,
             maintenance_interval,
             name,
@@ -437,6 +444,29 @@ impl<M: Manager> Builder<M> {
         set(&mut settings.breaker_cooldown, breaker_cooldown);
         set(&mut settings.leak_threshold, leak_threshold);
         set(&mut settings.maintenance_interval, maintenance_interval);
+        set(&mut settings.breaker_window, breaker_window);
+        if breaker_failure_rate.is_some() || breaker_minimum_calls.is_some() {
+            let rules = self.rate_rules();
+            set(&mut rules.failure_rate, breaker_failure_rate.map(Some));
+            set(&mut rules.minimum_calls, breaker_minimum_calls);
+        }
+        // A half-given pair takes its other half from the code, or 0, which `build()` refuses
+        // naming the field.
+        if breaker_slow_threshold.is_some() || breaker_slow_rate.is_some() {
+            let rules = self.rate_rules();
+            let (threshold, rate) = rules.slow.unwrap_or((Duration::ZERO, 0.0));
+            rules.slow = Some((
+                breaker_slow_threshold.unwrap_or(threshold),
+                breaker_slow_rate.unwrap_or(rate),
+            ));
+        }
+        if rate_limit_per_second.is_some() || rate_limit_burst.is_some() {
+            let (per_second, burst) = self.config.rate_per_key.unwrap_or((0.0, 0));
+            self.config.rate_per_key = Some((
+                rate_limit_per_second.unwrap_or(per_second),
+                rate_limit_burst.unwrap_or(burst),
+            ));
+        }
         self
     }
 
@@ -522,6 +552,13 @@ mod tests {
             leak_threshold = "13s"
             maintenance_interval = "14s"
             name = "orders-db"
+            breaker_failure_rate = 0.5
+            breaker_minimum_calls = 20
+            breaker_window = "30s"
+            breaker_slow_threshold = "2s"
+            breaker_slow_rate = 0.8
+            rate_limit_per_second = 5.0
+            rate_limit_burst = 10
             "#,
         )
         .unwrap();
@@ -547,6 +584,12 @@ mod tests {
         assert_eq!(applied.leak_threshold, Some(secs(13)));
         assert_eq!(applied.maintenance_interval, secs(14));
         assert_eq!(applied.name, "orders-db");
+        let rules = applied.breaker_rates.clone().expect("rate rules");
+        assert_eq!(rules.failure_rate, Some(0.5));
+        assert_eq!(rules.minimum_calls, 20);
+        assert_eq!(rules.slow, Some((secs(2), 0.8)));
+        assert_eq!(applied.breaker_window, secs(30));
+        assert_eq!(applied.rate_per_key, Some((5.0, 10)));
         assert!(applied.validate().is_ok());
     }
 
