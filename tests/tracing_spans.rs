@@ -171,9 +171,9 @@ async fn a_failing_create_ends_its_span_failed_with_the_error() {
     assert_quiet_levels(&capture);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_failed_check_ends_its_span_failed_and_the_get_carries_on() {
-    let (capture, _guard) = Capture::install(Level::TRACE);
+/// A pool of one named `orders-db` whose idle resource sat past the check window, with checks
+/// set to fail: the next `get()` checks it, and the check fails.
+async fn pool_whose_next_check_fails() -> (Pool<TestManager>, Arc<support::Probe>) {
     let (manager, probe) = TestManager::new();
     let pool = Pool::builder(manager)
         .name("orders-db")
@@ -184,6 +184,13 @@ async fn a_failed_check_ends_its_span_failed_and_the_get_carries_on() {
     drop(pool.get().await.unwrap());
     probe.set_check(Behavior::Fail);
     tokio::time::advance(Duration::from_secs(2)).await;
+    (pool, probe)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_check_ends_its_span_failed_and_the_get_carries_on() {
+    let (capture, _guard) = Capture::install(Level::TRACE);
+    let (pool, _probe) = pool_whose_next_check_fails().await;
 
     let conn = pool.get().await.unwrap();
     assert_eq!(conn.id, 1, "the resource that failed its check was replaced");
@@ -232,16 +239,7 @@ async fn a_submit_opens_a_span_with_the_worker_pool_name_and_its_outcome() {
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_at_info_sees_none_of_these_spans() {
     let (capture, _guard) = Capture::install(Level::INFO);
-    let (manager, probe) = TestManager::new();
-    let pool = Pool::builder(manager)
-        .name("orders-db")
-        .max_size(1)
-        .check_window(Duration::from_secs(1))
-        .build()
-        .unwrap();
-    drop(pool.get().await.unwrap());
-    probe.set_check(Behavior::Fail);
-    tokio::time::advance(Duration::from_secs(2)).await;
+    let (pool, probe) = pool_whose_next_check_fails().await;
     drop(pool.get().await.unwrap());
     probe.set_create(Behavior::Fail);
     pool.close();

@@ -241,15 +241,15 @@ impl<M: Manager> Shared<M> {
     /// A call on `backend` ended: `latency` for a success, `None` for a failure.
     pub(crate) fn report(&self, backend: usize, latency: Option<Duration>) {
         let Some(outliers) = &self.outliers else { return };
-        let down = self.down();
-        let changes = outliers.lock().report(backend, latency, Instant::now(), &down);
+        let changes =
+            outliers.lock().report(backend, latency, Instant::now(), &|i| self.is_down(i));
         self.apply(&changes);
     }
 
     /// Calls on `backend` its manager counted during one checkout.
     pub(crate) fn report_counts(&self, backend: usize, successes: u64, failures: u64) {
         let Some(outliers) = &self.outliers else { return };
-        let down = self.down();
+        let down = |i| self.is_down(i);
         let changes =
             outliers.lock().report_counts(backend, successes, failures, Instant::now(), &down);
         self.apply(&changes);
@@ -258,13 +258,12 @@ impl<M: Manager> Shared<M> {
     /// Ends ejections whose time is up and compares the backends at the end of an interval.
     fn tick_outliers(&self) {
         let Some(outliers) = &self.outliers else { return };
-        let down = self.down();
-        let changes = outliers.lock().tick(Instant::now(), &down);
+        let changes = outliers.lock().tick(Instant::now(), &|i| self.is_down(i));
         self.apply(&changes);
     }
 
-    fn down(&self) -> Vec<bool> {
-        self.members.iter().map(|member| member.health.is_down()).collect()
+    fn is_down(&self, backend: usize) -> bool {
+        self.members[backend].health.is_down()
     }
 
     fn apply(&self, changes: &Changes) {

@@ -182,6 +182,10 @@ impl OutlierDetection {
     }
 }
 
+/// Whether backend `i` is out of rotation for its health: read only when a verdict needs it, so
+/// that a report costs no allocation.
+pub(crate) type Down<'a> = &'a dyn Fn(usize) -> bool;
+
 /// One backend's calls in the current interval, and its ejection.
 #[derive(Debug, Default, Clone)]
 struct Record {
@@ -233,29 +237,22 @@ impl Outliers {
         self.records[backend].ejections
     }
 
-    /// A call on `backend` ended: `latency` for a success, `None` for a failure. `down[i]`
+    /// A call on `backend` ended: `latency` for a success, `None` for a failure. `down(i)`
     /// says whether backend `i` is out of rotation for its health.
     pub(crate) fn report(
         &mut self,
         backend: usize,
         latency: Option<Duration>,
         now: Instant,
-        down: &[bool],
+        down: Down<'_>,
     ) -> Changes {
-        let record = &mut self.records[backend];
-        match latency {
-            Some(latency) => {
-                record.successes += 1;
-                record.timed += 1;
-                record.latency_sum += latency.as_secs_f64();
-                record.failures_in_a_row = 0;
-            }
-            None => {
-                record.failures += 1;
-                record.failures_in_a_row += 1;
-            }
+        if let Some(latency) = latency {
+            let record = &mut self.records[backend];
+            record.timed += 1;
+            record.latency_sum += latency.as_secs_f64();
         }
-        self.judge_run(backend, now, down)
+        let success = u64::from(latency.is_some());
+        self.report_counts(backend, success, 1 - success, now, down)
     }
 
     /// Calls on `backend` counted by its manager (no latency): `successes` and `failures` in
@@ -267,7 +264,7 @@ impl Outliers {
         successes: u64,
         failures: u64,
         now: Instant,
-        down: &[bool],
+        down: Down<'_>,
     ) -> Changes {
         let record = &mut self.records[backend];
         record.successes += successes;
@@ -282,7 +279,7 @@ impl Outliers {
     }
 
     /// Ejects `backend` if its run of failures reached the limit.
-    fn judge_run(&mut self, backend: usize, now: Instant, down: &[bool]) -> Changes {
+    fn judge_run(&mut self, backend: usize, now: Instant, down: Down<'_>) -> Changes {
         let mut changes = Changes::default();
         let run = self.records[backend].failures_in_a_row;
         if self.settings.consecutive_failures.is_some_and(|limit| run >= limit) {
@@ -293,7 +290,7 @@ impl Outliers {
     }
 
     /// Ends ejections whose time is up and, at the end of an interval, compares the backends.
-    pub(crate) fn tick(&mut self, now: Instant, down: &[bool]) -> Changes {
+    pub(crate) fn tick(&mut self, now: Instant, down: Down<'_>) -> Changes {
         let mut changes = Changes::default();
         for (index, record) in self.records.iter_mut().enumerate() {
             if record.ejected_until.is_some_and(|until| now >= until) {
@@ -313,9 +310,9 @@ impl Outliers {
     }
 
     /// Success-rate and latency outliers among the backends with enough calls.
-    fn compare(&mut self, now: Instant, down: &[bool], changes: &mut Changes) {
+    fn compare(&mut self, now: Instant, down: Down<'_>, changes: &mut Changes) {
         let judged: Vec<usize> = (0..self.records.len())
-            .filter(|&i| !down[i] && self.records[i].ejected_until.is_none())
+            .filter(|&i| !down(i) && self.records[i].ejected_until.is_none())
             .filter(|&i| self.records[i].calls() >= self.settings.request_volume)
             .collect();
         if judged.len() < self.settings.minimum_backends {
@@ -357,7 +354,7 @@ impl Outliers {
         }
     }
 
-    fn eject(&mut self, backend: usize, now: Instant, down: &[bool], changes: &mut Changes) {
+    fn eject(&mut self, backend: usize, now: Instant, down: Down<'_>, changes: &mut Changes) {
         if self.records[backend].ejected_until.is_some() {
             return;
         }
@@ -365,7 +362,7 @@ impl Outliers {
         let ejected = self.records.iter().filter(|record| record.ejected_until.is_some()).count();
         let cap = (total * self.settings.max_ejected_percent as usize / 100).max(1);
         let in_rotation =
-            (0..total).filter(|&i| !down[i] && self.records[i].ejected_until.is_none()).count();
+            (0..total).filter(|&i| !down(i) && self.records[i].ejected_until.is_none()).count();
         if ejected >= cap || in_rotation <= 1 {
             return;
         }
@@ -397,7 +394,7 @@ mod tests {
     fn a_run_of_failures_ejects_for_longer_each_time_up_to_the_cap() {
         let settings = OutlierDetection::new().max_ejected_percent(50);
         let (mut outliers, start) = detector(3, settings);
-        let down = [false; 3];
+        let down = |_: usize| false;
         for _ in 0..4 {
             assert_eq!(outliers.report(0, None, start, &down), Changes::default());
         }
@@ -421,7 +418,7 @@ mod tests {
     #[test]
     fn never_more_than_the_cap_and_never_the_last_backend() {
         let (mut outliers, now) = detector(2, OutlierDetection::new().consecutive_failures(1));
-        let down = [false; 2];
+        let down = |_: usize| false;
         assert_eq!(
             outliers.report(0, None, now, &down).ejected,
             vec![0],
@@ -433,7 +430,7 @@ mod tests {
         );
         let (mut outliers, now) = detector(2, OutlierDetection::new().consecutive_failures(1));
         assert!(
-            outliers.report(0, None, now, &[false, true]).ejected.is_empty(),
+            outliers.report(0, None, now, &|i: usize| i == 1).ejected.is_empty(),
             "the other is out of rotation: this one is the last"
         );
     }
@@ -442,7 +439,7 @@ mod tests {
     fn a_success_rate_far_below_the_others_ejects_at_the_interval() {
         let settings = OutlierDetection::new().no_consecutive_failures().request_volume(100);
         let (mut outliers, start) = detector(6, settings);
-        let down = [false; 6];
+        let down = |_: usize| false;
         for backend in 0..6 {
             let failures = if backend == 5 { 40 } else { backend as u64 };
             for call in 0..100 {
@@ -462,7 +459,7 @@ mod tests {
             .latency_factor(3.0)
             .max_ejected_percent(50);
         let (mut outliers, start) = detector(4, settings);
-        let down = [false; 4];
+        let down = |_: usize| false;
         for backend in 0..4 {
             let latency = if backend == 2 { 50 * MS } else { 10 * MS };
             let calls = if backend == 3 { 5 } else { 10 };

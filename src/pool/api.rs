@@ -119,7 +119,7 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Takes a token from `key`'s bucket, if the pool limits keys.
-    pub(crate) fn admit_key(&self, key: u64) -> Result<(), Error<M::Error>> {
+    fn admit_key(&self, key: u64) -> Result<(), Error<M::Error>> {
         match &self.shared.config.per_key {
             Some(buckets) => {
                 buckets.try_take(key).map_err(|retry_in| Error::RateLimited { retry_in })
