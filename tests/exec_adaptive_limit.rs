@@ -37,17 +37,25 @@ async fn no_more_tasks_run_at_once_than_the_limit() {
         handles.push(pool.submit(task).await.unwrap());
     }
     // Three tasks start; the others wait for room, however many workers are free.
-    while limiter.status().in_flight < 3 || limiter.status().queued < 9 {
+    // A task counts in flight when its worker takes room, and as running once it is polled.
+    while limiter.status().in_flight < 3
+        || limiter.status().queued < 9
+        || running.load(Ordering::SeqCst) < 3
+    {
         tokio::task::yield_now().await;
     }
     assert_eq!(running.load(Ordering::SeqCst), 3);
+    assert_eq!(limiter.status().in_flight, 3, "no fourth admitted meanwhile");
     gate.add_permits(12);
     for handle in handles {
         handle.await.unwrap();
     }
     assert_eq!(most.load(Ordering::SeqCst), 3);
-    let status = limiter.status();
-    assert_eq!((status.succeeded, status.in_flight), (12, 0));
+    // A handle resolves inside its task's last poll; the worker records the success just after.
+    while limiter.status().in_flight > 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(limiter.status().succeeded, 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,9 +78,14 @@ async fn a_task_the_limiter_turns_away_is_shed_and_a_panic_is_a_failure() {
     assert_eq!(pool.stats().shed, 1);
     gate.add_permits(1);
     held.await.unwrap();
+    // The handle resolves inside the task's last poll; the worker gives the room back just
+    // after, on its own thread.
+    while limiter.status().in_flight > 0 {
+        tokio::task::yield_now().await;
+    }
 
     let panicked = pool.submit(async { panic!("on purpose") }).await.unwrap();
-    assert!(panicked.await.is_err());
+    assert!(matches!(panicked.await, Err(TaskError::Panicked(_))), "it ran, and panicked");
     // The handle hears of the panic first; the worker reports to the limiter as it drops the
     // task, on its own thread.
     while limiter.status().in_flight > 0 {
