@@ -200,3 +200,59 @@ async fn a_backend_whose_queries_the_server_fails_is_ejected_without_reports() {
         assert_eq!(cluster.get_replica().await.unwrap().backend(), "good");
     }
 }
+
+/// Latency outliers with no glue: the PostgreSQL manager times each query from request to
+/// answer off the protocol, and the cluster compares the backends' means at the end of each
+/// interval. Two backends on one server run the same `SELECT probe()`; `search_path` sends the
+/// "slow" one to a `probe()` that takes 40 ms, the other's to one that takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_whose_queries_are_far_slower_is_ejected_without_reports() {
+    use millpond::cluster::OutlierDetection;
+    let Some(server) = PgServer::start() else { return };
+    server
+        .admin()
+        .await
+        .batch_execute(
+            "CREATE SCHEMA fast; CREATE SCHEMA slow;
+             CREATE FUNCTION fast.probe() RETURNS int LANGUAGE sql AS 'SELECT 1';
+             CREATE FUNCTION slow.probe() RETURNS int LANGUAGE sql
+                 AS 'SELECT 1 FROM pg_sleep(0.04)';",
+        )
+        .await
+        .unwrap();
+    let backend = |name: &str| {
+        let mut config = server.config(name);
+        config.options(format!("-c search_path={name}"));
+        Backend::replica(name, Pool::builder(PgManager::new(config)))
+    };
+    let cluster = Cluster::builder()
+        .backend(backend("fast"))
+        .backend(backend("slow"))
+        .outlier_detection(
+            OutlierDetection::new()
+                .no_consecutive_failures()
+                .success_rate_stdev(None)
+                .latency_factor(5.0)
+                .request_volume(5)
+                .minimum_backends(2)
+                .interval(Duration::from_millis(500))
+                .max_ejected_percent(50),
+        )
+        .build()
+        .unwrap();
+
+    let mut served_by = std::collections::HashMap::<String, u32>::new();
+    let started = Instant::now();
+    while !cluster.status().backends[1].outlier_ejected {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ejected: {served_by:?}");
+        let conn = cluster.get_replica().await.unwrap();
+        conn.simple_query("SELECT probe()").await.unwrap();
+        *served_by.entry(conn.backend().to_owned()).or_default() += 1;
+    }
+    let status = cluster.status();
+    assert!(!status.backends[0].outlier_ejected, "the fast one stays: {status:?}");
+    assert!(served_by["slow"] >= 5, "judged on enough calls: {served_by:?}");
+    for _ in 0..4 {
+        assert_eq!(cluster.get_replica().await.unwrap().backend(), "fast");
+    }
+}

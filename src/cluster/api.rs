@@ -247,11 +247,10 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Calls on `backend` its manager counted during one checkout.
-    pub(crate) fn report_counts(&self, backend: usize, successes: u64, failures: u64) {
+    pub(crate) fn report_counts(&self, backend: usize, counts: super::outlier::Counts) {
         let Some(outliers) = &self.outliers else { return };
         let down = |i| self.is_down(i);
-        let changes =
-            outliers.lock().report_counts(backend, successes, failures, Instant::now(), &down);
+        let changes = outliers.lock().report_counts(backend, counts, Instant::now(), &down);
         self.apply(&changes);
     }
 

@@ -4,6 +4,7 @@ use std::ops::{Deref, DerefMut};
 
 use super::api::Shared;
 use super::health::Watch;
+use super::outlier::Counts;
 use crate::pool::{Manager, Pooled};
 use crate::sync::{Arc, Ordering};
 
@@ -80,7 +81,15 @@ impl<M: Manager> Drop for ClusterConn<M> {
             if let Some(traffic) = member.pool.manager().take_traffic(&self.pooled) {
                 let failures = traffic.failures.min(traffic.calls);
                 if traffic.calls > 0 {
-                    self.cluster.report_counts(self.backend, traffic.calls - failures, failures);
+                    self.cluster.report_counts(
+                        self.backend,
+                        Counts {
+                            successes: traffic.calls - failures,
+                            failures,
+                            timed: traffic.timed,
+                            time: traffic.time,
+                        },
+                    );
                 }
             }
         }

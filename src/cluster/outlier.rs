@@ -4,7 +4,9 @@
 //! A backend whose connections open fine can still fail its queries or answer ten times slower
 //! than its peers (a bad disk, a replica far behind, a noisy neighbour). Calls report their
 //! outcome through their connection ([`ClusterConn::report_success`] and
-//! [`ClusterConn::report_failure`]), and a backend is ejected, Envoy's way:
+//! [`ClusterConn::report_failure`]), or the manager counts them itself
+//! ([`Manager::take_traffic`]: the PostgreSQL manager reads failures and latencies off the
+//! protocol), and a backend is ejected, Envoy's way:
 //!
 //! - after `consecutive_failures` failed calls in a row (5), at once;
 //! - at the end of each `interval` (10 s), if its success rate is below the mean of the
@@ -20,6 +22,7 @@
 //!
 //! [`ClusterConn::report_success`]: super::ClusterConn::report_success
 //! [`ClusterConn::report_failure`]: super::ClusterConn::report_failure
+//! [`Manager::take_traffic`]: crate::pool::Manager::take_traffic
 
 use std::time::Duration;
 
@@ -186,6 +189,16 @@ impl OutlierDetection {
 /// that a report costs no allocation.
 pub(crate) type Down<'a> = &'a dyn Fn(usize) -> bool;
 
+/// Calls on one backend, as a manager counts them during a checkout.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Counts {
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    /// Successes whose latency is in `time`.
+    pub(crate) timed: u64,
+    pub(crate) time: Duration,
+}
+
 /// One backend's calls in the current interval, and its ejection.
 #[derive(Debug, Default, Clone)]
 struct Record {
@@ -246,27 +259,31 @@ impl Outliers {
         now: Instant,
         down: Down<'_>,
     ) -> Changes {
-        if let Some(latency) = latency {
-            let record = &mut self.records[backend];
-            record.timed += 1;
-            record.latency_sum += latency.as_secs_f64();
-        }
         let success = u64::from(latency.is_some());
-        self.report_counts(backend, success, 1 - success, now, down)
+        let counts = Counts {
+            successes: success,
+            failures: 1 - success,
+            timed: success,
+            time: latency.unwrap_or_default(),
+        };
+        self.report_counts(backend, counts, now, down)
     }
 
-    /// Calls on `backend` counted by its manager (no latency): `successes` and `failures` in
-    /// an unknown order, so a batch with any success ends a run of failures rather than extending
-    /// it.
+    /// Calls on `backend` counted by its manager: successes and failures in an unknown order,
+    /// so a batch with any success ends a run of failures rather than extending it.
     pub(crate) fn report_counts(
         &mut self,
         backend: usize,
-        successes: u64,
-        failures: u64,
+        counts: Counts,
         now: Instant,
         down: Down<'_>,
     ) -> Changes {
+        let Counts { successes, failures, timed, time } = counts;
         let record = &mut self.records[backend];
+        if timed > 0 {
+            record.timed += timed;
+            record.latency_sum += time.as_secs_f64();
+        }
         record.successes += successes;
         record.failures += failures;
         if successes > 0 {

@@ -1,6 +1,7 @@
 //! The trait a user implements to teach a pool how to make and look after its resources.
 
 use std::future::Future;
+use std::time::Duration;
 
 /// Creates, checks and retires the resources of a [`Pool`](super::Pool).
 ///
@@ -120,12 +121,24 @@ pub struct Traffic {
     pub calls: u64,
     /// Of those, the ones the backend failed for a reason of its own (not the caller's).
     pub failures: u64,
+    /// Successful calls whose latency is in [`time`](Self::time): those the manager timed.
+    pub timed: u64,
+    /// The total latency of the `timed` calls, from request to answer.
+    pub time: Duration,
 }
 
 impl Traffic {
-    /// Totals of `calls` answered, `failures` among them.
+    /// Totals of `calls` answered, `failures` among them, none timed.
     pub fn new(calls: u64, failures: u64) -> Self {
-        Self { calls, failures }
+        Self { calls, failures, timed: 0, time: Duration::ZERO }
+    }
+
+    /// The same, with `timed` successful calls that took `time` in all: what lets a cluster
+    /// eject a backend whose latency is far above the others'
+    /// ([`OutlierDetection::latency_factor`](crate::cluster::OutlierDetection::latency_factor)).
+    #[must_use]
+    pub fn with_time(self, timed: u64, time: Duration) -> Self {
+        Self { timed, time, ..self }
     }
 }
 

@@ -314,10 +314,14 @@ where
 
     /// Work cycles answered on the connection since the last take, and those the server failed
     /// with an error of its own (a SQLSTATE of class 08, 40, 53, 55, 57, 58 or XX: see
-    /// `wire::server_at_fault`), as the protocol watcher counted them.
+    /// `wire::server_at_fault`), as the protocol watcher counted them; and the time the others
+    /// took from request to answer.
     fn take_traffic(&self, conn: &PgConnection) -> Option<crate::pool::Traffic> {
-        let (calls, failures) = conn.wire.take_traffic();
-        Some(crate::pool::Traffic::new(calls, failures))
+        let tally = conn.wire.take_traffic();
+        Some(
+            crate::pool::Traffic::new(tally.calls, tally.failures)
+                .with_time(tally.timed, tally.time),
+        )
     }
 
     fn needs_check(&self, conn: &PgConnection) -> bool {

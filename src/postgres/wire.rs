@@ -39,6 +39,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use crate::sync::{Arc, AtomicU64, Notify, Ordering};
 
@@ -114,18 +115,72 @@ pub(crate) struct Wire {
     /// ejection reads. One word, so that a take never splits a failure from its call; a tally,
     /// so `Relaxed`.
     traffic: AtomicU64,
+    /// Of those cycles, the ones the server did not fail (high 24 bits), and their total time
+    /// from the request sent to its `ReadyForQuery` in microseconds (low 40 bits, about 12 days):
+    /// the latency outlier ejection compares. One word, so a take never splits a time from its
+    /// count; it saturates rather than wraps (see [`Wire::add_time`]).
+    timing: AtomicU64,
 }
 
 /// One answered cycle in [`Wire::traffic`]; a failed one adds 1 below it.
 const CALL: u64 = 1 << 32;
 
+/// Bits of [`Wire::timing`] that hold the total time in microseconds.
+const TIME_BITS: u32 = 40;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+/// One timed cycle in [`Wire::timing`].
+const TIMED: u64 = 1 << TIME_BITS;
+/// The most timed cycles the word holds.
+const TIMED_MAX: u64 = (1 << (64 - TIME_BITS)) - 1;
+
+/// The time one answered request cycle took, and how many were timed: what
+/// [`Wire::take_traffic`] hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Tally {
+    pub(crate) calls: u64,
+    pub(crate) failures: u64,
+    /// Calls the server did not fail whose time is in `time`.
+    pub(crate) timed: u64,
+    pub(crate) time: Duration,
+}
+
 impl Wire {
     /// Work cycles answered since the last take, and those the server failed for a reason of
     /// its own; counts from zero again. Counts that arrive after a caller gave the connection
     /// back (the server's `ReadyForQuery` read a moment late) go to the next take, not nowhere.
-    pub(crate) fn take_traffic(&self) -> (u64, u64) {
+    ///
+    /// The timed cycles and their time come from a second word, so they always match each
+    /// other; a cycle answered between the two swaps has its time in this take and its call in
+    /// the next (the watcher adds the time first), and every total stays exact over takes.
+    pub(crate) fn take_traffic(&self) -> Tally {
         let word = self.traffic.swap(0, Ordering::Relaxed);
-        (word >> 32, word & (CALL - 1))
+        let timing = self.timing.swap(0, Ordering::Relaxed);
+        Tally {
+            calls: word >> 32,
+            failures: word & (CALL - 1),
+            timed: timing >> TIME_BITS,
+            time: Duration::from_micros(timing & TIME_MASK),
+        }
+    }
+
+    /// Adds one successful cycle that took `elapsed`. A take comes with every return of the
+    /// connection, so the word fills only on a connection held for days; then cycles go
+    /// untimed (still counted as calls) until the next take, rather than wrapping into nonsense.
+    fn add_time(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        // Only the connection task adds, but a take may swap in between: hence the loop. A
+        // refused update (the word is full) leaves the cycle untimed, which is all it can mean.
+        let mut word = self.timing.load(Ordering::Relaxed);
+        loop {
+            let total = (word & TIME_MASK).checked_add(micros).filter(|&t| t <= TIME_MASK);
+            let Some(total) = total.filter(|_| word >> TIME_BITS < TIMED_MAX) else { return };
+            let new = (word & !TIME_MASK) + TIMED + total;
+            match self.timing.compare_exchange_weak(word, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => word = now,
+            }
+        }
     }
 
     /// Whether a request doing the caller's work is still waiting for its `ReadyForQuery`.
@@ -212,7 +267,7 @@ impl Wire {
     fn publish(
         &self,
         work_before: u64,
-        pending: &VecDeque<bool>,
+        pending: &VecDeque<Cycle>,
         status: Option<u8>,
         session: u64,
     ) -> u64 {
@@ -222,7 +277,7 @@ impl Wire {
         if let Some(status) = status {
             self.status.store(TransactionStatus::from_byte(status).to_word(), Ordering::Release);
         }
-        let work = pending.iter().filter(|&&is_work| is_work).count() as u64;
+        let work = pending.iter().filter(|cycle| cycle.is_work).count() as u64;
         self.in_flight.store(pending.len() as u64, Ordering::Release);
         self.work_in_flight.store(work, Ordering::Release);
         if work == 0 && work_before > 0 {
@@ -377,6 +432,14 @@ fn be_u32(bytes: &[u8]) -> u32 {
     u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
+/// A request cycle sent and awaiting its `ReadyForQuery`.
+#[derive(Debug, Clone, Copy)]
+struct Cycle {
+    /// Whether it may do a caller's work (see the module docs).
+    is_work: bool,
+    sent: Instant,
+}
+
 /// The stream under a pooled connection's session: it reports the protocol passing through it
 /// (requests sent, `ReadyForQuery` received, the transaction status) to the connection.
 ///
@@ -390,7 +453,7 @@ pub(crate) struct Watched<S> {
     outgoing: Splitter,
     incoming: Splitter,
     /// The request cycles awaiting a `ReadyForQuery`, oldest first: whether each is work.
-    pending: VecDeque<bool>,
+    pending: VecDeque<Cycle>,
     /// The count of work in flight last published to the wire.
     work_published: u64,
     /// Whether the cycle being sent (up to its `Sync`) has a message other than `Close`.
@@ -446,6 +509,9 @@ impl<S> Watched<S> {
             return;
         }
         let pending = &mut self.pending;
+        // One clock read per write: the cycles it carries left together.
+        let sent = Instant::now();
+        let cycle = |is_work| Cycle { is_work, sent };
         let cycle_has_work = &mut self.cycle_has_work;
         let maybe_rollback = &mut self.maybe_rollback;
         let mut asked_for_encryption = false;
@@ -456,17 +522,17 @@ impl<S> Watched<S> {
             Frame::Untyped(_) => {
                 // The startup message: the server ends the startup with a ReadyForQuery.
                 splitter.untyped = false;
-                pending.push_back(false);
+                pending.push_back(cycle(false));
             }
             // A simple query (or a function call) is a cycle of its own, and work unless its
             // whole text turns out to be `ROLLBACK`.
             Frame::Typed(b'Q') => {
-                pending.push_back(true);
+                pending.push_back(cycle(true));
                 used = USED;
                 *maybe_rollback = splitter.body_left == ROLLBACK_QUERY.len();
             }
             Frame::Typed(b'F') => {
-                pending.push_back(true);
+                pending.push_back(cycle(true));
                 used = USED;
             }
             Frame::Body { kind: b'Q', offset, bytes } if *maybe_rollback => {
@@ -475,8 +541,8 @@ impl<S> Watched<S> {
                     *maybe_rollback = false;
                 } else if end == ROLLBACK_QUERY.len() {
                     *maybe_rollback = false;
-                    if let Some(is_work) = pending.back_mut() {
-                        *is_work = false;
+                    if let Some(last) = pending.back_mut() {
+                        last.is_work = false;
                     }
                 }
             }
@@ -484,7 +550,7 @@ impl<S> Watched<S> {
             // server. Flush, password and copy messages belong to a cycle already counted.
             Frame::Typed(b'P' | b'B' | b'D' | b'E') => *cycle_has_work = true,
             Frame::Typed(b'S') => {
-                pending.push_back(std::mem::take(cycle_has_work));
+                pending.push_back(cycle(std::mem::take(cycle_has_work)));
                 used = USED;
             }
             Frame::Typed(_) | Frame::Body { .. } => {}
@@ -509,6 +575,8 @@ impl<S> Watched<S> {
             bytes = &bytes[1..];
         }
         let pending = &mut self.pending;
+        // One clock read per read: the answers it carries arrived together.
+        let answered = Instant::now();
         let tag = &mut self.tag;
         let error = &mut self.error;
         let cycle_failed = &mut self.cycle_failed;
@@ -518,7 +586,10 @@ impl<S> Watched<S> {
         let mut session = 0;
         self.incoming.feed(bytes, |splitter, frame| match frame {
             Frame::Typed(b'Z') => {
-                if pending.pop_front() == Some(true) {
+                if let Some(Cycle { is_work: true, sent }) = pending.pop_front() {
+                    if !*cycle_failed {
+                        wire.add_time(answered.saturating_duration_since(sent));
+                    }
                     wire.traffic.fetch_add(CALL + u64::from(*cycle_failed), Ordering::Relaxed);
                 }
                 *cycle_failed = false;
@@ -631,6 +702,73 @@ mod tests {
                 check(&wire);
             }
         }
+    }
+
+    /// A watched connection past its startup.
+    fn started() -> (Arc<Wire>, Watched<()>) {
+        let wire = Arc::new(Wire::default());
+        let mut watched = Watched::new((), Arc::clone(&wire));
+        watched.saw_outgoing(&startup());
+        watched.saw_incoming(&typed(b'Z', b"I"));
+        (wire, watched)
+    }
+
+    /// Work cycles are timed from the request to its `ReadyForQuery`; a cycle the server failed
+    /// and housekeeping are counted as before but not timed.
+    #[tokio::test(start_paused = true)]
+    async fn successful_work_cycles_are_timed_from_request_to_answer() {
+        let (wire, mut watched) = started();
+        assert_eq!(wire.take_traffic(), Tally::default(), "the startup is not work");
+
+        watched.saw_outgoing(&typed(b'Q', b"SELECT pg_sleep(0.03)\0"));
+        tokio::time::advance(Duration::from_millis(30)).await;
+        watched.saw_incoming(&[typed(b'C', b"SELECT 1\0"), typed(b'Z', b"I")].concat());
+
+        // Two pipelined cycles answered 5 ms and 7 ms after they left together.
+        let sync = [typed(b'P', b"\0SELECT 1\0\0\0"), typed(b'S', b"")].concat();
+        watched.saw_outgoing(&[sync.clone(), sync].concat());
+        tokio::time::advance(Duration::from_millis(5)).await;
+        watched.saw_incoming(&typed(b'Z', b"I"));
+        tokio::time::advance(Duration::from_millis(2)).await;
+        watched.saw_incoming(&typed(b'Z', b"I"));
+
+        let tally = wire.take_traffic();
+        assert_eq!((tally.calls, tally.failures, tally.timed), (3, 0, 3));
+        assert_eq!(tally.time, Duration::from_millis(42));
+
+        // A cycle the server cancelled counts as a failure and adds no time; a dropped
+        // statement's `Close` is housekeeping.
+        watched.saw_outgoing(&typed(b'Q', b"SELECT pg_sleep(10)\0"));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let cancelled = b"SERROR\0VERROR\0C57014\0Mcanceling statement\0\0";
+        watched.saw_incoming(&[typed(b'E', cancelled), typed(b'Z', b"I")].concat());
+        watched.saw_outgoing(&[typed(b'C', b"Ss1\0"), typed(b'S', b"")].concat());
+        tokio::time::advance(Duration::from_millis(100)).await;
+        watched.saw_incoming(&typed(b'Z', b"I"));
+        let tally = wire.take_traffic();
+        assert_eq!((tally.calls, tally.failures, tally.timed), (1, 1, 0));
+        assert_eq!(tally.time, Duration::ZERO);
+    }
+
+    /// The timing word saturates instead of wrapping: a full word leaves further cycles untimed
+    /// until the next take, and what it holds stays the exact total of the cycles it counts.
+    #[test]
+    fn a_full_timing_word_leaves_cycles_untimed_instead_of_wrapping() {
+        let wire = Wire::default();
+        let hours = Duration::from_secs(3600);
+        let mut added = 0;
+        for _ in 0..1000 {
+            wire.add_time(hours);
+            added += 1;
+            if wire.timing.load(Ordering::Relaxed) >> TIME_BITS < added {
+                break;
+            }
+        }
+        let tally = wire.take_traffic();
+        assert!(tally.timed > 0 && tally.timed < added, "the word filled: {tally:?}");
+        assert_eq!(tally.time, hours * u32::try_from(tally.timed).unwrap());
+        wire.add_time(Duration::from_micros(1));
+        assert_eq!(wire.take_traffic().time, Duration::from_micros(1), "room again after a take");
     }
 
     #[test]
