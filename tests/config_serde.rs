@@ -7,6 +7,8 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use millpond::cluster::Backend;
@@ -205,6 +207,123 @@ async fn an_invalid_value_is_a_build_error_naming_its_path() {
     let cluster: ClusterConfig = toml::from_str("rate_limit_per_second = -1.0").unwrap();
     let err = two_backends(&cluster).build().unwrap_err();
     assert_eq!(err.path().as_deref(), Some("rate_limit_per_key"), "{err}");
+}
+
+/// The overload sections: an adaptive limit on a pool and on a worker pool, a CPU threshold on
+/// the worker pool, outlier detection on a cluster. Each reaches what it configures.
+#[tokio::test(start_paused = true)]
+async fn overload_sections_reach_what_they_configure() {
+    let app: AppConfig = toml::from_str(
+        r#"
+        [pool]
+        max_size = 4
+        [pool.adaptive_limit]
+        initial_limit = 1
+        min_limit = 1
+        max_limit = 1
+        max_queue = 0
+
+        [workers]
+        workers = 2
+        overload_cpu = 0.9
+        [workers.adaptive_limit]
+        algorithm = "aimd"
+        initial_limit = 1
+        min_limit = 1
+        max_limit = 1
+
+        [cluster.outlier_detection]
+        consecutive_failures = 1
+        success_rate_stdev = "off"
+        max_ejected_percent = 50
+        "#,
+    )
+    .unwrap();
+
+    // One checkout at a time, and no waiting for the limit: the second is refused at once.
+    let (manager, _probe) = TestManager::new();
+    let pool = app.pool.builder(manager).build().unwrap();
+    let held = pool.get().await.unwrap();
+    assert!(matches!(pool.get().await, Err(millpond::pool::Error::Limited(_))));
+    drop(held);
+    drop(pool.get().await.unwrap());
+
+    // One task at a time: the second starts only once the first is done.
+    let workers = app.workers.builder().build().unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let counted = Arc::clone(&started);
+    let first = workers
+        .submit(async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            gate.await.unwrap();
+        })
+        .await
+        .unwrap();
+    let counted = Arc::clone(&started);
+    let second = workers
+        .submit(async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap();
+    // On the paused clock this sleep ends only once every task is parked.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(started.load(Ordering::SeqCst), 1, "the limit of 1 holds the second task");
+    release.send(()).unwrap();
+    first.await.unwrap();
+    second.await.unwrap();
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+
+    // One failure in a row ejects (Envoy's default would take five).
+    let cluster = two_backends(&app.cluster).build().unwrap();
+    let conn = cluster.get().await.unwrap();
+    let name = conn.backend().to_owned();
+    conn.report_failure();
+    drop(conn);
+    let status = cluster.status();
+    let backend = status.backends.iter().find(|backend| backend.name == name).unwrap();
+    assert!(backend.outlier_ejected, "{status:?}");
+}
+
+/// A bad value in an overload section is refused at `build()`, naming its whole path.
+#[tokio::test(start_paused = true)]
+async fn a_bad_overload_setting_is_a_build_error_naming_its_path() {
+    let pool: PoolConfig = toml::from_str(
+        "[adaptive_limit]
+min_limit = 9
+max_limit = 3",
+    )
+    .unwrap();
+    let (manager, _probe) = TestManager::new();
+    let err = pool.builder(manager).build().unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("adaptive_limit.max_limit"), "{err}");
+
+    let workers: WorkerPoolConfig = toml::from_str(
+        "[adaptive_limit]
+algorithm = \"aimd\"\ntolerance = 1.1",
+    )
+    .unwrap();
+    let err = workers.builder().build().unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("adaptive_limit.tolerance"), "{err}");
+    let workers: WorkerPoolConfig = toml::from_str("overload_cpu = 1.5").unwrap();
+    let err = workers.builder().build().unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("overload_cpu"), "{err}");
+
+    let cluster: ClusterConfig = toml::from_str(
+        "[backends.replica1.adaptive_limit]
+queue_timeout = \"0s\"",
+    )
+    .unwrap();
+    let err = two_backends(&cluster).build().unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("backends.replica1.adaptive_limit.queue_timeout"));
+    let cluster: ClusterConfig = toml::from_str(
+        "[outlier_detection]
+latency_factor = 0.5",
+    )
+    .unwrap();
+    let err = two_backends(&cluster).build().unwrap_err();
+    assert_eq!(err.path().as_deref(), Some("outlier_detection.latency_factor"), "{err}");
 }
 
 #[test]

@@ -248,6 +248,7 @@ impl<M: Manager> ClusterBuilder<M> {
             reads_fall_back_to_primary,
             rate_limit_per_second,
             rate_limit_burst,
+            outlier_detection,
             backends,
         } = config;
         match crate::config::configured_balance(&self.balance, *balance, weights.as_ref()) {
@@ -276,6 +277,10 @@ impl<M: Manager> ClusterBuilder<M> {
                 rate_limit_per_second.unwrap_or(per_second),
                 rate_limit_burst.unwrap_or(burst),
             ));
+        }
+        if let Some(outliers) = outlier_detection {
+            let current = self.outliers.take().unwrap_or_default();
+            self.outliers = Some(current.apply(outliers));
         }
         for (name, pool) in backends {
             self.configured.insert(name.clone(), pool.clone());

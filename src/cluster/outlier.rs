@@ -145,6 +145,37 @@ impl OutlierDetection {
         self
     }
 
+    /// These settings with those a configuration file gives laid over them.
+    #[cfg(feature = "serde")]
+    pub(crate) fn apply(mut self, config: &crate::config::OutlierConfig) -> Self {
+        fn set<T: Copy>(target: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *target = value;
+            }
+        }
+        let crate::config::OutlierConfig {
+            consecutive_failures,
+            interval,
+            base_ejection,
+            max_ejection,
+            max_ejected_percent,
+            minimum_backends,
+            request_volume,
+            success_rate_stdev,
+            latency_factor,
+        } = *config;
+        set(&mut self.consecutive_failures, consecutive_failures);
+        set(&mut self.interval, interval);
+        set(&mut self.base_ejection, base_ejection);
+        set(&mut self.max_ejection, max_ejection);
+        set(&mut self.max_ejected_percent, max_ejected_percent);
+        set(&mut self.minimum_backends, minimum_backends);
+        set(&mut self.request_volume, request_volume);
+        set(&mut self.stdev_factor, success_rate_stdev);
+        set(&mut self.latency_factor, latency_factor);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
         let field = |name: &'static str, value: &dyn std::fmt::Debug, reason: &str| {
             Err(BuildError::invalid(name, format!("{value:?}"), reason)

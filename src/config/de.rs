@@ -34,6 +34,13 @@ pub(crate) fn count_or_off<'de, D: Deserializer<'de>>(
     deserializer.deserialize_any(CountOrOff)
 }
 
+/// A number, or `"off"` (read as `Some(None)`).
+pub(crate) fn number_or_off<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<f64>>, D::Error> {
+    deserializer.deserialize_any(NumberOrOff)
+}
+
 /// Reads a duration; `Some(None)` stands for `"off"`, which only `off_allowed` accepts.
 struct DurationOrOff {
     off_allowed: bool,
@@ -98,6 +105,42 @@ impl Visitor<'_> for CountOrOff {
     }
 }
 
+/// Reads a number, or `"off"`.
+struct NumberOrOff;
+
+impl Visitor<'_> for NumberOrOff {
+    type Value = Option<Option<f64>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number, or \"off\"")
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(Some(Some(value)))
+    }
+
+    #[allow(clippy::cast_precision_loss, reason = "a setting, not an exact count")]
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(Some(Some(value as f64)))
+    }
+
+    #[allow(clippy::cast_precision_loss, reason = "a setting, not an exact count")]
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(Some(Some(value as f64)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case(OFF) {
+            return Ok(Some(None));
+        }
+        match text.parse::<f64>() {
+            Ok(number) => Ok(Some(Some(number))),
+            Err(_) => Err(E::invalid_value(Unexpected::Str(text), &self)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -138,6 +181,11 @@ mod tests {
         let huge: U64Deserializer<Error> = u64::MAX.into_deserializer();
         assert!(super::count_or_off(huge).is_err());
         assert!(super::count_or_off(str_de("-1")).is_err());
+        assert_eq!(super::number_or_off(str_de("off")), Ok(Some(None)));
+        assert_eq!(super::number_or_off(str_de("2.5")), Ok(Some(Some(2.5))));
+        let number: U64Deserializer<Error> = 3u64.into_deserializer();
+        assert_eq!(super::number_or_off(number), Ok(Some(Some(3.0))));
+        assert!(super::number_or_off(str_de("fast")).is_err());
     }
 
     #[test]

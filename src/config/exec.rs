@@ -73,6 +73,13 @@ pub struct WorkerPoolConfig {
     /// [`WorkerPoolBuilder::overload_queue_wait`].
     #[serde(deserialize_with = "de::duration")]
     pub overload_queue_wait: Option<Duration>,
+    /// [`WorkerPoolBuilder::overload_cpu`]: the CPU share (in `(0, 1]`) past which the pool
+    /// counts as overloaded. Without a sampler given in code, `build()` starts one with
+    /// [`CpuSampler`](crate::load::CpuSampler)'s defaults.
+    pub overload_cpu: Option<f64>,
+    /// [`WorkerPoolBuilder::adaptive_limit`]: an adaptive limit on the tasks running at once,
+    /// which replaces one given in code.
+    pub adaptive_limit: Option<super::AdaptiveLimitConfig>,
     /// [`WorkerPoolBuilder::name`]: the worker pool's name in its published metrics.
     pub name: Option<String>,
 }

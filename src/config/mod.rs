@@ -18,6 +18,7 @@
 //! |---|---|---|
 //! | `pool.rs` | [`PoolConfig`] | [`pool::Builder::apply`](crate::pool::Builder::apply), [`PoolConfig::builder`] |
 //! | `exec.rs` | [`WorkerPoolConfig`] | [`WorkerPoolBuilder::apply`](crate::exec::WorkerPoolBuilder::apply), [`WorkerPoolConfig::builder`] |
+//! | `limit.rs` | [`AdaptiveLimitConfig`] | the `adaptive_limit` section of a pool or worker pool, [`AdaptiveLimitConfig::build`] |
 //! | `cluster.rs` | [`ClusterConfig`] | [`ClusterBuilder::apply`](crate::cluster::ClusterBuilder::apply), [`ClusterConfig::builder`] |
 //! | `de.rs` | | the duration and `"off"` formats |
 //!
@@ -29,12 +30,14 @@
 mod cluster;
 mod de;
 mod exec;
+mod limit;
 mod pool;
 
 use serde::Deserialize;
 
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, OutlierConfig};
 pub use exec::{RateLimitConfig, SchedulerKind, WorkerPoolConfig};
+pub use limit::{AdaptiveLimitConfig, AlgorithmKind, QueueOrder};
 pub use pool::PoolConfig;
 
 use crate::balance::Balance;

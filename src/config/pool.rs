@@ -124,6 +124,10 @@ pub struct PoolConfig {
     pub rate_limit_per_second: Option<f64>,
     /// [`Builder::rate_limit_per_key`]: the burst per key.
     pub rate_limit_burst: Option<u32>,
+    /// [`Builder::adaptive_limit`]: an adaptive limit on the checkouts out at once, which
+    /// replaces one given in code. In a [`ClusterConfig`](super::ClusterConfig)'s `backends`
+    /// section, each backend gets a limiter of its own.
+    pub adaptive_limit: Option<super::AdaptiveLimitConfig>,
     /// [`Builder::leak_threshold`]; `Some(None)`, written `"off"`, turns leak warnings off.
     #[serde(deserialize_with = "de::duration_or_off")]
     pub leak_threshold: Option<Option<Duration>>,

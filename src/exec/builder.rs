@@ -88,6 +88,10 @@ pub struct WorkerPoolBuilder {
     /// `build()`.
     #[cfg(feature = "serde")]
     rejected: Option<BuildError>,
+    /// A configuration file's `overload_cpu` threshold, for a sampler `build()` starts (it
+    /// needs the runtime) when the code gave none.
+    #[cfg(feature = "serde")]
+    configured_cpu: Option<f64>,
 }
 
 impl fmt::Debug for WorkerPoolBuilder {
@@ -127,6 +131,8 @@ impl Default for WorkerPoolBuilder {
             name: String::from("millpond"),
             #[cfg(feature = "serde")]
             rejected: None,
+            #[cfg(feature = "serde")]
+            configured_cpu: None,
         }
     }
 }
@@ -378,6 +384,8 @@ impl WorkerPoolBuilder {
             max_queue_wait,
             overload_queue_len,
             overload_queue_wait,
+            overload_cpu,
+            adaptive_limit,
             name,
         } = config;
         if let Some(name) = name {
@@ -425,6 +433,20 @@ impl WorkerPoolBuilder {
         if overload_queue_wait.is_some() {
             self.overload.queue_wait = *overload_queue_wait;
         }
+        if let Some(threshold) = *overload_cpu {
+            match &mut self.overload.cpu {
+                Some((_, set_in_code)) => *set_in_code = threshold,
+                None => self.configured_cpu = Some(threshold),
+            }
+        }
+        if let Some(limit) = adaptive_limit {
+            match limit.build() {
+                Ok(limiter) => self.adaptive_limit = Some(limiter),
+                Err(rejected) => {
+                    self.rejected.get_or_insert(rejected.nested_in("adaptive_limit"));
+                }
+            }
+        }
         self
     }
 
@@ -448,11 +470,18 @@ impl WorkerPoolBuilder {
     /// [`rate_limit`](Self::rate_limit)). [`BuildError::is_no_runtime`] when called outside a
     /// tokio runtime.
     /// With the `serde` feature, also `balance`, `weights` or `stealing` when a configuration
-    /// given to `apply` set them for a scheduler or strategy that takes none.
-    pub fn build(self) -> Result<WorkerPool, BuildError> {
+    /// given to `apply` set them for a scheduler or strategy that takes none, and
+    /// `adaptive_limit.<field>` for a limiter setting its [`build`](crate::config::AdaptiveLimitConfig::build)
+    /// refuses.
+    pub fn build(mut self) -> Result<WorkerPool, BuildError> {
         #[cfg(feature = "serde")]
         if let Some(rejected) = &self.rejected {
             return Err(rejected.clone());
+        }
+        #[cfg(feature = "serde")]
+        if let Some(threshold) = self.configured_cpu.take() {
+            let cpu = crate::load::CpuSampler::builder().build()?;
+            self.overload.cpu = Some((cpu, threshold));
         }
         let default_workers = std::thread::available_parallelism().map_or(4, usize::from);
         let max_workers = self.max_workers.or(self.min_workers).unwrap_or(default_workers);

@@ -414,6 +414,7 @@ impl<M: Manager> Builder<M> {
             breaker_slow_rate,
             rate_limit_per_second,
             rate_limit_burst,
+            adaptive_limit,
             leak_threshold,
             maintenance_interval,
             name,
@@ -466,6 +467,14 @@ impl<M: Manager> Builder<M> {
                 rate_limit_per_second.unwrap_or(per_second),
                 rate_limit_burst.unwrap_or(burst),
             ));
+        }
+        if let Some(limit) = adaptive_limit {
+            match limit.build() {
+                Ok(limiter) => self.config.limiter = Some(limiter),
+                Err(rejected) => {
+                    self.config.rejected.get_or_insert(rejected.nested_in("adaptive_limit"));
+                }
+            }
         }
         self
     }

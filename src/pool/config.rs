@@ -53,6 +53,9 @@ pub(crate) struct Config {
     pub(crate) name: String,
     /// Checkouts take room under this limit first (`Builder::adaptive_limit`).
     pub(crate) limiter: Option<crate::limit::AdaptiveLimiter>,
+    /// A configuration file's setting that `Builder::apply` could not take, returned by
+    /// `build()`.
+    pub(crate) rejected: Option<BuildError>,
     /// `(per_second, burst)` of each key's limit for `get_keyed`, checked at `build()`.
     pub(crate) rate_per_key: Option<(f64, u32)>,
     /// The buckets of that limit, made by `build()`.
@@ -89,6 +92,7 @@ impl Default for Config {
             create_watcher: None,
             name: String::from("millpond"),
             limiter: None,
+            rejected: None,
             rate_per_key: None,
             per_key: None,
             #[cfg(feature = "metrics")]
@@ -115,6 +119,9 @@ impl Config {
 
     /// Checks every rule, naming the first field that breaks one.
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        if let Some(rejected) = &self.rejected {
+            return Err(rejected.clone());
+        }
         if self.name.is_empty() {
             return Err(BuildError::invalid("name", &self.name, "must not be empty"));
         }
