@@ -66,6 +66,9 @@ pub struct AdaptiveLimitConfig {
     pub probe_multiplier: Option<u32>,
     /// [`Gradient2::probe_samples`].
     pub probe_samples: Option<u32>,
+    /// [`Gradient2::probe_interval`].
+    #[serde(deserialize_with = "de::duration")]
+    pub probe_interval: Option<Duration>,
     /// [`Aimd::timeout`]: a success slower than this counts as a loss.
     #[serde(deserialize_with = "de::duration")]
     pub timeout: Option<Duration>,
@@ -167,16 +170,20 @@ impl AdaptiveLimitConfig {
                 if let Some(calls) = self.probe_samples {
                     gradient = gradient.probe_samples(calls);
                 }
+                if let Some(interval) = self.probe_interval {
+                    gradient = gradient.probe_interval(interval);
+                }
                 AdaptiveLimiter::builder(gradient)
             }
             AlgorithmKind::Aimd => {
-                let gradient_only: [(&'static str, Option<&dyn std::fmt::Debug>); 6] = [
+                let gradient_only: [(&'static str, Option<&dyn std::fmt::Debug>); 7] = [
                     ("tolerance", self.tolerance.as_ref().map(|v| v as _)),
                     ("smoothing", self.smoothing.as_ref().map(|v| v as _)),
                     ("queue_size", self.queue_size.as_ref().map(|v| v as _)),
                     ("long_window", self.long_window.as_ref().map(|v| v as _)),
                     ("probe_multiplier", self.probe_multiplier.as_ref().map(|v| v as _)),
                     ("probe_samples", self.probe_samples.as_ref().map(|v| v as _)),
+                    ("probe_interval", self.probe_interval.as_ref().map(|v| v as _)),
                 ];
                 if let Some((field, Some(value))) =
                     gradient_only.into_iter().find(|(_, value)| value.is_some())

@@ -473,6 +473,10 @@ impl WorkerPoolBuilder {
     /// given to `apply` set them for a scheduler or strategy that takes none, and
     /// `adaptive_limit.<field>` for a limiter setting its [`build`](crate::config::AdaptiveLimitConfig::build)
     /// refuses.
+    #[cfg_attr(
+        not(feature = "serde"),
+        allow(unused_mut, reason = "only a configured CPU threshold changes it")
+    )]
     pub fn build(mut self) -> Result<WorkerPool, BuildError> {
         #[cfg(feature = "serde")]
         if let Some(rejected) = &self.rejected {

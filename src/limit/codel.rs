@@ -27,7 +27,8 @@ impl Codel {
         Self { target, interval, lowest: Duration::MAX, interval_ends: None, standing: false }
     }
 
-    /// Records the wait of a caller leaving the queue (zero for one admitted without waiting).
+    /// Records the wait of a caller leaving the queue first in, first out, or zero for a caller
+    /// admitted without waiting or a standing queue served empty.
     pub(crate) fn record(&mut self, waited: Duration, now: Instant) {
         match self.interval_ends {
             Some(ends) if now < ends => self.lowest = self.lowest.min(waited),

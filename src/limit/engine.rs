@@ -271,7 +271,15 @@ impl Engine {
             let Some(waiter) = waiter else { return };
             let waited = now.saturating_duration_since(waiter.queued_at);
             if let Some(codel) = &mut self.codel {
-                codel.record(waited, now);
+                if !standing {
+                    codel.record(waited, now);
+                } else if self.queue.len() == 0 {
+                    // Newest first, the caller served has barely waited while older callers
+                    // may still wait behind it: its wait says nothing about the queue, and
+                    // judging by it would flip the queue back to FIFO at the next interval.
+                    // What ends a standing queue is draining it.
+                    codel.record(Duration::ZERO, now);
+                }
             }
             let grant = self.count_in(now);
             waiter.cell.serve(Verdict::Granted(grant), wakes);
@@ -383,6 +391,45 @@ mod tests {
             "the stale one is turned away: {shed:?}"
         );
         assert_eq!(engine.queued(), 0);
+    }
+
+    /// Newest first, the caller served has barely waited; the queue still stands while older
+    /// callers wait behind it, and judging it by the served caller would flip it back to FIFO
+    /// at the next interval. It stands until it drains.
+    #[test]
+    fn a_standing_queue_stands_until_it_drains_however_little_the_newest_waited() {
+        const MS: Duration = Duration::from_millis(1);
+        let start = Instant::now();
+        let order = Order::Adaptive { target: 5 * MS, interval: 100 * MS };
+        let mut engine = engine(1, 64, order);
+        let mut held = engine.try_admit(start).unwrap();
+        let mut now = start;
+        let mut cells = Vec::new();
+        // Every 4 ms two callers come and one call ends: the queue grows, never drains, and the
+        // caller served newest first has waited 1 ms. Stale callers (10 ms) are turned away.
+        for _ in 0..100 {
+            cells.push(waiter(&mut engine, now).1);
+            now += 3 * MS;
+            cells.push(waiter(&mut engine, now).1);
+            now += MS;
+            engine.release(&held, None, now);
+            held = cells.iter().find_map(|cell| granted(cell)).unwrap();
+            if now > start + 250 * MS {
+                assert!(engine.overloaded(), "still standing at {:?}", now - start);
+            }
+        }
+        // The callers stop coming: the queue drains, and an interval later it is FIFO again.
+        while engine.queued() > 0 {
+            now += MS;
+            engine.release(&held, None, now);
+            held = cells.iter().find_map(|cell| granted(cell)).unwrap();
+        }
+        now += 150 * MS;
+        engine.release(&held, None, now);
+        let admitted = engine.try_admit(now).unwrap();
+        engine.release(&admitted, None, now + 50 * MS);
+        assert!(engine.try_admit(now + 101 * MS).is_some());
+        assert!(!engine.overloaded(), "drained: first in, first out again");
     }
 
     #[test]

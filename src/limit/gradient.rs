@@ -1,5 +1,9 @@
 //! Gradient2: the delay-based algorithm, with the fixes its users had to ask for.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use super::algorithm::{LimitAlgorithm, Outcome, Sample, validate_bounds, validate_ratio};
 use crate::BuildError;
 
@@ -31,7 +35,11 @@ use crate::BuildError;
 ///   mean latency is the no-load latency, the baseline never counts above it, and the limit
 ///   returns to where it was. This is Envoy's minimum-latency probe (a mean, not a minimum),
 ///   at the cost of a short dip in concurrency; with it the limit settles where latency is
-///   `tolerance` times the no-load latency.
+///   `tolerance` times the no-load latency. Probes are also at least half a `probe_interval`
+///   (10 s) apart, so that at thousands of calls a second they do not come every second; and,
+///   as in Envoy, a limit held at its floor for five decisions probes at once (free at the
+///   floor), so that a backend that got slower for good is measured again instead of being
+///   held at the floor against a no-load latency it no longer has.
 /// - **No decision on idle samples**: a call admitted while fewer than half the limit were in
 ///   flight changes nothing (as in the original).
 ///
@@ -53,6 +61,7 @@ pub struct Gradient2 {
     backoff: f64,
     probe_multiplier: u32,
     probe_samples: u32,
+    probe_interval: Duration,
     /// Made from the settings at the first sample.
     state: Option<State>,
 }
@@ -64,8 +73,12 @@ struct State {
     long: Average,
     /// The mean latency the last probe measured, in seconds.
     no_load: Option<f64>,
-    /// Successful samples left until the next probe.
+    /// Successful samples left until the next probe; 0 before the first sample.
     until_probe: u64,
+    /// No probe before this (the last probe's end plus a jittered `probe_interval`).
+    probe_not_before: Option<Instant>,
+    /// Decisions in a row that left the limit at its floor.
+    windows_at_floor: u32,
     probe: Option<Probe>,
     window: Window,
 }
@@ -108,6 +121,9 @@ impl Average {
     }
 }
 
+/// Decisions at the floor in a row that call for a new probe (Envoy's 5).
+const FLOOR_WINDOWS_BEFORE_PROBE: u32 = 5;
+
 /// Latencies below this are treated as this: a zero latency would make the gradient infinite.
 const FLOOR_SECS: f64 = 1e-6;
 
@@ -131,6 +147,7 @@ impl Gradient2 {
             backoff: 0.9,
             probe_multiplier: 100,
             probe_samples: 20,
+            probe_interval: Duration::from_secs(10),
             state: None,
         }
     }
@@ -209,6 +226,16 @@ impl Gradient2 {
         self
     }
 
+    /// The least time between the end of one probe and the start of the next, jittered between
+    /// half and all of it (10 s). At high call rates the probes would otherwise come every
+    /// second or so; each dip to `min_limit` turns a few hundred callers into waiters, enough to
+    /// lift the p99 of the whole stream. `Duration::ZERO` leaves only `probe_multiplier`.
+    #[must_use]
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
     fn bounded(&self, limit: f64) -> f64 {
         #[allow(clippy::cast_precision_loss)]
         limit.clamp(self.min as f64, self.max as f64)
@@ -219,6 +246,24 @@ impl Gradient2 {
         let span = (f64::from(self.probe_multiplier) * limit) as u64;
         let span = span.max(1);
         if cfg!(millpond_loom) { span } else { fastrand::u64(span / 2..=span) }
+    }
+
+    fn probe_not_before(&self, now: Instant) -> Instant {
+        let spacing = if cfg!(millpond_loom) || self.probe_interval.is_zero() {
+            self.probe_interval
+        } else {
+            self.probe_interval.mul_f64(fastrand::f64().mul_add(0.5, 0.5))
+        };
+        crate::time::after(now, spacing)
+    }
+
+    fn start_probe(&self, state: &mut State) {
+        #[allow(clippy::cast_precision_loss)]
+        let floor = self.min as f64;
+        state.probe = Some(Probe { resume: state.limit, sum: 0.0, count: 0 });
+        state.limit = floor;
+        state.window = Window::default();
+        state.windows_at_floor = 0;
     }
 
     fn on_success(&self, state: &mut State, sample: &Sample) {
@@ -232,23 +277,24 @@ impl Gradient2 {
             if probe.count >= self.probe_samples {
                 let no_load = probe.sum / f64::from(probe.count);
                 state.no_load = Some(no_load);
-                state.long.value = state.long.value.min(no_load);
+                // The probe is the truth about the no-load latency both ways: an average still
+                // above it is queueing, and one below it is from before the backend got slower.
+                state.long.value = no_load;
                 state.limit = probe.resume;
                 state.probe = None;
                 state.until_probe = self.next_probe(state.limit);
+                state.probe_not_before = Some(self.probe_not_before(sample.now));
             }
             return;
         }
         if state.until_probe == 0 {
             state.until_probe = self.next_probe(state.limit);
         }
-        state.until_probe -= 1;
-        if state.until_probe == 0 {
-            #[allow(clippy::cast_precision_loss)]
-            let floor = self.min as f64;
-            state.probe = Some(Probe { resume: state.limit, sum: 0.0, count: 0 });
-            state.limit = floor;
-            state.window = Window::default();
+        // Counts down to 1, and waits there until the last probe is far enough behind.
+        state.until_probe = state.until_probe.saturating_sub(1).max(1);
+        let spaced = state.probe_not_before.is_none_or(|at| sample.now >= at);
+        if state.until_probe == 1 && spaced {
+            self.start_probe(state);
             return;
         }
         let Some((short, in_flight)) = state.window.add(latency, sample) else { return };
@@ -272,6 +318,15 @@ impl Gradient2 {
         let estimate = state.limit * gradient + headroom;
         let smoothed = state.limit * (1.0 - self.smoothing) + estimate * self.smoothing;
         state.limit = self.bounded(smoothed);
+        // Envoy's rule: a limit held at its floor for five decisions may be judging by a stale
+        // no-load latency (the backend got slower for good), so measure it again now. At the
+        // floor the probe costs nothing.
+        #[allow(clippy::cast_precision_loss)]
+        let at_floor = state.limit <= self.min as f64;
+        state.windows_at_floor = if at_floor { state.windows_at_floor + 1 } else { 0 };
+        if state.windows_at_floor >= FLOOR_WINDOWS_BEFORE_PROBE && state.no_load.is_some() {
+            self.start_probe(state);
+        }
     }
 }
 
@@ -322,6 +377,8 @@ impl LimitAlgorithm for Gradient2 {
             long: Average::new(self.long_window),
             no_load: None,
             until_probe: 0,
+            probe_not_before: None,
+            windows_at_floor: 0,
             probe: None,
             window: Window::default(),
         });
@@ -404,6 +461,10 @@ mod tests {
         fn state(&self) -> &State {
             self.gradient.state.as_ref().unwrap()
         }
+
+        fn state_or_none(&self) -> Option<&State> {
+            self.gradient.state.as_ref()
+        }
     }
 
     #[test]
@@ -468,6 +529,52 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(feed.ok(100, 5, 20), 20);
         }
+    }
+
+    /// At a high call rate `probe_multiplier × limit` calls pass in moments; the time floor
+    /// keeps the probes apart.
+    #[test]
+    fn probes_are_at_least_half_the_probe_interval_apart() {
+        let gradient = Gradient2::new().probe_multiplier(1).probe_interval(Duration::from_secs(1));
+        let mut feed = Feed::new(gradient);
+        let start = feed.now;
+        let mut starts = Vec::new();
+        let mut limit = feed.gradient.initial();
+        while feed.now < start + Duration::from_secs(10) {
+            let probing = feed.state_or_none().is_some_and(|state| state.probe.is_some());
+            limit = feed.ok(1, limit, limit);
+            if !probing && feed.state().probe.is_some() {
+                starts.push(feed.now);
+            }
+        }
+        let gaps: Vec<Duration> = starts.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        assert!(gaps.iter().all(|gap| *gap >= Duration::from_millis(500)), "{gaps:?}");
+        assert!((9..=21).contains(&starts.len()), "{} probes in 10 s", starts.len());
+    }
+
+    /// Envoy's rule: a limit held at its floor re-measures the no-load latency at once, so a
+    /// backend that got slower for good is not held at the floor until the next timed probe.
+    #[test]
+    fn a_limit_held_at_the_floor_probes_again_and_recovers() {
+        let gradient = Gradient2::new()
+            .min_limit(5)
+            .initial_limit(50)
+            .probe_multiplier(1)
+            .probe_interval(Duration::MAX);
+        let mut feed = Feed::new(gradient);
+        let mut limit = 50;
+        // The first probe measures 5 ms at the floor; the backend then answers in 5 ms.
+        for _ in 0..200 {
+            limit = feed.ok(5, limit, limit);
+        }
+        assert_eq!(feed.state().no_load.map(|s| (s * 1e3).round()), Some(5.0));
+        // It gets slower for good: 50 ms at any concurrency. The limit falls to its floor,
+        // and five decisions there start a probe that measures the new no-load latency.
+        for _ in 0..2_000 {
+            limit = feed.ok(50, limit, limit);
+        }
+        assert_eq!(feed.state().no_load.map(|s| (s * 1e3).round()), Some(50.0));
+        assert!(limit > 20, "growing again from the floor: {limit}");
     }
 
     #[test]
