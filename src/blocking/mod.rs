@@ -89,6 +89,9 @@ mod stats;
 mod threads;
 mod worker;
 
+#[cfg(all(test, millpond_loom))]
+mod loom_models;
+
 pub use builder::{
     BlockingPoolBuilder, DEFAULT_KEEP_ALIVE, DEFAULT_QUEUE_CAPACITY, RejectionPolicy,
 };
