@@ -12,7 +12,8 @@ use crate::BuildError;
 /// backend starts failing.
 ///
 /// The rule is Netflix's `Gradient2Limit`: `gradient = clamp(tolerance × long / short, 0.5, 1)`,
-/// `new = limit × gradient + queue`, smoothed as `limit × (1 − smoothing) + new × smoothing`,
+/// `new = limit × gradient + queue`, smoothed as `limit × (1 − smoothing) + new × smoothing`
+/// (here only when `new` is higher: see below),
 /// where `short` is the mean latency of a window of calls (at least ten, spanning at least two
 /// mean latencies: one decision per window) and `long` an exponential average over
 /// `long_window` windows. The defaults are Netflix's: initial 20, between 20 and 200, smoothing 0.2, queue 4,
@@ -40,6 +41,10 @@ use crate::BuildError;
 ///   as in Envoy, a limit held at its floor for five decisions probes at once (free at the
 ///   floor), so that a backend that got slower for good is measured again instead of being
 ///   held at the floor against a no-load latency it no longer has.
+/// - **Cuts at once.** Smoothing applies to growth only; a window whose latency is past the
+///   tolerance sets the limit to its estimate (at most halving it, as the gradient's floor of
+///   0.5 allows). Smoothed cuts took eight windows to follow a halving of the backend's
+///   capacity, queueing callers all the while.
 /// - **No decision on idle samples**: a call admitted while fewer than half the limit were in
 ///   flight changes nothing (as in the original).
 ///
@@ -173,7 +178,8 @@ impl Gradient2 {
         self
     }
 
-    /// How much of each new estimate enters the limit (0.2), in `(0, 1]`.
+    /// How much of each higher estimate enters the limit (0.2), in `(0, 1]`. A lower estimate
+    /// (latency past the tolerance) is taken at once.
     #[must_use]
     pub fn smoothing(mut self, smoothing: f64) -> Self {
         self.smoothing = smoothing;
@@ -316,8 +322,15 @@ impl Gradient2 {
         let headroom =
             if gradient >= 1.0 { state.limit.sqrt().max(self.queue as f64) } else { 0.0 };
         let estimate = state.limit * gradient + headroom;
-        let smoothed = state.limit * (1.0 - self.smoothing) + estimate * self.smoothing;
-        state.limit = self.bounded(smoothed);
+        // Up slowly, down at once: a window whose latency says the limit is too high has
+        // already waited two round trips for the last decision to show, and every further
+        // window spent above capacity queues more callers.
+        let next = if estimate < state.limit {
+            estimate
+        } else {
+            state.limit * (1.0 - self.smoothing) + estimate * self.smoothing
+        };
+        state.limit = self.bounded(next);
         // Envoy's rule: a limit held at its floor for five decisions may be judging by a stale
         // no-load latency (the backend got slower for good), so measure it again now. At the
         // floor the probe costs nothing.
@@ -481,6 +494,23 @@ mod tests {
             limit = feed.ok(40, limit, limit);
         }
         assert!(limit < grown * 3 / 4, "four times the latency shrinks it: {grown} -> {limit}");
+    }
+
+    /// Growth is smoothed; a cut is not: one window at four times the latency halves the limit
+    /// (the gradient's floor), where a smoothed cut would take a tenth off.
+    #[test]
+    fn one_slow_window_cuts_the_limit_at_once() {
+        let gradient = Gradient2::new().initial_limit(100).max_limit(100).probe_multiplier(1_000);
+        let mut feed = Feed::new(gradient);
+        for _ in 0..200 {
+            feed.ok(10, 100, 100);
+        }
+        assert_eq!(feed.state().limit, 100.0);
+        let mut limit = 100;
+        for _ in 0..10 {
+            limit = feed.ok(40, 100, 100);
+        }
+        assert_eq!(limit, 50, "one window at 4 × the latency: gradient 0.5");
     }
 
     #[test]
