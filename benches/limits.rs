@@ -11,7 +11,9 @@
 //! fixed algorithm.
 //!
 //! Everything runs on tokio's paused clock, so the figures are of the algorithms, not of this
-//! machine: `cargo bench --bench limits` prints the table recorded in `docs/benchmarks.md`.
+//! machine: `cargo bench --bench limits` prints the table recorded in `docs/benchmarks.md`, and
+//! `LIMITS_CSV=target/limits.csv cargo bench --bench limits` then `python3 docs/plot_limits.py`
+//! draws `docs/limits-over-time.png`.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 #[path = "support/limits.rs"]
@@ -67,6 +69,8 @@ struct PhaseFigures {
     settled: Vec<Duration>,
     /// The limit every 10 ms.
     limits: Vec<usize>,
+    /// Calls answered in each 100 ms of the phase (by when they were answered).
+    answered: Vec<u32>,
 }
 
 impl PhaseFigures {
@@ -121,6 +125,11 @@ fn simulate(limiter: AdaptiveLimiter) -> Vec<PhaseFigures> {
                         match result {
                             Ok(Ok(())) => {
                                 figures.succeeded += 1;
+                                let bucket = ((Instant::now() - phase_start).as_millis() / 100) as usize;
+                                if figures.answered.len() <= bucket {
+                                    figures.answered.resize(bucket + 1, 0);
+                                }
+                                figures.answered[bucket] += 1;
                                 figures.latencies.push(arrived.elapsed());
                                 if arrived - phase_start >= SETTLING {
                                     figures.settled.push(arrived.elapsed());
@@ -139,12 +148,38 @@ fn simulate(limiter: AdaptiveLimiter) -> Vec<PhaseFigures> {
     })
 }
 
+/// Appends a contender's limit (every 10 ms) and goodput (every 100 ms) to the CSV at `path`,
+/// for `docs/plot_limits.py`: `contender,series,seconds,value`.
+fn write_series(path: &str, name: &str, phases: &[PhaseFigures]) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for (index, figures) in phases.iter().enumerate() {
+        let start = index as f64 * PHASE.as_secs_f64();
+        for (tick, limit) in figures.limits.iter().enumerate() {
+            writeln!(file, "\"{name}\",limit,{:.2},{limit}", start + tick as f64 * 0.01).unwrap();
+        }
+        // The last bucket is cut short by the phase's end (and its stragglers).
+        let whole = figures.answered.len().min(PHASE.as_millis() as usize / 100);
+        for (bucket, answered) in figures.answered[..whole].iter().enumerate() {
+            let per_second = f64::from(*answered) * 10.0;
+            writeln!(file, "\"{name}\",goodput,{:.1},{per_second}", start + bucket as f64 * 0.1)
+                .unwrap();
+        }
+    }
+}
+
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return; // `cargo test --benches` asks for a list; there are no criterion benches here.
     }
     // `cargo bench --bench limits -- Gradient2` runs the contenders whose name holds a word.
     let filter: Option<String> = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    // `LIMITS_CSV=target/limits.csv` also writes every contender's limit and goodput over time,
+    // which `python3 docs/plot_limits.py` draws.
+    let csv = std::env::var("LIMITS_CSV").ok();
+    if let Some(path) = &csv {
+        std::fs::write(path, "contender,series,seconds,value\n").unwrap();
+    }
     let contenders: Vec<(&str, AdaptiveLimiter)> = vec![
         ("static 25", fixed(25)),
         ("static 50", fixed(50)),
@@ -182,6 +217,9 @@ fn main() {
             continue;
         }
         let phases = simulate(limiter);
+        if let Some(path) = &csv {
+            write_series(path, name, &phases);
+        }
         for (index, mut figures) in phases.into_iter().enumerate() {
             let goodput = figures.succeeded as f64 / PHASE.as_secs_f64();
             let (p50, p99) = (figures.percentile(0.5), figures.percentile(0.99));
