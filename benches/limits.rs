@@ -8,10 +8,11 @@
 //! what the backend can serve at full capacity, 3 × at half) and give up after 100 ms (a timeout
 //! around the call: the limiter counts it as a loss). Three phases of 10 s: capacity 100, 50,
 //! 100. Each contender is an `AdaptiveLimiter` with default queue settings; the static ones use a
-//! fixed algorithm.
+//! fixed algorithm. Then the same again on a backend with noisy service times.
 //!
-//! Everything runs on tokio's paused clock, so the figures are of the algorithms, not of this
-//! machine: `cargo bench --bench limits` prints the table recorded in `docs/benchmarks.md`, and
+//! Everything runs on tokio's paused clock with seeded random draws, so the figures are of the
+//! algorithms, not of this machine, and the same every run: `cargo bench --bench limits` prints
+//! the tables recorded in `docs/benchmarks.md`, and
 //! `LIMITS_CSV=target/limits.csv cargo bench --bench limits` then `python3 docs/plot_limits.py`
 //! draws `docs/limits-over-time.png`.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -39,6 +40,10 @@ const SETTLING: Duration = Duration::from_secs(1);
 struct Backend {
     in_flight: Cell<usize>,
     capacity: Cell<usize>,
+    /// Whether service times are noisy: 5 % of calls take three times as long, the others
+    /// 0.7 to 1.3 times (a mean of 1.1), as a real backend's pauses, cache misses and
+    /// neighbours make them.
+    noisy: bool,
 }
 
 impl Backend {
@@ -48,9 +53,14 @@ impl Backend {
         let n = self.in_flight.get() + 1;
         self.in_flight.set(n);
         let load = (n as f64 / self.capacity.get() as f64).max(1.0);
+        let noise = match (self.noisy, fastrand::f64()) {
+            (false, _) => 1.0,
+            (true, draw) if draw < 0.05 => 3.0,
+            (true, draw) => 0.7 + 0.6 * draw,
+        };
         let backend = self.clone();
         let work = tokio::task::spawn_local(async move {
-            tokio::time::sleep(BASE.mul_f64(load.powf(1.5))).await;
+            tokio::time::sleep(BASE.mul_f64(load.powf(1.5) * noise)).await;
             backend.in_flight.set(backend.in_flight.get() - 1);
         });
         async move {
@@ -90,7 +100,10 @@ impl PhaseFigures {
     }
 }
 
-fn simulate(limiter: AdaptiveLimiter) -> Vec<PhaseFigures> {
+fn simulate(limiter: AdaptiveLimiter, noisy: bool) -> Vec<PhaseFigures> {
+    // The limiter's probe jitter and the backend's noise draw from this thread's generator:
+    // seeded, every run of the bench is the same.
+    fastrand::seed(0x6d69_6c6c_706f_6e64);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -98,7 +111,7 @@ fn simulate(limiter: AdaptiveLimiter) -> Vec<PhaseFigures> {
         .unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let backend = Rc::new(Backend::default());
+        let backend = Rc::new(Backend { noisy, ..Backend::default() });
         let phases: Rc<RefCell<Vec<PhaseFigures>>> = Rc::default();
         for (index, capacity) in CAPACITIES.into_iter().enumerate() {
             backend.capacity.set(capacity);
@@ -125,7 +138,8 @@ fn simulate(limiter: AdaptiveLimiter) -> Vec<PhaseFigures> {
                         match result {
                             Ok(Ok(())) => {
                                 figures.succeeded += 1;
-                                let bucket = ((Instant::now() - phase_start).as_millis() / 100) as usize;
+                                let bucket =
+                                    ((Instant::now() - phase_start).as_millis() / 100) as usize;
                                 if figures.answered.len() <= bucket {
                                     figures.answered.resize(bucket + 1, 0);
                                 }
@@ -180,7 +194,16 @@ fn main() {
     if let Some(path) = &csv {
         std::fs::write(path, "contender,series,seconds,value\n").unwrap();
     }
-    let contenders: Vec<(&str, AdaptiveLimiter)> = vec![
+    for noisy in [false, true] {
+        if noisy {
+            println!("\nThe same with noisy service times:\n");
+        }
+        run(&contenders(), noisy, filter.as_deref(), csv.as_deref().filter(|_| !noisy));
+    }
+}
+
+fn contenders() -> Vec<(&'static str, AdaptiveLimiter)> {
+    vec![
         ("static 25", fixed(25)),
         ("static 50", fixed(50)),
         ("static 100", fixed(100)),
@@ -207,17 +230,25 @@ fn main() {
                 .build()
                 .unwrap(),
         ),
-    ];
+    ]
+}
+
+fn run(
+    contenders: &[(&str, AdaptiveLimiter)],
+    noisy: bool,
+    filter: Option<&str>,
+    csv: Option<&str>,
+) {
     println!(
         "| contender | phase (capacity) | goodput/s | p50 | p99 | p99 after 1 s | rejected | timed out | limit at end | converged after |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, limiter) in contenders {
-        if filter.as_deref().is_some_and(|word| !name.contains(word)) {
+        if filter.is_some_and(|word| !name.contains(word)) {
             continue;
         }
-        let phases = simulate(limiter);
-        if let Some(path) = &csv {
+        let phases = simulate(limiter.clone(), noisy);
+        if let Some(path) = csv {
             write_series(path, name, &phases);
         }
         for (index, mut figures) in phases.into_iter().enumerate() {
