@@ -144,8 +144,8 @@ async fn burning_cpu_shows_in_the_process_usage() {
     for burner in burners {
         burner.join().unwrap();
     }
-    // One thread per CPU spinning is the whole machine; other processes may share the cores,
-    // so ask for half of it.
-    assert!(busiest > 0.5, "idle {idle:.2}, burning {busiest:.2}");
-    assert!(busiest > idle, "idle {idle:.2}, burning {busiest:.2}");
+    // One thread per CPU spinning is the whole machine, but other processes may share the
+    // cores (a build beside the tests gives each spinning thread a third of a core or less):
+    // ask for a fifth of the machine above what the process used idle.
+    assert!(busiest > idle + 0.2, "idle {idle:.2}, burning {busiest:.2}");
 }
