@@ -388,7 +388,7 @@ async fn a_dropped_query_that_starts_with_rollback_is_not_taken_for_housekeeping
     let (abandoned_pid, was_busy) = {
         let conn = pool.get().await.unwrap();
         let pid = backend_pid(&conn).await;
-        let sleeping = conn.batch_execute("ROLLBACK; SELECT pg_sleep(3)");
+        let sleeping = conn.batch_execute("ROLLBACK; SELECT pg_sleep(60)");
         tokio::select! {
             _ = sleeping => panic!("the sleep finished"),
             () = wait_until("the sleep runs", Duration::from_secs(10), || async {
