@@ -38,7 +38,7 @@ use super::handle::tracked;
 use super::inner::retire_if_idle;
 use super::job::Job;
 use super::lane::{Lane, NoRoom, Stash, Stealable, TryPop, Turn};
-use super::queues::{Next, Queues};
+use super::queues::{Next, Queues, Reserved};
 use super::worker_count::WorkerCount;
 use crate::balance::{Balancer, LeastLoaded, RoundRobin};
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
@@ -70,9 +70,9 @@ fn work(queues: &Queues, lane: usize) -> usize {
                 Next::Interrupted => continue,
             },
         };
-        let committed_to = job.lane;
+        let (committed_to, counted) = (job.lane, job.counted);
         block_on(job.future);
-        queues.done(committed_to);
+        queues.done(committed_to, counted);
         ran += 1;
     }
 }
@@ -86,7 +86,7 @@ fn model_bounded(bound: usize, model: impl Fn() + Sync + Send + 'static) {
 
 fn per_worker(workers: usize, balancer: Arc<dyn Balancer>, stealing: bool) -> Arc<Queues> {
     let tracks_loads = balancer.reads_loads();
-    Arc::new(Queues::per_worker(workers, workers * 2, balancer, tracks_loads, stealing))
+    Arc::new(Queues::per_worker(workers, workers * 2, balancer, tracks_loads, stealing, false))
 }
 
 /// A submit races a shutdown on the shared queue: a job that got room is run, one that did not
@@ -126,7 +126,7 @@ fn steal_vs_shutdown_runs_each_job_once() {
         let queues = per_worker(2, Arc::new(RoundRobin::new()), true);
         let runs = Arc::new(AtomicUsize::new(0));
         let lane = queues.try_reserve(None).unwrap();
-        assert_eq!(lane, 0);
+        assert_eq!(lane.lane, 0);
         let thief = {
             let queues = Arc::clone(&queues);
             thread::spawn(move || work(&queues, 1))
@@ -195,12 +195,13 @@ fn keyed_jobs_are_never_stolen() {
 #[test]
 fn a_stolen_batch_runs_once_and_holds_its_lane_open_until_started() {
     model_bounded(3, || {
-        let queues = Arc::new(Queues::per_worker(2, 6, Arc::new(RoundRobin::new()), false, true));
+        let queues =
+            Arc::new(Queues::per_worker(2, 6, Arc::new(RoundRobin::new()), false, true, false));
         let runs = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
             // Round-robin would alternate lanes: aim each job at lane 0 directly.
             queues.lane(0).try_reserve().unwrap();
-            queues.commit(0, job(&runs, false));
+            queues.commit(Reserved::unkeyed(0), job(&runs, false));
         }
         let thief = {
             let queues = Arc::clone(&queues);
