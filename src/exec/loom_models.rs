@@ -4,6 +4,8 @@
 //!   dispatch;
 //! * one lane: a waiting submit and a waiting pop hand off to each other, a cancelled submit
 //!   passes its wake-up on, `kill` leaves nobody parked;
+//! * a per-worker resize (`lanes.rs`): a keyed submit racing the resize is drained or routed
+//!   again, so a moved key's job never starts before the older one on its old lane;
 //! * the worker count (`worker_count.rs`): an idle worker retiring against a submit, a grow
 //!   against a resize, two resizes;
 //! * a task's handle: abort against the task's waker registration, abort against completion;
@@ -38,7 +40,7 @@ use super::handle::tracked;
 use super::inner::retire_if_idle;
 use super::job::Job;
 use super::lane::{Lane, NoRoom, Stash, Stealable, TryPop, Turn};
-use super::queues::{Next, Queues, Reserved};
+use super::queues::{Next, Queues, Reserved, Wait};
 use super::worker_count::WorkerCount;
 use crate::balance::{Balancer, LeastLoaded, RoundRobin};
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
@@ -186,6 +188,59 @@ fn keyed_jobs_are_never_stolen() {
         queues.close();
         assert_eq!(thief.join().unwrap(), 0);
         assert_eq!(work(&queues, 0), 1);
+    });
+}
+
+/// A keyed submit races a resize that moves its key from lane 0 to lane 1, with lane 0's
+/// worker running: the submitter's first job lands on lane 0 (routed before the resize) or on
+/// lane 1 (after it), and a second job of the key that gets room on lane 1 finds the first one
+/// already run whenever the first went to lane 0. When all is done the keyed counters are back
+/// at zero and the drain is over.
+#[test]
+fn a_moved_key_never_overtakes_its_older_job() {
+    model_bounded(3, || {
+        let queues = per_worker(1, Arc::new(RoundRobin::new()), false);
+        let key = (0..).find(|key| crate::balance::KeyHash::target(*key, 2) == 1).unwrap();
+        let first_ran = Arc::new(AtomicUsize::new(0));
+        let second_ran = Arc::new(AtomicUsize::new(0));
+        let submitter = {
+            let (queues, first_ran, second_ran) =
+                (Arc::clone(&queues), Arc::clone(&first_ran), Arc::clone(&second_ran));
+            thread::spawn(move || {
+                let Ok(first) = queues.try_reserve(Some(key)) else {
+                    return;
+                };
+                queues.commit(first, job(&first_ran, true));
+                match queues.try_reserve(Some(key)) {
+                    Ok(second) => {
+                        if second.lane != first.lane {
+                            assert_eq!(
+                                first_ran.load(Ordering::Acquire),
+                                1,
+                                "a moved key's job overtook its older one"
+                            );
+                        }
+                        queues.commit(second, job(&second_ran, true));
+                    }
+                    // Still draining, or the resize lowered lane 0's share: the pool would
+                    // wait here.
+                    Err(Wait::Moving(_) | Wait::Room(_)) => {}
+                    Err(other) => panic!("an open pool refused a keyed job: {other:?}"),
+                }
+            })
+        };
+        let worker = {
+            let queues = Arc::clone(&queues);
+            thread::spawn(move || work(&queues, 0))
+        };
+        queues.resize(2);
+        submitter.join().unwrap();
+        queues.close();
+        worker.join().unwrap();
+        work(&queues, 1);
+        assert_eq!(first_ran.load(Ordering::Acquire), 1);
+        assert!(queues.keyed_counts().iter().all(|counts| *counts == [0, 0]));
+        assert_eq!(queues.active_lanes(), 2);
     });
 }
 
