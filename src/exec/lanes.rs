@@ -35,13 +35,16 @@
 //!
 //! The race is a submit that read the old word and commits after the resize. A keyed submit
 //! therefore raises its lane's counter for the epoch it read, and then reads the word again;
-//! a resize writes the word and then reads the counters. Both sides are `SeqCst` (the
-//! store-buffering pattern), so at least one sees the other: either the resize (and every
-//! later drain check) counts the submit's job, and the drain waits for it to finish, or the
+//! a resize writes the word and then reads the counters. Each side puts a `SeqCst` fence
+//! between its write and its read (the store-buffering pattern), so at least one sees the
+//! other: either the resize counts the submit's job (and so does every later drain check,
+//! which takes the plan's lock after it), and the drain waits for the job to finish, or the
 //! submit sees the new epoch, gives its room and its count back and routes again under the new
 //! word. So when the drain ends, no job routed under the old epoch is queued or running, and
 //! no submit can still commit one: every job of a moved key that starts on its new lane starts
-//! after every older job of the key finished.
+//! after every older job of the key finished. The drain's end is published by a `Release`
+//! store of the word after `Acquire` reads of the counters, which the workers lowered with
+//! `AcqRel` after the jobs ran, so a submit that reads the end sees those jobs finished.
 //!
 //! A counter is reused two epochs later, so a resize asked for while a drain is running is
 //! kept in `Plan::pending` and applied when the drain ends: the epoch never moves past one
@@ -49,9 +52,10 @@
 //!
 //! The drain ends in whoever brings the last counter to zero after the resize: a worker that
 //! finished a keyed job, or a submit that gave its count back, checks every lane under the
-//! plan's lock when its decrement reached zero while the word says `draining` (the
-//! decrement and that read are `SeqCst` too, so a decrement the resize's own check missed sees
-//! the flag). Resizes are rare; the checks cost a scan of the lanes once per lane per resize.
+//! plan's lock when its decrement reached zero while the word says `draining`. The decrement
+//! and that read are fenced against the resize's write and scan in the same way, so a
+//! decrement the resize's scan missed sees the flag. Resizes are rare; the checks cost a scan
+//! of the lanes once per lane per resize.
 //!
 //! # Workers of retired and reopened lanes
 //!
@@ -68,7 +72,7 @@
 use super::job::Job;
 use super::lane::{Lane, Signal};
 use crate::balance::KeyHash;
-use crate::sync::{AtomicU64, AtomicUsize, CachePadded, Mutex, OnceLock, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, CachePadded, Mutex, OnceLock, Ordering, fence};
 
 /// Segments of grown lanes: segment `s` holds `2^s` lanes, enough for `MAX_WORKERS`.
 const SEGMENTS: usize = 22;
@@ -229,8 +233,11 @@ impl LaneSet {
     /// routes again; the count is already given back.
     pub(crate) fn count_keyed(&self, lane: usize, seen: Route) -> bool {
         let parity = seen.parity();
-        self.get(lane).keyed[usize::from(parity)].fetch_add(1, Ordering::SeqCst);
-        if Route::unpack(self.route.load(Ordering::SeqCst)).epoch == seen.epoch {
+        self.get(lane).keyed[usize::from(parity)].fetch_add(1, Ordering::AcqRel);
+        // Pairs with the fence in `apply`: either its scan counts this job, or this sees its
+        // new epoch.
+        fence(Ordering::SeqCst);
+        if Route::unpack(self.route.load(Ordering::Acquire)).epoch == seen.epoch {
             return true;
         }
         self.keyed_done(lane, parity);
@@ -239,8 +246,11 @@ impl LaneSet {
 
     /// A keyed job counted in `parity` on `lane` is done (or was never committed).
     pub(crate) fn keyed_done(&self, lane: usize, parity: u8) {
-        let before = self.get(lane).keyed[usize::from(parity)].fetch_sub(1, Ordering::SeqCst);
-        if before == 1 && Route::unpack(self.route.load(Ordering::SeqCst)).draining {
+        let before = self.get(lane).keyed[usize::from(parity)].fetch_sub(1, Ordering::AcqRel);
+        // Pairs with the fence in `apply`: either its scan sees this decrement, or this sees
+        // the drain it started and checks it.
+        fence(Ordering::SeqCst);
+        if before == 1 && Route::unpack(self.route.load(Ordering::Acquire)).draining {
             self.check_drain();
         }
     }
@@ -268,7 +278,7 @@ impl LaneSet {
             return;
         }
         self.route
-            .store(Route { draining: false, old: route.count, ..route }.pack(), Ordering::SeqCst);
+            .store(Route { draining: false, old: route.count, ..route }.pack(), Ordering::Release);
         self.drained.notify_all();
         let staff = match plan.pending.take() {
             Some(count) => self.apply(&mut plan, count),
@@ -281,7 +291,7 @@ impl LaneSet {
     /// Whether every lane's counter of the epoch before `route`'s is zero.
     fn old_epoch_done(&self, route: Route) -> bool {
         let old = usize::from(1 - route.parity());
-        (0..self.allocated()).all(|lane| self.get(lane).keyed[old].load(Ordering::SeqCst) == 0)
+        (0..self.allocated()).all(|lane| self.get(lane).keyed[old].load(Ordering::Acquire) == 0)
     }
 
     fn staff(&self, lanes: Vec<usize>) {
@@ -327,12 +337,14 @@ impl LaneSet {
         let next = Route { count, old: route.count, epoch: route.epoch + 1, draining: true };
         // Published before the lanes it retires close, so that a submit refused by a closed lane
         // reads a route without it.
-        self.route.store(next.pack(), Ordering::SeqCst);
+        self.route.store(next.pack(), Ordering::Release);
         for index in count..route.count {
             self.get(index).lane.close();
         }
+        // Pairs with the fences of `count_keyed` and `keyed_done`.
+        fence(Ordering::SeqCst);
         if self.old_epoch_done(next) {
-            self.route.store(Route { draining: false, ..next }.pack(), Ordering::SeqCst);
+            self.route.store(Route { draining: false, ..next }.pack(), Ordering::Release);
             self.drained.notify_all();
         }
         staff
