@@ -359,8 +359,8 @@ impl Inner {
             Err(Wait::Closed) => return Err(self.reject(Refused::Closed)),
             Err(wait) => wait,
         };
-        // A keyed job waiting for a drain would wait for itself if it is one of the jobs the
-        // drain waits for.
+        // A task of this pool that waited for room, or for its key's drain after a resize
+        // (which may be waiting for this very task), could wait forever.
         if worker::in_pool(self.id) {
             return Err(self.reject(Refused::WouldDeadlock));
         }
