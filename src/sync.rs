@@ -16,6 +16,10 @@
 // and our code uses `&Arc<Self>` receivers, which loom's `Arc` cannot serve as.
 pub(crate) use std::sync::{Arc, Weak};
 
+// `OnceLock` stays std's under loom too (loom has none): it only publishes values built once,
+// under the caller's own lock, and std's is verified on its own.
+pub(crate) use std::sync::OnceLock;
+
 #[cfg(not(millpond_loom))]
 use parking_lot as mutex_impl;
 #[cfg(not(millpond_loom))]

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use millpond::balance::Balance;
-use millpond::exec::{Scheduler, WorkerPool};
+use millpond::exec::WorkerPool;
 use tokio::sync::Barrier;
 
 /// Runs `count` tasks that can only finish together, so they need `count` workers at once.
@@ -53,17 +52,5 @@ async fn resize_grows_and_shrinks_a_running_pool() {
     assert_eq!(pool.stats().workers, 1, "idle surplus workers exit at once");
     let handle = pool.submit(async { 1 }).await.unwrap();
     assert_eq!(handle.await.unwrap(), 1);
-    pool.shutdown().await;
-}
-
-#[tokio::test]
-async fn per_worker_pools_have_a_fixed_size() {
-    let pool = WorkerPool::builder()
-        .workers(2)
-        .scheduler(Scheduler::per_worker(Balance::RoundRobin))
-        .build()
-        .unwrap();
-    assert_eq!(pool.resize(3).unwrap_err().field(), Some("max_workers"));
-    assert_eq!(pool.resize(0).unwrap_err().field(), Some("max_workers"));
     pool.shutdown().await;
 }

@@ -10,6 +10,7 @@ use super::error::{Degraded, SubmitError};
 use super::handle::{TaskHandle, tracked};
 use super::inner::{Inner, Refused};
 use super::job::Job;
+use super::queues::Reserved;
 use super::stats::Stats;
 use super::worker;
 use super::worker_count::MAX_WORKERS;
@@ -417,7 +418,7 @@ impl WorkerPool {
     fn enqueue<F, R>(
         &self,
         traced: Option<Outcome>,
-        lane: Result<usize, Refused>,
+        lane: Result<Reserved, Refused>,
         task: F,
         make: impl FnOnce(F) -> (Job, R),
     ) -> Result<R, SubmitError<F>> {
@@ -443,14 +444,52 @@ impl WorkerPool {
         submitted
     }
 
-    /// Changes the number of workers of an elastic (shared-queue) pool: at most `max_workers`
-    /// and at least `min(min_workers, max_workers)`. New workers start at once when the minimum
-    /// rises; surplus workers exit after their current task, idle ones at once.
+    /// Changes the number of workers.
+    ///
+    /// * **Shared queue**: the pool's `max_workers` becomes `max_workers`, and its minimum at
+    ///   most that. New workers start at once when the minimum rises; surplus workers exit after
+    ///   their current task, idle ones at once.
+    /// * **Per-worker queues**: the pool has `max_workers` workers, each with its queue, from
+    ///   now on. A grow starts the new workers at once and the balancer spreads new tasks over
+    ///   them; a shrink retires the last workers: their queues take no new tasks, and each runs
+    ///   what its queue still holds before it exits, so no queued task is lost. The capacity is
+    ///   split again between the queues in use, but a queue never holds more than it was made
+    ///   with, so a pool shrunk below its built size queues fewer tasks than `queue_capacity`.
+    ///
+    /// **Keyed order across a resize.** A key's worker is chosen by rendezvous hashing
+    /// ([`KeyHash`](crate::balance::KeyHash)), so a resize moves only the keys whose worker
+    /// changes (about one in `max(old, new)` per worker added or removed). Until every keyed task
+    /// queued before the resize has finished, a [`submit_keyed`](Self::submit_keyed) for a
+    /// moved key waits (and [`try_submit_keyed`](Self::try_submit_keyed) gets
+    /// [`SubmitError::Full`]), so a key's tasks still run one after the other in submission
+    /// order; keys that did not move go on at once. A resize asked for while that wait is on
+    /// takes effect when it ends.
+    ///
+    /// After [`shutdown`](Self::shutdown), a resize changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use millpond::balance::Balance;
+    /// use millpond::exec::{Scheduler, WorkerPool};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = WorkerPool::builder()
+    ///     .workers(2)
+    ///     .scheduler(Scheduler::per_worker(Balance::PowerOfTwo))
+    ///     .build()?;
+    /// pool.resize(8)?;
+    /// assert_eq!(pool.stats().workers, 8);
+    /// let handle = pool.submit_keyed(42, async { "in order" }).await?;
+    /// assert_eq!(handle.await?, "in order");
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
     /// A [`BuildError`] naming `max_workers` when it is 0 or above 2,097,151, or when the pool
-    /// uses per-worker queues, whose workers are fixed.
+    /// uses per-worker queues with a weighted strategy, whose weights are one per worker.
     pub fn resize(&self, max_workers: usize) -> Result<(), BuildError> {
         if max_workers == 0 {
             return Err(BuildError::invalid("max_workers", 0, "a pool needs at least one worker"));
@@ -462,12 +501,8 @@ impl WorkerPool {
                 format!("a pool has at most {MAX_WORKERS} workers"),
             ));
         }
-        if !self.inner.is_resizable() {
-            return Err(BuildError::invalid(
-                "max_workers",
-                max_workers,
-                "per-worker queues have a fixed number of workers",
-            ));
+        if let Some(why) = self.inner.fixed() {
+            return Err(BuildError::invalid("max_workers", max_workers, why));
         }
         self.inner.resize(max_workers);
         Ok(())
@@ -572,7 +607,11 @@ impl WorkerPool {
         let lanes = self.inner.queues.lane_count();
         let occupancy: Vec<(usize, usize)> =
             (0..lanes).map(|lane| self.inner.queues.lane(lane).occupancy()).collect();
-        let queued_per_worker: Vec<usize> = occupancy.iter().map(|(queued, _)| *queued).collect();
+        let queued: usize = occupancy.iter().map(|(queued, _)| *queued).sum();
+        // Lanes a shrink retired count in `queued` while they drain, not in the list.
+        let active = self.inner.queues.active_lanes().min(lanes);
+        let queued_per_worker: Vec<usize> =
+            occupancy[..active].iter().map(|(queued, _)| *queued).collect();
         let idle: usize = occupancy.iter().map(|(_, idle)| *idle).sum();
         let workers = self.inner.live();
         let totals = self.inner.shards.merged();
@@ -581,8 +620,8 @@ impl WorkerPool {
             degradation: self.inner.admission.degradation(|| self.inner.queues.queued()),
             busy: workers.saturating_sub(idle),
             idle: idle.min(workers),
-            queued: queued_per_worker.iter().sum(),
-            queued_per_worker: if lanes > 1 { queued_per_worker } else { Vec::new() },
+            queued,
+            queued_per_worker: if active > 1 { queued_per_worker } else { Vec::new() },
             completed: totals.completed,
             panicked: totals.panicked,
             rejected: self.inner.rejected(),

@@ -18,8 +18,9 @@ use crate::unwind::PanicHook;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Scheduler {
-    /// One bounded queue that every worker pulls from (the default). The only scheduler that
-    /// can grow and shrink its workers (`min_workers < max_workers`, `resize`).
+    /// One bounded queue that every worker pulls from (the default). The only elastic
+    /// scheduler: workers start under load and retire when idle (`min_workers < max_workers`).
+    /// Both schedulers can be [resized](super::WorkerPool::resize).
     SharedQueue,
     /// One bounded queue per worker, fed by a balancing strategy; keyed tasks always go to their
     /// key's worker.
@@ -547,6 +548,8 @@ impl WorkerPoolBuilder {
                 }
                 let balancer = balance.build(max_workers, "weights")?;
                 let tracks_loads = balancer.reads_loads();
+                let weighted =
+                    matches!(balance, Balance::WeightedRoundRobin(_) | Balance::WeightedRandom(_));
                 (
                     Queues::per_worker(
                         max_workers,
@@ -554,6 +557,7 @@ impl WorkerPoolBuilder {
                         balancer,
                         tracks_loads,
                         *stealing,
+                        weighted,
                     ),
                     false,
                 )

@@ -10,7 +10,7 @@ use super::admission::{Admission, Priority};
 use super::error::SubmitError;
 use super::job::Job;
 use super::lane::{Lane, Listener, NoRoom, Signal};
-use super::queues::Queues;
+use super::queues::{Queues, Reserved, Wait};
 use super::stats::Shards;
 use super::worker;
 use super::worker_count::WorkerCount;
@@ -121,6 +121,12 @@ impl Inner {
                 inner.queues.wake_stranded();
             }
         });
+        let weak = Arc::downgrade(&inner);
+        inner.queues.on_staff(move |lane| {
+            if let Some(inner) = weak.upgrade() {
+                inner.join_worker(lane);
+            }
+        });
         let lanes = inner.queues.lane_count();
         // Counted in by `WorkerCount::new`.
         for index in 0..settings.min_workers {
@@ -134,6 +140,13 @@ impl Inner {
         let mut workers = self.workers.lock();
         workers.retain(|handle| !handle.is_finished());
         workers.push(handle);
+    }
+
+    /// Counts in and starts a worker for per-worker lane `lane`, which a resize put in use (or
+    /// reopened after its worker left).
+    fn join_worker(self: &Arc<Self>, lane: usize) {
+        self.count.join();
+        self.spawn_worker(lane);
     }
 
     /// Whether a worker may retire when idle: the pool is elastic and above its minimum.
@@ -160,23 +173,30 @@ impl Inner {
         retire_if_idle(self.queues.lane(lane), &self.count)
     }
 
-    /// Takes a worker off the count if a resize left more than allowed. The worker exits on
+    /// Takes a worker off the count if a resize left more than allowed (the shared queue: a
+    /// per-worker pool retires the workers of the lanes it retires). The worker exits on
     /// `true`.
     pub(crate) fn retire_surplus(&self) -> bool {
-        self.count.retire_surplus()
+        self.count.is_elastic() && self.count.retire_surplus()
     }
 
-    pub(crate) fn is_resizable(&self) -> bool {
-        self.count.is_elastic()
+    /// Why this pool cannot be resized, if it cannot.
+    pub(crate) fn fixed(&self) -> Option<&'static str> {
+        self.queues.fixed()
     }
 
     /// Sets a new maximum (and lowers the minimum to it if needed). Extra workers retire after
-    /// their current task; parked ones are interrupted so they retire at once.
+    /// their current task; parked ones are interrupted so they retire at once. Per-worker
+    /// queues use `max` lanes from then on, each with its worker (`lanes.rs`).
     pub(crate) fn resize(self: &Arc<Self>, max: usize) {
         if self.home.is_gone() && !self.is_closed() {
             // New workers must start where they will run. Outside any runtime they start on
             // the next submit that moves the pool.
             let _ = self.rehome();
+        }
+        if !self.count.is_elastic() {
+            self.queues.resize(max);
+            return;
         }
         let resized = self.count.resize(max);
         for _ in 0..resized.start {
@@ -274,6 +294,16 @@ impl Inner {
         if self.is_closed() {
             return;
         }
+        if let Some(lanes) = self.queues.unstaffed() {
+            for lane in lanes {
+                if self.home.is_gone() {
+                    self.queues.unstaff(lane);
+                    continue;
+                }
+                self.join_worker(lane);
+            }
+            return;
+        }
         let lanes = self.queues.lane_count();
         let missing = self.count.fill_to_min();
         for lane in 0..missing {
@@ -292,51 +322,52 @@ impl Inner {
     /// again.
     pub(crate) fn replace_worker(self: &Arc<Self>, lane: usize) {
         if self.is_closed() || self.home.is_gone() {
+            self.queues.unstaff(lane);
             self.worker_exited(true);
             return;
         }
         self.spawn_worker(lane);
     }
 
-    /// Reserves room for a job without waiting. Returns the lane to commit to.
+    /// Reserves room for a job without waiting. Returns where to commit it.
     pub(crate) fn try_reserve(
         self: &Arc<Self>,
         key: Option<u64>,
         priority: Priority,
-    ) -> Result<usize, Refused> {
+    ) -> Result<Reserved, Refused> {
         self.admit(key, priority)?;
-        self.queues.try_reserve(key).map_err(|(_, no_room)| self.reject(no_room.into()))
+        self.queues.try_reserve(key).map_err(|wait| {
+            self.reject(match wait {
+                // A key moving after a resize waits like a full queue.
+                Wait::Room(_) | Wait::Moving(_) => Refused::Full,
+                Wait::Closed => Refused::Closed,
+            })
+        })
     }
 
-    /// Reserves room for a job, waiting (up to `timeout`) while there is none. Returns the lane
-    /// to commit to.
+    /// Reserves room for a job, waiting (up to `timeout`) while there is none, or while its key
+    /// moves to another lane after a resize. Returns where to commit it.
     pub(crate) async fn reserve(
         self: &Arc<Self>,
         key: Option<u64>,
         priority: Priority,
         timeout: Option<Duration>,
-    ) -> Result<usize, Refused> {
+    ) -> Result<Reserved, Refused> {
         self.admit(key, priority)?;
-        let lane = match self.queues.try_reserve(key) {
-            Ok(lane) => return Ok(lane),
-            Err((_, NoRoom::Closed)) => return Err(self.reject(Refused::Closed)),
-            Err((lane, NoRoom::Full)) => lane,
+        let first = match self.queues.try_reserve(key) {
+            Ok(reserved) => return Ok(reserved),
+            Err(Wait::Closed) => return Err(self.reject(Refused::Closed)),
+            Err(wait) => wait,
         };
+        // A task of this pool that waited for room, or for its key's drain after a resize
+        // (which may be waiting for this very task), could wait forever.
         if worker::in_pool(self.id) {
             return Err(self.reject(Refused::WouldDeadlock));
         }
         // Only workers make room: should their runtime go while this submit waits, they start
         // again on this submitter's.
         self.home.stand_by();
-        let mut reserve = std::pin::pin!(self.queues.reserve(lane));
-        // Woken because the runtime went with no other in reserve, it moves the pool here.
-        let reserved = std::future::poll_fn(|cx| {
-            if self.home.is_gone() && !self.is_closed() {
-                // Polled outside any runtime, it stays put; that is no refusal to count.
-                let _ = self.home.rehome();
-            }
-            reserve.as_mut().poll(cx)
-        });
+        let reserved = self.wait_reserve(key, first);
         let reserved = match timeout {
             None => reserved.await,
             Some(timeout) => match tokio::time::timeout(timeout, reserved).await {
@@ -344,13 +375,81 @@ impl Inner {
                 Err(_) => return Err(self.reject(Refused::Timeout)),
             },
         };
-        reserved.map(|()| lane).map_err(|no_room| self.reject(no_room.into()))
+        reserved.map_err(|why| self.reject(why))
+    }
+
+    /// The waits of [`reserve`](Self::reserve), from its first refusal `wait`.
+    async fn wait_reserve(
+        self: &Arc<Self>,
+        key: Option<u64>,
+        mut wait: Wait,
+    ) -> Result<Reserved, Refused> {
+        loop {
+            match wait {
+                Wait::Closed => return Err(Refused::Closed),
+                Wait::Room(lane) => {
+                    let mut reserve = std::pin::pin!(self.queues.reserve(lane));
+                    // Woken because the runtime went with no other in reserve, it moves the pool
+                    // here.
+                    let claimed = std::future::poll_fn(|cx| {
+                        self.stay_home();
+                        reserve.as_mut().poll(cx)
+                    })
+                    .await;
+                    match claimed {
+                        Ok(()) => {
+                            if let Some(reserved) = self.queues.claimed(lane, key) {
+                                return Ok(reserved);
+                            }
+                        }
+                        // A lane a resize retired: route again.
+                        Err(NoRoom::Closed) if !self.is_closed() => {}
+                        Err(no_room) => return Err(no_room.into()),
+                    }
+                }
+                Wait::Moving(route) => {
+                    let Some(drained) = self.queues.drained() else {
+                        return Err(Refused::Closed);
+                    };
+                    let mut listener = None;
+                    std::future::poll_fn(|cx| {
+                        loop {
+                            self.stay_home();
+                            if !self.queues.still_moving(route) {
+                                return std::task::Poll::Ready(());
+                            }
+                            match &mut listener {
+                                // Listen, then look once more before parking (`signal.rs`).
+                                None => listener = Some(drained.listen()),
+                                Some(waiting) => {
+                                    std::task::ready!(std::pin::Pin::new(waiting).poll(cx));
+                                    listener = None;
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                }
+            }
+            wait = match self.queues.try_reserve(key) {
+                Ok(reserved) => return Ok(reserved),
+                Err(wait) => wait,
+            };
+        }
+    }
+
+    /// Moves the pool to the caller's runtime if its own went (a submit waiting for room).
+    fn stay_home(self: &Arc<Self>) {
+        if self.home.is_gone() && !self.is_closed() {
+            // Polled outside any runtime, it stays put; that is no refusal to count.
+            let _ = self.home.rehome();
+        }
     }
 
     /// Queues a job into reserved room and starts a worker if none noticed it and the pool may
     /// grow.
-    pub(crate) fn commit(self: &Arc<Self>, lane: usize, job: Job) {
-        if !self.queues.commit(lane, job) {
+    pub(crate) fn commit(self: &Arc<Self>, reserved: Reserved, job: Job) {
+        if !self.queues.commit(reserved, job) {
             self.grow();
         }
     }

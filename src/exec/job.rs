@@ -53,6 +53,8 @@ pub(crate) struct Job {
     /// The lane it was committed to, whose room it holds until it starts (a stolen job runs on
     /// another worker's).
     pub(crate) lane: usize,
+    /// The keyed counter of its lane it is counted in until done, if any (`lanes.rs`).
+    pub(crate) counted: Option<u8>,
 }
 
 impl Job {
@@ -70,6 +72,7 @@ impl Job {
             priority: Priority::High,
             shed: None,
             lane: 0,
+            counted: None,
         }
     }
 }

@@ -4,6 +4,8 @@
 //!   dispatch;
 //! * one lane: a waiting submit and a waiting pop hand off to each other, a cancelled submit
 //!   passes its wake-up on, `kill` leaves nobody parked;
+//! * a per-worker resize (`lanes.rs`): a keyed submit racing the resize is drained or routed
+//!   again, so a moved key's job never starts before the older one on its old lane;
 //! * the worker count (`worker_count.rs`): an idle worker retiring against a submit, a grow
 //!   against a resize, two resizes;
 //! * a task's handle: abort against the task's waker registration, abort against completion;
@@ -38,7 +40,7 @@ use super::handle::tracked;
 use super::inner::retire_if_idle;
 use super::job::Job;
 use super::lane::{Lane, NoRoom, Stash, Stealable, TryPop, Turn};
-use super::queues::{Next, Queues};
+use super::queues::{Next, Queues, Reserved, Wait};
 use super::worker_count::WorkerCount;
 use crate::balance::{Balancer, LeastLoaded, RoundRobin};
 use crate::sync::{Arc, AtomicUsize, Mutex, Ordering};
@@ -70,9 +72,9 @@ fn work(queues: &Queues, lane: usize) -> usize {
                 Next::Interrupted => continue,
             },
         };
-        let committed_to = job.lane;
+        let (committed_to, counted) = (job.lane, job.counted);
         block_on(job.future);
-        queues.done(committed_to);
+        queues.done(committed_to, counted);
         ran += 1;
     }
 }
@@ -86,7 +88,7 @@ fn model_bounded(bound: usize, model: impl Fn() + Sync + Send + 'static) {
 
 fn per_worker(workers: usize, balancer: Arc<dyn Balancer>, stealing: bool) -> Arc<Queues> {
     let tracks_loads = balancer.reads_loads();
-    Arc::new(Queues::per_worker(workers, workers * 2, balancer, tracks_loads, stealing))
+    Arc::new(Queues::per_worker(workers, workers * 2, balancer, tracks_loads, stealing, false))
 }
 
 /// A submit races a shutdown on the shared queue: a job that got room is run, one that did not
@@ -126,7 +128,7 @@ fn steal_vs_shutdown_runs_each_job_once() {
         let queues = per_worker(2, Arc::new(RoundRobin::new()), true);
         let runs = Arc::new(AtomicUsize::new(0));
         let lane = queues.try_reserve(None).unwrap();
-        assert_eq!(lane, 0);
+        assert_eq!(lane.lane, 0);
         let thief = {
             let queues = Arc::clone(&queues);
             thread::spawn(move || work(&queues, 1))
@@ -189,18 +191,76 @@ fn keyed_jobs_are_never_stolen() {
     });
 }
 
+/// A keyed submit races a resize that moves its key from lane 0 to lane 1, with lane 0's
+/// worker running: the submitter's first job lands on lane 0 (routed before the resize) or on
+/// lane 1 (after it), and a second job of the key that gets room on lane 1 finds the first one
+/// already run whenever the first went to lane 0. When all is done the keyed counters are back
+/// at zero. (Without the fence between a keyed submit's count and its second read of the
+/// route, this model fails at once: the second job overtakes the first.)
+#[test]
+fn a_moved_key_never_overtakes_its_older_job() {
+    model_bounded(3, || {
+        let queues = per_worker(1, Arc::new(RoundRobin::new()), false);
+        let key = (0..).find(|key| crate::balance::KeyHash::target(*key, 2) == 1).unwrap();
+        let first_ran = Arc::new(AtomicUsize::new(0));
+        let second_ran = Arc::new(AtomicUsize::new(0));
+        let submitter = {
+            let (queues, first_ran, second_ran) =
+                (Arc::clone(&queues), Arc::clone(&first_ran), Arc::clone(&second_ran));
+            thread::spawn(move || {
+                // The submitter may read the route of a drain that has just ended: then the
+                // pool would wait for it.
+                let Ok(first) = queues.try_reserve(Some(key)) else {
+                    return false;
+                };
+                queues.commit(first, job(&first_ran, true));
+                match queues.try_reserve(Some(key)) {
+                    Ok(second) => {
+                        if second.lane != first.lane {
+                            assert_eq!(
+                                first_ran.load(Ordering::Acquire),
+                                1,
+                                "a moved key's job overtook its older one"
+                            );
+                        }
+                        queues.commit(second, job(&second_ran, true));
+                    }
+                    // Still draining, or the resize lowered lane 0's share: the pool would
+                    // wait here.
+                    Err(Wait::Moving(_) | Wait::Room(_)) => {}
+                    Err(other) => panic!("an open pool refused a keyed job: {other:?}"),
+                }
+                true
+            })
+        };
+        let worker = {
+            let queues = Arc::clone(&queues);
+            thread::spawn(move || work(&queues, 0))
+        };
+        queues.resize(2);
+        let submitted = submitter.join().unwrap();
+        queues.close();
+        worker.join().unwrap();
+        work(&queues, 1);
+        assert_eq!(first_ran.load(Ordering::Acquire), usize::from(submitted));
+        assert!(queues.keyed_counts().iter().all(|counts| *counts == [0, 0]));
+        assert_eq!(queues.active_lanes(), 2);
+    });
+}
+
 /// A thief takes a batch from a lane whose worker is running while the pool shuts down: every
 /// job runs exactly once, and the owner does not stop before the jobs in the thief's stash have
 /// started (their room stays claimed in its lane until then).
 #[test]
 fn a_stolen_batch_runs_once_and_holds_its_lane_open_until_started() {
     model_bounded(3, || {
-        let queues = Arc::new(Queues::per_worker(2, 6, Arc::new(RoundRobin::new()), false, true));
+        let queues =
+            Arc::new(Queues::per_worker(2, 6, Arc::new(RoundRobin::new()), false, true, false));
         let runs = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
             // Round-robin would alternate lanes: aim each job at lane 0 directly.
             queues.lane(0).try_reserve().unwrap();
-            queues.commit(0, job(&runs, false));
+            queues.commit(Reserved::unkeyed(0), job(&runs, false));
         }
         let thief = {
             let queues = Arc::clone(&queues);

@@ -25,15 +25,18 @@
 //!
 //! * [`Scheduler::SharedQueue`] (the default): one queue every worker pulls from. The next task
 //!   goes to whichever worker is free first, so a slow task never holds up the tasks behind it
-//!   while another worker is idle. It is the only scheduler that grows and shrinks (ants-style:
-//!   `min_workers`, `max_workers`, `idle_timeout`, [`WorkerPool::resize`]). Every submit and every
-//!   worker meet on one queue (async-channel's lock-free one).
+//!   while another worker is idle. It is the only elastic scheduler (ants-style: `min_workers`,
+//!   `max_workers`, `idle_timeout`). Every submit and every worker meet on one queue
+//!   (async-channel's lock-free one).
 //! * [`Scheduler::per_worker`]: one queue per worker, and a [balancing
 //!   strategy](crate::balance) picks the queue of each task. Submits and workers spread over
 //!   many queues, and [`WorkerPool::submit_keyed`] gets per-key order (same key, same worker, in
 //!   order). A task can wait behind a slow one on its worker, which least-loaded and
 //!   power-of-two strategies and work stealing (`Scheduler::per_worker(..).stealing(true)`)
 //!   reduce; keyed tasks are never stolen.
+//!
+//! Both can be [resized](WorkerPool::resize) at run time; a per-worker pool keeps each key's
+//! order across the resize.
 //!
 //! `docs/benchmarks.md` measures both on the same workloads and says when each wins.
 //!
@@ -80,6 +83,7 @@ mod handle;
 mod inner;
 mod job;
 mod lane;
+mod lanes;
 #[cfg(feature = "metrics")]
 mod publish;
 mod queues;

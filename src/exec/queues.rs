@@ -31,8 +31,9 @@ use std::task::{Context, Poll, ready};
 
 use super::job::Job;
 use super::lane::{Lane, Listener, NoRoom, Reserve, Signal, Stash, TryPop, Turn};
+use super::lanes::{LaneSet, Route};
 use crate::balance::{Balancer, KeyHash, Loads};
-use crate::sync::{Arc, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{Arc, AtomicUsize, Ordering, fence};
 
 /// The most jobs one steal takes: enough that an idle worker does not come back for every job
 /// of a backed-up lane, few enough that a batch does not wait long behind one slow job.
@@ -51,28 +52,58 @@ pub(crate) enum Queues {
 }
 
 pub(crate) struct PerWorker {
-    lanes: Box<[Lane<Job>]>,
-    loads: Box<[CachePadded<AtomicUsize>]>,
+    /// The lanes, which of them are in use, and how a resize changes that (`lanes.rs`).
+    lanes: LaneSet,
     balancer: Arc<dyn Balancer>,
     /// Whether the balancer reads loads; the counters are kept only then.
     tracks_loads: bool,
     stealing: bool,
+    /// Whether the balancer has one weight per worker, which a resize would leave behind.
+    weighted: bool,
     /// Idle workers waiting for a job to steal.
     thieves: Signal,
     /// The lane a commit last found with its worker busy: where a woken thief looks first.
     busy_hint: AtomicUsize,
 }
 
-struct LaneLoads<'a>(&'a [CachePadded<AtomicUsize>]);
+/// Room reserved for a job: the lane to commit it to and, for a keyed job of per-worker queues,
+/// the keyed counter of that lane it is counted in until it is done (`lanes.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reserved {
+    pub(crate) lane: usize,
+    counted: Option<u8>,
+}
+
+impl Reserved {
+    /// Room in `lane` for a job that is not counted as keyed.
+    pub(crate) fn unkeyed(lane: usize) -> Self {
+        Self { lane, counted: None }
+    }
+}
+
+/// Why a reservation that does not wait got none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// No room in this lane (the key's lane, or the first pick).
+    Room(usize),
+    /// The key is moving to another lane after a resize: wait for the drain (`lanes.rs`).
+    Moving(Route),
+    Closed,
+}
+
+struct LaneLoads<'a> {
+    lanes: &'a LaneSet,
+    count: usize,
+}
 
 impl Loads for LaneLoads<'_> {
     fn count(&self) -> usize {
-        self.0.len()
+        self.count
     }
 
     fn load(&self, index: usize) -> usize {
         // Relaxed: a load is a hint for the pick; a stale one costs balance, not correctness.
-        self.0[index].load(Ordering::Relaxed)
+        self.lanes.get(index).load.load(Ordering::Relaxed)
     }
 }
 
@@ -88,19 +119,14 @@ impl Queues {
         balancer: Arc<dyn Balancer>,
         tracks_loads: bool,
         stealing: bool,
+        weighted: bool,
     ) -> Self {
-        let lanes = (0..workers)
-            .map(|index| {
-                Lane::per_worker(capacity / workers + usize::from(index < capacity % workers))
-            })
-            .collect();
-        let loads = (0..workers).map(|_| CachePadded(AtomicUsize::new(0))).collect();
         Self::PerWorker(PerWorker {
-            lanes,
-            loads,
+            lanes: LaneSet::new(workers, capacity),
             balancer,
             tracks_loads,
             stealing,
+            weighted,
             thieves: Signal::default(),
             busy_hint: AtomicUsize::new(0),
         })
@@ -109,47 +135,37 @@ impl Queues {
     pub(crate) fn lane(&self, index: usize) -> &Lane<Job> {
         match self {
             Self::Shared(lane) => lane,
-            Self::PerWorker(per_worker) => &per_worker.lanes[index],
+            Self::PerWorker(per_worker) => &per_worker.lanes.get(index).lane,
         }
     }
 
+    /// Lanes that exist, retired ones included: what shutdown and stats visit.
     pub(crate) fn lane_count(&self) -> usize {
         match self {
             Self::Shared(_) => 1,
-            Self::PerWorker(per_worker) => per_worker.lanes.len(),
+            Self::PerWorker(per_worker) => per_worker.lanes.allocated(),
         }
     }
 
-    /// The lane a job should go to first.
-    fn pick(&self, key: Option<u64>) -> usize {
+    /// Lanes in use: one per worker (per-worker queues), else 1.
+    pub(crate) fn active_lanes(&self) -> usize {
         match self {
-            Self::Shared(_) => 0,
-            Self::PerWorker(per_worker) => match key {
-                Some(key) => KeyHash::target(key, per_worker.lanes.len()),
-                None => per_worker.balancer.pick(&LaneLoads(&per_worker.loads), None),
-            },
+            Self::Shared(_) => 1,
+            Self::PerWorker(per_worker) => per_worker.lanes.route().count,
         }
     }
 
     /// Reserves room without waiting: in the picked lane, else (unkeyed, per-worker) in the
-    /// first other lane with room. `Err((lane, why))` names the lane to wait on.
-    pub(crate) fn try_reserve(&self, key: Option<u64>) -> Result<usize, (usize, NoRoom)> {
-        let first = self.pick(key);
-        match self.lane(first).try_reserve() {
-            Ok(()) => return Ok(first),
-            Err(NoRoom::Closed) => return Err((first, NoRoom::Closed)),
-            Err(NoRoom::Full) => {}
+    /// first other lane in use with room.
+    pub(crate) fn try_reserve(&self, key: Option<u64>) -> Result<Reserved, Wait> {
+        match self {
+            Self::Shared(lane) => match lane.try_reserve() {
+                Ok(()) => Ok(Reserved::unkeyed(0)),
+                Err(NoRoom::Full) => Err(Wait::Room(0)),
+                Err(NoRoom::Closed) => Err(Wait::Closed),
+            },
+            Self::PerWorker(per_worker) => per_worker.try_reserve(key),
         }
-        if key.is_none() {
-            let count = self.lane_count();
-            for step in 1..count {
-                let index = (first + step) % count;
-                if self.lane(index).try_reserve().is_ok() {
-                    return Ok(index);
-                }
-            }
-        }
-        Err((first, NoRoom::Full))
     }
 
     /// Waits for room in `lane`.
@@ -157,19 +173,54 @@ impl Queues {
         self.lane(lane).reserve()
     }
 
+    /// Takes room a waiting reserve claimed in `lane` for a job of `key`; `None` when a resize
+    /// routes the key elsewhere meanwhile (the room is given back: reserve again).
+    pub(crate) fn claimed(&self, lane: usize, key: Option<u64>) -> Option<Reserved> {
+        match (self, key) {
+            (Self::PerWorker(per_worker), Some(key)) => {
+                let route = per_worker.lanes.route();
+                if route.moves(key) || KeyHash::target(key, route.count) != lane {
+                    per_worker.lanes.get(lane).lane.release(1);
+                    return None;
+                }
+                per_worker.count_keyed(lane, route)
+            }
+            _ => Some(Reserved::unkeyed(lane)),
+        }
+    }
+
+    /// Whether a keyed submit that saw `route` must still wait for the drain.
+    pub(crate) fn still_moving(&self, route: Route) -> bool {
+        match self {
+            Self::Shared(_) => false,
+            Self::PerWorker(per_worker) => per_worker.lanes.still_moving(route),
+        }
+    }
+
+    /// Where keyed submits wait for a drain to end.
+    pub(crate) fn drained(&self) -> Option<&Signal> {
+        match self {
+            Self::Shared(_) => None,
+            Self::PerWorker(per_worker) => Some(per_worker.lanes.drained()),
+        }
+    }
+
     /// Queues a job into room reserved in `lane`. Returns whether an idle worker took notice.
-    pub(crate) fn commit(&self, lane: usize, mut job: Job) -> bool {
+    pub(crate) fn commit(&self, reserved: Reserved, mut job: Job) -> bool {
+        let lane = reserved.lane;
         job.lane = lane;
+        job.counted = reserved.counted;
         match self {
             Self::Shared(shared) => shared.commit(job),
             Self::PerWorker(per_worker) => {
                 let stealable = !job.keyed;
+                let slot = per_worker.lanes.get(lane);
                 if per_worker.tracks_loads {
                     // Raised before the job is visible, so its worker's lower can never come
                     // first and wrap the counter.
-                    per_worker.loads[lane].fetch_add(1, Ordering::AcqRel);
+                    slot.load.fetch_add(1, Ordering::AcqRel);
                 }
-                let noticed = per_worker.lanes[lane].commit(job);
+                let noticed = slot.lane.commit(job);
                 if !noticed && stealable && per_worker.stealing {
                     // The lane's worker is busy: let an idle worker come and steal it.
                     per_worker.busy_hint.store(lane, Ordering::Relaxed);
@@ -180,12 +231,65 @@ impl Queues {
         }
     }
 
-    /// Marks a job committed to `lane` as done, for the load counters.
-    pub(crate) fn done(&self, lane: usize) {
+    /// Marks a job committed to `lane` (counted in the keyed counter `counted`) as done, for
+    /// the load counters and a resize's drain.
+    pub(crate) fn done(&self, lane: usize, counted: Option<u8>) {
         if let Self::PerWorker(per_worker) = self {
             if per_worker.tracks_loads {
-                per_worker.loads[lane].fetch_sub(1, Ordering::AcqRel);
+                per_worker.lanes.get(lane).load.fetch_sub(1, Ordering::AcqRel);
             }
+            if let Some(parity) = counted {
+                per_worker.lanes.keyed_done(lane, parity);
+            }
+        }
+    }
+
+    /// Why this pool cannot be resized, if it cannot.
+    pub(crate) fn fixed(&self) -> Option<&'static str> {
+        match self {
+            Self::PerWorker(per_worker) if per_worker.weighted => {
+                Some("a weighted strategy has one weight per worker, so its pool keeps its workers")
+            }
+            _ => None,
+        }
+    }
+
+    /// Uses `count` lanes from now on (per-worker queues); see `lanes.rs`.
+    pub(crate) fn resize(&self, count: usize) {
+        if let Self::PerWorker(per_worker) = self {
+            per_worker.lanes.resize(count);
+        }
+    }
+
+    /// Sets how a resize starts a worker on a lane (per-worker queues).
+    pub(crate) fn on_staff(&self, staffer: impl Fn(usize) + Send + Sync + 'static) {
+        if let Self::PerWorker(per_worker) = self {
+            per_worker.lanes.on_staff(staffer);
+        }
+    }
+
+    /// The worker of `lane` found it closed and drained: whether it leaves (`false` when a
+    /// resize reopened the lane meanwhile).
+    pub(crate) fn leave(&self, lane: usize) -> bool {
+        match self {
+            Self::Shared(_) => true,
+            Self::PerWorker(per_worker) => per_worker.lanes.leave(lane),
+        }
+    }
+
+    /// A worker of `lane` ended and nothing replaced it.
+    pub(crate) fn unstaff(&self, lane: usize) {
+        if let Self::PerWorker(per_worker) = self {
+            per_worker.lanes.unstaff(lane);
+        }
+    }
+
+    /// Per-worker lanes that need a worker started (after the runtime took theirs); `None`
+    /// for the shared queue.
+    pub(crate) fn unstaffed(&self) -> Option<Vec<usize>> {
+        match self {
+            Self::Shared(_) => None,
+            Self::PerWorker(per_worker) => Some(per_worker.lanes.unstaffed()),
         }
     }
 
@@ -216,15 +320,18 @@ impl Queues {
         NextJob { queues: self, lane, interrupts, turn, stash, own: None, thief: None }
     }
 
-    /// Whether the queues take no more jobs.
+    /// Whether the queues take no more jobs. Lane 0 is never retired by a resize.
     pub(crate) fn is_closed(&self) -> bool {
         self.lane(0).is_closed()
     }
 
     pub(crate) fn close(&self) {
-        (0..self.lane_count()).for_each(|lane| self.lane(lane).close());
-        if let Self::PerWorker(per_worker) = self {
-            per_worker.thieves.notify_all();
+        match self {
+            Self::Shared(lane) => lane.close(),
+            Self::PerWorker(per_worker) => {
+                per_worker.lanes.close();
+                per_worker.thieves.notify_all();
+            }
         }
     }
 
@@ -249,39 +356,112 @@ impl Queues {
         (0..self.lane_count()).map(|lane| self.lane(lane).occupied()).sum()
     }
 
-    /// The load counters, for the loom model of their balance.
-    #[cfg(all(test, millpond_loom))]
+    /// The load counters, for the models and tests of their balance.
+    #[cfg(test)]
     pub(crate) fn loads(&self) -> Vec<usize> {
         match self {
             Self::Shared(_) => Vec::new(),
-            Self::PerWorker(per_worker) => {
-                per_worker.loads.iter().map(|load| load.load(Ordering::Acquire)).collect()
-            }
+            Self::PerWorker(per_worker) => (0..per_worker.lanes.allocated())
+                .map(|lane| per_worker.lanes.get(lane).load.load(Ordering::Acquire))
+                .collect(),
+        }
+    }
+
+    /// The keyed counters, for the models and tests of a resize's drain.
+    #[cfg(test)]
+    pub(crate) fn keyed_counts(&self) -> Vec<[usize; 2]> {
+        match self {
+            Self::Shared(_) => Vec::new(),
+            Self::PerWorker(per_worker) => per_worker.lanes.keyed_counts(),
         }
     }
 
     /// Steals for the worker of lane `thief`: from the fullest of the hinted lane and a few
     /// others, a job to run now and up to [`STEAL_BATCH`]` - 1` more into its stash.
     fn steal_for(per_worker: &PerWorker, thief: usize, stash: &mut Stash<Job>) -> Option<Job> {
-        let count = per_worker.lanes.len();
-        if count < 2 {
+        let lanes = &per_worker.lanes;
+        // Lanes in use, and the hinted one, which may be a lane a shrink retired.
+        let count = lanes.route().count;
+        let hint = per_worker.busy_hint.load(Ordering::Relaxed) % lanes.allocated();
+        if count < 2 && hint == thief {
             return None;
         }
-        let hint = per_worker.busy_hint.load(Ordering::Relaxed) % count;
         // A random start spreads thieves over the lanes; the models need every run replayable.
         let start = if cfg!(millpond_loom) { thief + 1 } else { fastrand::usize(..count) };
         let candidates = std::iter::once(hint)
             .chain((0..STEAL_SCAN.min(count)).map(|step| (start + step) % count));
         let (victim, queued) = candidates
             .filter(|&lane| lane != thief)
-            .map(|lane| (lane, per_worker.lanes[lane].stealable_len()))
+            .map(|lane| (lane, lanes.get(lane).lane.stealable_len()))
             .max_by_key(|&(_, queued)| queued)?;
         if queued == 0 {
             return None;
         }
-        let job = per_worker.lanes[victim].steal(stash, STEAL_BATCH)?;
-        per_worker.lanes[victim].release(1);
+        let victim = &lanes.get(victim).lane;
+        let job = victim.steal(stash, STEAL_BATCH)?;
+        victim.release(1);
         Some(job)
+    }
+}
+
+impl PerWorker {
+    fn try_reserve(&self, key: Option<u64>) -> Result<Reserved, Wait> {
+        loop {
+            let route = self.lanes.route();
+            let first = match key {
+                Some(key) if route.moves(key) => {
+                    // A shutdown ends every wait for a drain: the submit is refused instead.
+                    if self.lanes.get(0).lane.is_closed() {
+                        return Err(Wait::Closed);
+                    }
+                    return Err(Wait::Moving(route));
+                }
+                Some(key) => KeyHash::target(key, route.count),
+                // `min`: a strategy that breaks its contract must not index past the lanes.
+                None => self
+                    .balancer
+                    .pick(&LaneLoads { lanes: &self.lanes, count: route.count }, None)
+                    .min(route.count - 1),
+            };
+            match self.lanes.get(first).lane.try_reserve() {
+                Ok(()) => match key {
+                    None => return Ok(Reserved::unkeyed(first)),
+                    Some(_) => match self.count_keyed(first, route) {
+                        Some(reserved) => return Ok(reserved),
+                        None => continue,
+                    },
+                },
+                // Retired by a shrink after the route was read: the shrink published its route
+                // before it closed the lane, so the next read (after this fence, which pairs
+                // with the close) routes around it.
+                Err(NoRoom::Closed) if !self.lanes.get(0).lane.is_closed() => {
+                    fence(Ordering::Acquire);
+                    continue;
+                }
+                Err(NoRoom::Closed) => return Err(Wait::Closed),
+                Err(NoRoom::Full) => {}
+            }
+            if key.is_none() {
+                for step in 1..route.count {
+                    let index = (first + step) % route.count;
+                    if self.lanes.get(index).lane.try_reserve().is_ok() {
+                        return Ok(Reserved::unkeyed(index));
+                    }
+                }
+            }
+            return Err(Wait::Room(first));
+        }
+    }
+
+    /// Counts a keyed job into room claimed in `lane` under `route`; `None` (room given back)
+    /// when a resize changed the route meanwhile.
+    fn count_keyed(&self, lane: usize, route: Route) -> Option<Reserved> {
+        if self.lanes.count_keyed(lane, route) {
+            Some(Reserved { lane, counted: Some(route.parity()) })
+        } else {
+            self.lanes.get(lane).lane.release(1);
+            None
+        }
     }
 }
 
@@ -346,5 +526,55 @@ impl Future for NextJob<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, not(millpond_loom)))]
+mod tests {
+    use crate::balance::Balance;
+    use crate::exec::{Scheduler, WorkerPool};
+
+    /// Load and keyed counters return to zero once a pool resized under load is idle: a counter
+    /// left above zero would steer least-loaded picks away from its lane forever, or hold every
+    /// later resize's drain open.
+    #[test]
+    fn counters_return_to_zero_after_resizes_under_load() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let pool = WorkerPool::builder()
+                .workers(3)
+                .queue_capacity(64)
+                .scheduler(Scheduler::per_worker(Balance::LeastLoaded).stealing(true))
+                .build()
+                .unwrap();
+            let mut handles = Vec::new();
+            for (round, size) in [7, 2, 5, 1, 4].into_iter().enumerate() {
+                for n in 0..200u64 {
+                    let job = async { tokio::task::yield_now().await };
+                    handles.push(if n % 2 == 0 {
+                        pool.submit_keyed(n % 17 + round as u64, job).await.unwrap()
+                    } else {
+                        pool.submit(job).await.unwrap()
+                    });
+                }
+                pool.resize(size).unwrap();
+            }
+            for handle in handles {
+                handle.await.unwrap();
+            }
+            // Every worker lowers its job's counters before it exits.
+            pool.shutdown().await;
+            let queues = &pool.inner_for_probe().queues;
+            assert!(queues.loads().iter().all(|load| *load == 0), "{:?}", queues.loads());
+            assert!(
+                queues.keyed_counts().iter().all(|counts| *counts == [0, 0]),
+                "{:?}",
+                queues.keyed_counts()
+            );
+        });
     }
 }

@@ -61,10 +61,37 @@ struct Alive {
     counted: bool,
     /// Set when the worker loop returned (drained or retired), as opposed to being dropped.
     finished: bool,
+    /// The job it runs, as [`Running`]: marked done if the worker is dropped with it, since a
+    /// keyed job left counted would hold a resize's drain open for good.
+    running: Running,
+}
+
+/// The lane and keyed counter of a worker's running job in one word (a worker's future lives as
+/// long as the pool, in every worker): the lane shifted past a two-bit tag, 0 when no job runs,
+/// 1 for a job not counted as keyed, 2 and 3 for the keyed counters 0 and 1.
+#[derive(Debug, Clone, Copy, Default)]
+struct Running(usize);
+
+impl Running {
+    fn of(lane: usize, counted: Option<u8>) -> Self {
+        Self(lane << 2 | counted.map_or(1, |parity| 2 + usize::from(parity & 1)))
+    }
+
+    fn take(&mut self) -> Option<(usize, Option<u8>)> {
+        let word = std::mem::take(&mut self.0);
+        match word & 3 {
+            0 => None,
+            1 => Some((word >> 2, None)),
+            tag => Some((word >> 2, Some(u8::from(tag == 3)))),
+        }
+    }
 }
 
 impl Drop for Alive {
     fn drop(&mut self) {
+        if let Some((lane, counted)) = self.running.take() {
+            self.inner.queues.done(lane, counted);
+        }
         if !self.finished && self.counted {
             self.inner.replace_worker(self.lane);
         } else {
@@ -77,7 +104,13 @@ impl Drop for Alive {
 pub(crate) fn run(inner: Arc<Inner>, lane: usize) -> impl Future<Output = ()> + Send {
     // Counted from the spawn, not from the first poll: a runtime that shuts down before it ever
     // polled the worker still takes it off the count.
-    let mut alive = Alive { inner: Arc::clone(&inner), lane, counted: true, finished: false };
+    let mut alive = Alive {
+        inner: Arc::clone(&inner),
+        lane,
+        counted: true,
+        finished: false,
+        running: Running::default(),
+    };
     async move {
         work(inner, &mut alive, lane).await;
         alive.finished = true;
@@ -93,7 +126,10 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
         // The busy path takes a job without arming a timer.
         let job = match inner.queues.try_next(lane, &mut turn, &mut stash) {
             TryPop::Job(job) => job,
-            TryPop::Closed => return,
+            // A per-worker lane a resize retired, or a shut-down pool: drained, the worker
+            // leaves, unless a resize reopened its lane meanwhile.
+            TryPop::Closed if inner.queues.leave(lane) => return,
+            TryPop::Closed => continue,
             TryPop::Empty => {
                 let next = inner.queues.next_job(lane, &mut turn, &mut stash);
                 // Only a worker the pool may lose waits with a deadline. Its timer is boxed: in
@@ -109,7 +145,8 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
                 };
                 match next {
                     Next::Job(job) => job,
-                    Next::Closed => return,
+                    Next::Closed if inner.queues.leave(lane) => return,
+                    Next::Closed => continue,
                     Next::Interrupted => {
                         if inner.retire_idle(lane) {
                             alive.counted = false;
@@ -120,7 +157,8 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
                 }
             }
         };
-        let committed_to = job.lane;
+        // Kept in `alive` rather than in locals: the worker's future holds it once.
+        alive.running = Running::of(job.lane, job.counted);
         // Room under the adaptive limit, if the pool has one. Boxed, with the job inside, so
         // that neither the job nor the wait takes room in every worker's future.
         let job = match &inner.admission.limiter {
@@ -131,7 +169,9 @@ async fn work(inner: Arc<Inner>, alive: &mut Alive, lane: usize) {
             let outcome = running.await;
             finish(&inner, started, waited, outcome);
         }
-        inner.queues.done(committed_to);
+        if let Some((committed_to, counted)) = alive.running.take() {
+            inner.queues.done(committed_to, counted);
+        }
         // A worker with a full queue would otherwise never return to its runtime, leaving the
         // tasks queued behind it on its thread (the submitter it just woke, in the thread's LIFO
         // slot, which no other thread may steal from) to wait until its queue runs dry. tokio's

@@ -162,6 +162,15 @@ impl WorkerCount {
         .1
     }
 
+    /// Counts in one more worker whatever the bounds: one for a per-worker lane that a resize
+    /// put in use, whose pool counts the workers of its lanes rather than bounds. The caller
+    /// starts it.
+    pub(crate) fn join(&self) {
+        // The live field stays below its width: a per-worker pool has at most one worker per
+        // lane, and at most `MAX_WORKERS` lanes with work.
+        self.word.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Counts in the workers missing below the minimum (after a runtime took them down); returns
     /// how many the caller must start.
     pub(crate) fn fill_to_min(&self) -> usize {

@@ -64,7 +64,12 @@ const DEAD: usize = 1 << (usize::BITS - 2);
 const FLAGS: usize = CLOSED | DEAD;
 
 pub(crate) struct Lane<J> {
-    capacity: usize,
+    /// The most room taken at once: fixed for the shared queue; a per-worker lane's share of
+    /// the pool's capacity, set again when a resize changes the number of lanes. Never above
+    /// `slots`, so a push into reserved room always finds a free slot.
+    capacity: AtomicUsize,
+    /// The slots of the queues, fixed when the lane is made.
+    slots: usize,
     /// The flags and the room taken; see the module docs.
     occupied: AtomicUsize,
     /// Every job of a shared lane; the keyed jobs of a per-worker lane.
@@ -113,7 +118,8 @@ impl<J: Stealable> Lane<J> {
 
     fn with(capacity: usize, open: Option<Jobs<J>>) -> Self {
         Self {
-            capacity,
+            capacity: AtomicUsize::new(capacity),
+            slots: capacity,
             occupied: AtomicUsize::new(0),
             pinned: Jobs::new(capacity),
             open,
@@ -128,7 +134,7 @@ impl<J: Stealable> Lane<J> {
     }
 
     /// Closed, drained, and no reserved job still to come: workers may stop.
-    fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.occupied.load(Ordering::Acquire) & !DEAD == CLOSED
     }
 
@@ -140,7 +146,9 @@ impl<J: Stealable> Lane<J> {
             if occupied & CLOSED != 0 {
                 return Err(NoRoom::Closed);
             }
-            if occupied & !FLAGS >= self.capacity {
+            // Relaxed: a resize changes the capacity rarely, and a claim that read the old one
+            // still stays within the slots.
+            if occupied & !FLAGS >= self.capacity.load(Ordering::Relaxed) {
                 return Err(NoRoom::Full);
             }
             // AcqRel: a successful claim orders after the close it did not see.
@@ -153,6 +161,21 @@ impl<J: Stealable> Lane<J> {
                 Ok(_) => return Ok(()),
                 Err(actual) => occupied = actual,
             }
+        }
+    }
+
+    /// Sets the lane's share of the pool's capacity (at least 1, at most the slots it was made
+    /// with). Room already taken above a lowered share stays taken until its jobs start.
+    pub(crate) fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity.min(self.slots).max(1), Ordering::Relaxed);
+    }
+
+    /// Takes reservations again after a [`close`](Self::close) that retired the lane (a resize
+    /// that shrank the pool, undone by one that grew it). The caller serialises this with the
+    /// close and with the lane's worker leaving; a killed lane stays closed.
+    pub(crate) fn reopen(&self) {
+        if self.occupied.load(Ordering::Acquire) & DEAD == 0 {
+            self.occupied.fetch_and(!CLOSED, Ordering::AcqRel);
         }
     }
 
