@@ -60,7 +60,14 @@ impl Hog {
         Self(
             (0..cpus)
                 .map(|_| {
-                    Command::new("sh").arg("-c").arg("while :; do :; done").spawn().expect("sh")
+                    // Each loop checks that the bench still runs, so a bench killed before its
+                    // `Drop` (Ctrl-C, `pkill`) does not leave the machine busy for good.
+                    let bench = std::process::id();
+                    Command::new("sh")
+                        .arg("-c")
+                        .arg(format!("while kill -0 {bench} 2>/dev/null; do :; done"))
+                        .spawn()
+                        .expect("sh")
                 })
                 .collect(),
         )
