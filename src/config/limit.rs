@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::de;
 use crate::BuildError;
+use crate::limit::builder::{DEFAULT_CODEL_INTERVAL, DEFAULT_CODEL_TARGET};
 use crate::limit::{AdaptiveLimiter, AdaptiveLimiterBuilder, Aimd, Gradient2};
 
 /// An [`AdaptiveLimiter`], read from a configuration file or the environment: the `adaptive_limit`
@@ -127,52 +128,23 @@ impl AdaptiveLimitConfig {
 
     fn builder(&self) -> Result<AdaptiveLimiterBuilder, BuildError> {
         let algorithm = self.algorithm.unwrap_or_default();
-        let refuse = |field: &'static str, value: &dyn std::fmt::Debug| {
-            Err(BuildError::invalid(
-                field,
-                value,
-                format!("the {algorithm:?} algorithm does not take this setting"),
-            ))
-        };
         let mut builder = match algorithm {
             AlgorithmKind::Gradient2 => {
                 if let Some(timeout) = &self.timeout {
-                    return refuse("timeout", timeout);
+                    return Err(not_taken(algorithm, "timeout", timeout));
                 }
-                let mut gradient = Gradient2::new();
-                if let Some(limit) = self.initial_limit {
-                    gradient = gradient.initial_limit(limit);
-                }
-                if let Some(limit) = self.min_limit {
-                    gradient = gradient.min_limit(limit);
-                }
-                if let Some(limit) = self.max_limit {
-                    gradient = gradient.max_limit(limit);
-                }
-                if let Some(queue) = self.queue_size {
-                    gradient = gradient.queue_size(queue);
-                }
-                if let Some(backoff) = self.backoff {
-                    gradient = gradient.backoff(backoff);
-                }
-                if let Some(tolerance) = self.tolerance {
-                    gradient = gradient.tolerance(tolerance);
-                }
-                if let Some(smoothing) = self.smoothing {
-                    gradient = gradient.smoothing(smoothing);
-                }
-                if let Some(calls) = self.long_window {
-                    gradient = gradient.long_window(calls);
-                }
-                if let Some(multiplier) = self.probe_multiplier {
-                    gradient = gradient.probe_multiplier(multiplier);
-                }
-                if let Some(calls) = self.probe_samples {
-                    gradient = gradient.probe_samples(calls);
-                }
-                if let Some(interval) = self.probe_interval {
-                    gradient = gradient.probe_interval(interval);
-                }
+                let gradient = Gradient2::new();
+                let gradient = set(gradient, self.initial_limit, Gradient2::initial_limit);
+                let gradient = set(gradient, self.min_limit, Gradient2::min_limit);
+                let gradient = set(gradient, self.max_limit, Gradient2::max_limit);
+                let gradient = set(gradient, self.queue_size, Gradient2::queue_size);
+                let gradient = set(gradient, self.backoff, Gradient2::backoff);
+                let gradient = set(gradient, self.tolerance, Gradient2::tolerance);
+                let gradient = set(gradient, self.smoothing, Gradient2::smoothing);
+                let gradient = set(gradient, self.long_window, Gradient2::long_window);
+                let gradient = set(gradient, self.probe_multiplier, Gradient2::probe_multiplier);
+                let gradient = set(gradient, self.probe_samples, Gradient2::probe_samples);
+                let gradient = set(gradient, self.probe_interval, Gradient2::probe_interval);
                 AdaptiveLimiter::builder(gradient)
             }
             AlgorithmKind::Aimd => {
@@ -188,33 +160,19 @@ impl AdaptiveLimitConfig {
                 if let Some((field, Some(value))) =
                     gradient_only.into_iter().find(|(_, value)| value.is_some())
                 {
-                    return refuse(field, value);
+                    return Err(not_taken(algorithm, field, value));
                 }
-                let mut aimd = Aimd::new();
-                if let Some(limit) = self.initial_limit {
-                    aimd = aimd.initial_limit(limit);
-                }
-                if let Some(limit) = self.min_limit {
-                    aimd = aimd.min_limit(limit);
-                }
-                if let Some(limit) = self.max_limit {
-                    aimd = aimd.max_limit(limit);
-                }
-                if let Some(backoff) = self.backoff {
-                    aimd = aimd.backoff(backoff);
-                }
-                if let Some(timeout) = self.timeout {
-                    aimd = aimd.timeout(timeout);
-                }
+                let aimd = Aimd::new();
+                let aimd = set(aimd, self.initial_limit, Aimd::initial_limit);
+                let aimd = set(aimd, self.min_limit, Aimd::min_limit);
+                let aimd = set(aimd, self.max_limit, Aimd::max_limit);
+                let aimd = set(aimd, self.backoff, Aimd::backoff);
+                let aimd = set(aimd, self.timeout, Aimd::timeout);
                 AdaptiveLimiter::builder(aimd)
             }
         };
-        if let Some(callers) = self.max_queue {
-            builder = builder.max_queue(callers);
-        }
-        if let Some(timeout) = self.queue_timeout {
-            builder = builder.queue_timeout(timeout);
-        }
+        builder = set(builder, self.max_queue, AdaptiveLimiterBuilder::max_queue);
+        builder = set(builder, self.queue_timeout, AdaptiveLimiterBuilder::queue_timeout);
         match self.queue_order.unwrap_or_default() {
             QueueOrder::Fifo => {
                 if let Some(target) = &self.codel_target {
@@ -226,23 +184,39 @@ impl AdaptiveLimitConfig {
                 builder = builder.fifo();
             }
             QueueOrder::AdaptiveLifo => {
-                let target = self.codel_target.unwrap_or(Duration::from_millis(5));
-                let interval = self.codel_interval.unwrap_or(Duration::from_millis(100));
-                if target.is_zero() {
-                    return Err(BuildError::invalid("codel_target", target, "must be above zero"));
-                }
-                if interval.is_zero() {
-                    return Err(BuildError::invalid(
-                        "codel_interval",
-                        interval,
-                        "must be above zero",
-                    ));
+                let target = self.codel_target.unwrap_or(DEFAULT_CODEL_TARGET);
+                let interval = self.codel_interval.unwrap_or(DEFAULT_CODEL_INTERVAL);
+                // Checked here too, to name the keys as the file writes them.
+                for (field, value) in [("codel_target", target), ("codel_interval", interval)] {
+                    if value.is_zero() {
+                        return Err(BuildError::invalid(field, value, "must be above zero"));
+                    }
                 }
                 builder = builder.adaptive_lifo(target, interval);
             }
         }
         Ok(builder)
     }
+}
+
+/// `target` with `setter` applied to `value`, if the file gave one.
+fn set<B, T>(target: B, value: Option<T>, setter: fn(B, T) -> B) -> B {
+    match value {
+        Some(value) => setter(target, value),
+        None => target,
+    }
+}
+
+fn not_taken(
+    algorithm: AlgorithmKind,
+    field: &'static str,
+    value: &dyn std::fmt::Debug,
+) -> BuildError {
+    BuildError::invalid(
+        field,
+        value,
+        format!("the {algorithm:?} algorithm does not take this setting"),
+    )
 }
 
 const FIFO_HAS_NO_CODEL: &str =

@@ -11,8 +11,8 @@ use crate::BuildError;
 const DEFAULT_MAX_QUEUE: usize = 100;
 const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
 /// folly's CoDel defaults.
-const DEFAULT_CODEL_TARGET: Duration = Duration::from_millis(5);
-const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_CODEL_TARGET: Duration = Duration::from_millis(5);
+pub(crate) const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Settings of an [`AdaptiveLimiter`], from [`AdaptiveLimiter::builder`].
 ///

@@ -46,7 +46,7 @@
 
 mod aimd;
 mod algorithm;
-mod builder;
+pub(crate) mod builder;
 mod codel;
 mod engine;
 mod error;
